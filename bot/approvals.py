@@ -1,0 +1,66 @@
+"""Who may start runs, decide approvals and cancel runs.
+
+Principals are Slack user IDs (U…/W…) or user group IDs (S…). Group membership comes from a
+``GroupResolver``: static in tests and the terminal, Slack's ``usergroups.users.list`` later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.config import SlackConfig
+from bot.models import Run
+
+
+class GroupResolver(Protocol):
+    async def members(self, group_id: str) -> frozenset[str]: ...
+
+
+class StaticGroups:
+    def __init__(self, groups: dict[str, set[str] | frozenset[str]] | None = None):
+        self.groups = {gid: frozenset(users) for gid, users in (groups or {}).items()}
+
+    async def members(self, group_id: str) -> frozenset[str]:
+        return self.groups.get(group_id, frozenset())
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    reason: str = ""
+
+
+class ApprovalPolicy:
+    def __init__(self, slack: SlackConfig, groups: GroupResolver | None = None):
+        self.slack = slack
+        self.groups = groups or StaticGroups()
+
+    async def _in(self, user: str, principals: list[str]) -> bool:
+        if user in principals:
+            return True
+        for principal in principals:
+            if principal.startswith("S") and user in await self.groups.members(principal):
+                return True
+        return False
+
+    async def may_request(self, user: str) -> Verdict:
+        if not self.slack.requesters or await self._in(user, self.slack.requesters):
+            return Verdict(True)
+        return Verdict(False, "you are not allowed to start upgrades; ask an admin to add you to slack.requesters")
+
+    async def may_decide(self, user: str, run: Run, decision: str) -> Verdict:
+        if not await self._in(user, self.slack.approvers):
+            return Verdict(False, "you are not an approver for idm-upgrade (slack.approvers); the request stays open")
+        if decision == "approve" and user == run.requester and not self.slack.allow_self_approval:
+            return Verdict(
+                False,
+                "you started this run, and approving your own run is not allowed "
+                "(slack.allow_self_approval = false); another approver must decide",
+            )
+        return Verdict(True)
+
+    async def may_cancel(self, user: str, run: Run) -> Verdict:
+        if user == run.requester or user.startswith("cli:") or await self._in(user, self.slack.approvers):
+            return Verdict(True)
+        return Verdict(False, "only the person who started the run or an approver may cancel it")

@@ -1,0 +1,143 @@
+"""The audit trail: an append-only, hash-chained table, and its export and verification.
+
+Each event's hash is ``sha256(prev_hash + canonical JSON of the event)``, so editing, deleting or
+inserting a row breaks the chain at that row. Triggers refuse UPDATE and DELETE as a guard against
+accidents; the chain is what detects deliberate tampering. Export and verify stream rows, so their
+memory does not grow with the trail.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from bot.models import AUDIT_EVENTS, AuditEvent, iso, utcnow
+
+GENESIS = "0" * 64
+COLUMNS = ("seq", "run_id", "at", "actor", "event", "step", "detail", "prev_hash", "hash")
+
+
+def canonical(event: dict[str, Any]) -> str:
+    body = {key: event[key] for key in ("seq", "run_id", "at", "actor", "event", "step", "detail")}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev_hash: str, event: dict[str, Any]) -> str:
+    return hashlib.sha256((prev_hash + canonical(event)).encode("utf-8")).hexdigest()
+
+
+def append(
+    conn: sqlite3.Connection,
+    event: str,
+    *,
+    actor: str,
+    run_id: str | None = None,
+    step: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event. Call inside the write transaction of the state change it describes."""
+    if event not in AUDIT_EVENTS:
+        raise ValueError(f"unknown audit event {event!r}")
+    if not conn.in_transaction:
+        raise RuntimeError("audit events are written inside the transaction of the change they describe")
+    last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    record = {
+        "seq": seq,
+        "run_id": run_id,
+        "at": iso(utcnow()),
+        "actor": actor,
+        "event": event,
+        "step": step,
+        "detail": detail or {},
+    }
+    digest = chain_hash(prev_hash, record)
+    conn.execute(
+        "INSERT INTO audit (seq, run_id, at, actor, event, step, detail, prev_hash, hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (seq, run_id, record["at"], actor, event, step, json.dumps(record["detail"]), prev_hash, digest),
+    )
+    return AuditEvent(**record, prev_hash=prev_hash, hash=digest)
+
+
+def _rows(conn: sqlite3.Connection, run_id: str | None) -> Iterator[dict[str, Any]]:
+    sql = f"SELECT {', '.join(COLUMNS)} FROM audit"
+    params: tuple = ()
+    if run_id is not None:
+        sql += " WHERE run_id = ?"
+        params = (run_id,)
+    for row in conn.execute(sql + " ORDER BY seq", params):
+        record = dict(zip(COLUMNS, row, strict=True))
+        record["detail"] = json.loads(record["detail"])
+        yield record
+
+
+def events(conn: sqlite3.Connection, run_id: str | None = None) -> Iterator[AuditEvent]:
+    for record in _rows(conn, run_id):
+        yield AuditEvent(**record)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    problem: str | None = None
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"audit trail intact: {self.checked} events, hash chain verified"
+        return f"audit trail BROKEN: {self.problem} ({self.checked} events checked before it)"
+
+
+def verify(conn: sqlite3.Connection) -> VerifyResult:
+    """Walk the whole chain; report the first event whose sequence, link or hash is wrong."""
+    expected_seq, prev_hash, checked = 1, GENESIS, 0
+    cursor = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM audit ORDER BY seq")
+    for row in cursor:
+        record = dict(zip(COLUMNS, row, strict=True))
+        seq = record["seq"]
+        where = f"event seq {seq} ({record['event']}, run {record['run_id']})"
+        if seq != expected_seq:
+            missing = f"events {expected_seq}-{seq - 1} are missing" if seq > expected_seq else "out of order"
+            return VerifyResult(False, checked, f"{where}: expected seq {expected_seq}; {missing}")
+        if record["prev_hash"] != prev_hash:
+            return VerifyResult(
+                False,
+                checked,
+                f"{where}: prev_hash does not match the previous event (deleted or inserted row)",
+            )
+        try:
+            record["detail"] = json.loads(record["detail"])
+        except (TypeError, json.JSONDecodeError):
+            return VerifyResult(False, checked, f"{where}: detail is not valid JSON (edited row)")
+        if chain_hash(prev_hash, record) != record["hash"]:
+            return VerifyResult(False, checked, f"{where}: hash does not match its content (edited row)")
+        prev_hash, expected_seq, checked = record["hash"], seq + 1, checked + 1
+    return VerifyResult(True, checked)
+
+
+def export_json(conn: sqlite3.Connection, out: TextIO, run_id: str | None = None) -> int:
+    """Write a JSON array of events, one per line, without holding the trail in memory."""
+    count = 0
+    out.write("[")
+    for record in _rows(conn, run_id):
+        out.write(("\n" if count == 0 else ",\n") + json.dumps(record, ensure_ascii=False))
+        count += 1
+    out.write("\n]\n" if count else "]\n")
+    return count
+
+
+def export_csv(conn: sqlite3.Connection, out: TextIO, run_id: str | None = None) -> int:
+    writer = csv.writer(out)
+    writer.writerow(COLUMNS)
+    count = 0
+    for record in _rows(conn, run_id):
+        record["detail"] = json.dumps(record["detail"], sort_keys=True, ensure_ascii=False)
+        writer.writerow([record[c] for c in COLUMNS])
+        count += 1
+    return count

@@ -1,0 +1,139 @@
+"""The `idm-upgrade` command line. Bad configuration exits 2 with one line per problem, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bot import audit
+from bot.config import Config, ConfigError, Secrets, config_path, load_config
+from bot.store import Store, StoreError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="idm-upgrade",
+        description="Upgrade the Windows VMware Identity Manager connector to 19.03.0.1 over WinRM, "
+        "with Slack approvals and a verifiable audit trail.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--config",
+            metavar="F",
+            help="configuration file (default: $IDM_UPGRADE_CONFIG, else ./idm-upgrade.toml)",
+        )
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="run the Slack bot"))
+    mode = serve.add_mutually_exclusive_group()
+    mode.add_argument("--http", action="store_true", help="serve Slack over HTTP (POST /slack/events)")
+    mode.add_argument("--socket-mode", action="store_true", help="connect to Slack with Socket Mode")
+    serve.add_argument("--port", type=int, default=3000)
+
+    run = with_config(sub.add_parser("run", help="upgrade hosts from the terminal (approvals at the prompt)"))
+    run.add_argument("hosts", nargs="+", metavar="HOST")
+    run.add_argument("--check", action="store_true", help="run the preflight only; change nothing")
+
+    sandbox = sub.add_parser("sandbox", help="watch a complete upgrade against simulated hosts")
+    sandbox.add_argument("--hosts", type=int, default=1)
+    sandbox.add_argument("--scenario", default="default")
+    sandbox.add_argument("--approve", choices=["auto", "prompt"], default="auto")
+
+    audit_cmd = sub.add_parser("audit", help="export or verify the audit trail")
+    audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    export = with_config(audit_sub.add_parser("export", help="print audit events (JSON array or CSV)"))
+    export.add_argument("--format", choices=["json", "csv"], default="json")
+    export.add_argument("--run", metavar="ID", help="only the events of this run")
+    with_config(audit_sub.add_parser("verify", help="check the hash chain; exit 0 when intact"))
+
+    with_config(sub.add_parser("check-config", help="validate the configuration and print a summary"))
+    return parser
+
+
+def _open_store(config: Config) -> Store:
+    return Store(config.database.path)
+
+
+def check_config(config: Config, source: str, out=sys.stdout) -> int:
+    """Print what the configuration says, without secrets: only whether each one is set."""
+    secrets = Secrets.from_env()
+    slack = config.slack
+    out.write(f"configuration OK: {source}\n")
+    out.write(f"hosts ({len(config.hosts)}):\n")
+    for name in config.hosts:
+        out.write(f"  {name:<20} {config.winrm_endpoint(name)}  transport={config.transport_for(name)}\n")
+    out.write(f"slack channel: {slack.channel}\n")
+    out.write(f"requesters: {', '.join(slack.requesters) or 'anyone in the workspace'}\n")
+    out.write(
+        f"approvers: {', '.join(slack.approvers) or 'NONE'}; min_approvals={slack.min_approvals}, "
+        f"self-approval {'allowed' if slack.allow_self_approval else 'refused'}, "
+        f"requests expire after {slack.approval_timeout_minutes:g} min\n"
+    )
+    out.write(f"installer: {config.installer.version} from {config.installer.url}\n")
+    out.write(
+        f"modes: pending_reboot={config.preflight.pending_reboot}, "
+        f"directory_change={config.workspace_one.directory_change}, "
+        f"snapshots={'vCenter' if config.vcenter.url else 'manual confirmation'}, "
+        f"winrm max_parallel={config.winrm.max_parallel}\n"
+    )
+    out.write(f"database: {config.database.path}\n")
+    present = secrets.present()
+    out.write("environment: " + ", ".join(f"{k} {'set' if v else 'missing'}" for k, v in present.items()) + "\n")
+    warnings = []
+    if not slack.approvers:
+        warnings.append("slack.approvers is empty: gated steps can never be approved and will expire")
+    if not any(p.startswith("S") for p in slack.approvers) and len(slack.approvers) < slack.min_approvals:
+        warnings.append(f"slack.min_approvals = {slack.min_approvals} but only {len(slack.approvers)} approvers")
+    if config.winrm.server_cert_validation == "ignore":
+        warnings.append("winrm.server_cert_validation = 'ignore': host certificates are not checked")
+    if not config.workspace_one.url:
+        warnings.append("workspace_one.url is not set: the STARTTLS step cannot use the API")
+    for name in config.hosts:
+        if config.transport_for(name) == "basic" and config.winrm_endpoint(name).startswith("http:"):
+            warnings.append(f"hosts.{name}: basic authentication over plain http sends the password readable")
+    for warning in warnings:
+        out.write(f"warning: {warning}\n")
+    return EXIT_OK
+
+
+def _not_built(what: str, issue: str) -> int:
+    sys.stderr.write(f"idm-upgrade: {what} is not built yet ({issue}); nothing was done.\n")
+    return EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "sandbox":
+        return _not_built("the sandbox", "issue 7 builds it; the simulated hosts arrive with issue 3")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"config error: {problem}\n")
+        return EXIT_USAGE
+    if args.command == "check-config":
+        return check_config(config, str(config_path(args.config)))
+    if args.command == "serve":
+        return _not_built("the Slack front end", "issue 6")
+    if args.command == "run":
+        return _not_built("the terminal upgrade", "the upgrade steps arrive with issue 4")
+    try:
+        store = _open_store(config)
+    except (StoreError, OSError) as exc:
+        sys.stderr.write(f"idm-upgrade: cannot open the database {config.database.path}: {exc}\n")
+        return EXIT_FAILED
+    try:
+        if args.audit_command == "export":
+            writer = audit.export_json if args.format == "json" else audit.export_csv
+            writer(store.conn, sys.stdout, args.run)
+            return EXIT_OK
+        result = audit.verify(store.conn)
+        (sys.stdout if result.ok else sys.stderr).write(f"{result}\n")
+        return EXIT_OK if result.ok else EXIT_FAILED
+    finally:
+        store.close()

@@ -1,0 +1,314 @@
+"""The configuration file (TOML) and the secrets (environment), validated by pydantic.
+
+Unknown keys are errors: a typo in a production config must not be silently ignored.
+Every problem is reported as one line naming its key path, e.g. ``hosts.host01.port: must be 1-65535``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_PATH = "idm-upgrade.toml"
+ENV_PATH = "IDM_UPGRADE_CONFIG"
+
+SECRET_NAMES = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "WINRM_USERNAME",
+    "WINRM_PASSWORD",
+    "WS1_CLIENT_ID",
+    "WS1_CLIENT_SECRET",
+    "VCENTER_USERNAME",
+    "VCENTER_PASSWORD",
+)
+
+_HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_PRINCIPAL_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_VERSION = re.compile(r"^\d+(\.\d+){1,3}$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` holds one readable line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("must be 1-65535")
+    return value
+
+
+def _principal(value: str) -> str:
+    if not _PRINCIPAL_ID.match(value):
+        raise ValueError(
+            f"{value!r} is not a Slack user ID (U…/W…) or user group ID (S…); use upper-case IDs, not names or @handles"
+        )
+    return value
+
+
+def _user(value: str) -> str:
+    if not _USER_ID.match(value):
+        raise ValueError(f"{value!r} is not a Slack user ID (U…/W…)")
+    return value
+
+
+Port = Annotated[int, AfterValidator(_port)]
+Principal = Annotated[str, AfterValidator(_principal)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SlackConfig(_Section):
+    channel: str
+    requesters: list[Principal] = Field(default_factory=list)
+    approvers: list[Principal] = Field(default_factory=list)
+    allow_self_approval: bool = False
+    min_approvals: int = Field(default=1, ge=1, le=10)
+    approval_timeout_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if not _CHANNEL_ID.match(value):
+            raise ValueError(f"{value!r} is not a Slack channel ID (C… or G…, upper case)")
+        return value
+
+
+class PreflightConfig(_Section):
+    min_free_disk_gb: float = Field(default=4.0, ge=0)
+    pending_reboot: Literal["refuse", "ask"] = "refuse"
+
+
+class DatabaseConfig(_Section):
+    path: str = "idm-upgrade.db"
+
+
+class InstallerConfig(_Section):
+    url: str
+    sha256: str
+    version: str
+    arguments: str = '/s /v"/qn /norestart /l*v \\"{log}\\""'
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^(https?|file)://\S+$", value):
+            raise ValueError("must be an http(s):// or file:// URL the Windows hosts can reach")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, value: str) -> str:
+        value = value.lower()
+        if not _SHA256.match(value):
+            raise ValueError("must be 64 hexadecimal characters (the installer's SHA-256)")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not _VERSION.match(value):
+            raise ValueError("must be a dotted version such as 19.03.0.1")
+        return value
+
+    @field_validator("arguments")
+    @classmethod
+    def _arguments(cls, value: str) -> str:
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"is not a valid template ({exc}); write literal braces as {{{{ and }}}}") from None
+        unknown = fields - {"installer", "log"}
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; only {{installer}} and {{log}} exist")
+        return value
+
+
+class ConnectorConfig(_Section):
+    service: str = "VMwareIDMConnector"
+    product_name: str = "VMware Identity Manager Connector*"
+
+
+Scheme = Literal["https", "http"]
+Transport = Literal["ntlm", "kerberos", "credssp", "basic"]
+CertValidation = Literal["validate", "ignore"]
+
+
+class WinRMConfig(_Section):
+    scheme: Scheme = "https"
+    port: Port | None = None
+    transport: Transport = "ntlm"
+    server_cert_validation: CertValidation = "validate"
+    connect_timeout_seconds: float = Field(default=5, gt=0)
+    operation_timeout_seconds: int = Field(default=20, ge=1)
+    read_timeout_seconds: int = Field(default=30, ge=2)
+    command_timeout_seconds: float = Field(default=300, gt=0)
+    max_parallel: int = Field(default=4, ge=1, le=200)
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> WinRMConfig:
+        if self.read_timeout_seconds <= self.operation_timeout_seconds:
+            raise ValueError(
+                "read_timeout_seconds must be larger than operation_timeout_seconds "
+                "(pywinrm waits that long for each Receive)"
+            )
+        return self
+
+
+class RebootConfig(_Section):
+    timeout_seconds: float = Field(default=600, gt=0, le=24 * 3600)
+
+
+class WorkspaceOneConfig(_Section):
+    url: str | None = None
+    directory_change: Literal["api", "manual"] = "api"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError("must be the tenant root such as https://tenant.example.com (no /SAAS path)")
+        return value.rstrip("/") if value else value
+
+
+class VCenterConfig(_Section):
+    url: str | None = None
+
+
+class HostConfig(_Section):
+    address: str = Field(min_length=1)
+    port: Port | None = None
+    scheme: Scheme | None = None
+    transport: Transport | None = None
+    vm_name: str | None = None
+
+
+class Config(_Section):
+    slack: SlackConfig
+    installer: InstallerConfig
+    hosts: dict[str, HostConfig] = Field(min_length=1)
+    preflight: PreflightConfig = PreflightConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    connector: ConnectorConfig = ConnectorConfig()
+    winrm: WinRMConfig = WinRMConfig()
+    reboot: RebootConfig = RebootConfig()
+    workspace_one: WorkspaceOneConfig = WorkspaceOneConfig()
+    vcenter: VCenterConfig = VCenterConfig()
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_names(cls, hosts: dict[str, HostConfig]) -> dict[str, HostConfig]:
+        bad = [name for name in hosts if not _HOST_NAME.match(name)]
+        if bad:
+            raise ValueError(
+                f"host name(s) {', '.join(repr(n) for n in bad)} must be a DNS label: "
+                "lower-case letters, digits and '-', 1-63 characters, not starting or ending with '-'"
+            )
+        return hosts
+
+    def winrm_endpoint(self, host: str) -> str:
+        """The WS-Management URL for a configured host, with its per-host overrides applied."""
+        entry = self.hosts[host]
+        scheme = entry.scheme or self.winrm.scheme
+        port = entry.port or self.winrm.port or (5986 if scheme == "https" else 5985)
+        return f"{scheme}://{entry.address}:{port}/wsman"
+
+    def transport_for(self, host: str) -> str:
+        return self.hosts[host].transport or self.winrm.transport
+
+
+class Secrets(BaseModel):
+    """Secrets come from the environment only; SecretStr keeps them out of reprs and logs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    winrm_username: SecretStr | None = None
+    winrm_password: SecretStr | None = None
+    ws1_client_id: SecretStr | None = None
+    ws1_client_secret: SecretStr | None = None
+    vcenter_username: SecretStr | None = None
+    vcenter_password: SecretStr | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Secrets:
+        env = os.environ if environ is None else environ
+        return cls(**{name.lower(): env[name] for name in SECRET_NAMES if env.get(name)})
+
+    def present(self) -> dict[str, bool]:
+        return {name: getattr(self, name.lower()) is not None for name in SECRET_NAMES}
+
+
+def config_path(explicit: str | None = None, environ: dict[str, str] | None = None) -> Path:
+    """--config, else $IDM_UPGRADE_CONFIG, else ./idm-upgrade.toml."""
+    env = os.environ if environ is None else environ
+    return Path(explicit or env.get(ENV_PATH) or DEFAULT_PATH)
+
+
+def _describe(error: dict) -> str:
+    path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key (check the spelling; every key is listed in idm-upgrade.example.toml)"
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+    return f"{path}: {message}"
+
+
+def parse_config(data: dict) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(e) for e in exc.errors(include_url=False)]) from None
+
+
+def load_config(explicit: str | None = None) -> Config:
+    """Read and validate the configuration file; raises ConfigError with one line per problem."""
+    path = config_path(explicit)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            [
+                f"{path}: configuration file not found (pass --config PATH or set {ENV_PATH}; "
+                "start from idm-upgrade.example.toml)"
+            ]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the configuration file ({exc.strerror})"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
+    return parse_config(data)

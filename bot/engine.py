@@ -1,0 +1,435 @@
+"""The durable run engine: drives each host's plan of steps, with approval gates, from SQLite state.
+
+Rules it keeps:
+- state is written before each action and its result after it returns; audit events are written in
+  the same transaction as the state they describe (bot.store does that);
+- a restart resumes every unfinished run: a step in flight restarts from its check, a step whose
+  verify succeeded never runs again, waiting approvals keep waiting and expire on time;
+- a batch runs its hosts one after another and stops at the first run that does not succeed;
+- at most ``winrm.max_parallel`` steps work on hosts at once; a run waiting for approval holds no slot;
+- cancel takes effect at the next safe point: between steps, or at once while waiting for approval;
+  a step that is changing a host is never abandoned halfway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+from bot.approvals import ApprovalPolicy
+from bot.config import Config
+from bot.models import ApprovalState, Run, RunState, StepState, utcnow
+from bot.sink import ProgressEvent, SinkDispatcher
+from bot.store import DecisionOutcome, Store, UnknownRecord
+from steps.base import CheckResult, Step, StepContext, StepFailed
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How often a waiting gate re-reads its approval, so a decision written by another process is seen.
+APPROVAL_POLL_SECONDS = 5.0
+
+
+class RunStopped(Exception):
+    """The run ended inside a step (denied, expired, cancelled, failed); its state is already written."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to a person's request (decision, cancel); ``ok`` False means nothing changed."""
+
+    ok: bool
+    message: str
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        steps: Mapping[str, Step],
+        *,
+        policy: ApprovalPolicy | None = None,
+        sinks: list | None = None,
+        services: dict[str, Any] | None = None,
+        approval_poll_seconds: float = APPROVAL_POLL_SECONDS,
+    ):
+        self.store = store
+        self.config = config
+        self.steps = dict(steps)
+        self.policy = policy or ApprovalPolicy(config.slack)
+        self.progress = SinkDispatcher(sinks or [])
+        self.services = services or {}
+        self.approval_poll_seconds = approval_poll_seconds
+        self._slots = asyncio.Semaphore(config.winrm.max_parallel)
+        # SQLite calls run on one dedicated thread: the event loop never waits on the disk or a lock.
+        self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._batches: dict[str, asyncio.Task] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, partial(fn, *args, **kwargs))
+
+    def _publish(self, kind: str, run: Run, text: str, step: str | None = None, **data: Any) -> None:
+        self.progress.publish(ProgressEvent(kind, run.id, run.host, text, step, data))
+
+    def _wakeup(self, run_id: str) -> asyncio.Event:
+        return self._wakeups.setdefault(run_id, asyncio.Event())
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> list[Run]:
+        """Resume every unfinished run found in the database."""
+        runs = await self.db(self.store.runs, active=True)
+        for batch_id in dict.fromkeys(r.batch_id for r in sorted(runs, key=lambda r: r.created_at)):
+            self._spawn(batch_id)
+        for run in runs:
+            if run.state is not RunState.queued:
+                self._publish("run.resumed", run, f"resuming after a restart (was {run.state.label})")
+        return runs
+
+    async def submit(self, hosts: list[str], requester: str, *, check_only: bool = False) -> list[Run]:
+        """Queue a batch and start it. Raises HostBusy (nothing created) when a host has an active run."""
+        unknown = [h for h in hosts if h not in self.config.hosts]
+        if unknown:
+            raise UnknownRecord(f"unknown host(s): {', '.join(unknown)}")
+        plan = self.plan_for(check_only)
+        runs = await self.db(self.store.create_runs, hosts, requester=requester, plan=plan, check_only=check_only)
+        for run in runs:
+            self._publish("run.queued", run, f"queued by {requester}: {'check only' if check_only else 'upgrade'}")
+        self._spawn(runs[0].batch_id)
+        return runs
+
+    def plan_for(self, check_only: bool) -> list[str]:
+        ids = list(self.steps)
+        return ids[:1] if check_only else ids
+
+    def _spawn(self, batch_id: str) -> None:
+        if batch_id not in self._batches or self._batches[batch_id].done():
+            task = asyncio.get_running_loop().create_task(self._run_batch(batch_id), name=f"batch {batch_id}")
+            self._batches[batch_id] = task
+
+    async def join(self) -> None:
+        """Wait until every batch started so far has finished and its progress has been delivered."""
+        while pending := [t for t in self._batches.values() if not t.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.progress.drain()
+
+    async def stop(self) -> None:
+        """Stop working (shutdown). Runs stay as persisted and resume on the next start."""
+        for task in self._batches.values():
+            task.cancel()
+        await asyncio.gather(*self._batches.values(), return_exceptions=True)
+        await self.progress.close()
+        self._db_thread.shutdown(wait=True)
+
+    # -- batches and runs ------------------------------------------------------------------------
+
+    async def _run_batch(self, batch_id: str) -> None:
+        try:
+            for run in await self.db(self.store.batch, batch_id):
+                if run.state.active:
+                    await self._drive(run)
+                    run = await self.db(self.store.get_run, run.id)
+                if run.state is not RunState.succeeded:
+                    await self._abandon_rest(batch_id, run)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug or a broken database: the run stays as persisted and resumes at the next start.
+            log.exception("batch %s stopped unexpectedly; it will resume on restart", batch_id)
+
+    async def _abandon_rest(self, batch_id: str, stopped: Run) -> None:
+        for run in await self.db(self.store.batch, batch_id):
+            if run.batch_position > stopped.batch_position and run.state is RunState.queued:
+                reason = f"not started: {stopped.host} before it in the batch ended {stopped.state.label}"
+                done = await self.db(
+                    self.store.set_run_state,
+                    run.id,
+                    RunState.cancelled,
+                    event="run.cancelled",
+                    result=reason,
+                    expect=frozenset({RunState.queued}),
+                )
+                if done:
+                    self._publish("run.finished", done, reason, state=done.state.value)
+
+    async def _drive(self, run: Run) -> None:
+        if run.state is RunState.queued:
+            started = await self.db(
+                self.store.set_run_state,
+                run.id,
+                RunState.running,
+                event="run.started",
+                expect=frozenset({RunState.queued}),
+            )
+            if started is None:  # cancelled while queued
+                return
+            run = started
+            self._publish("run.started", run, f"started: {len(run.plan)} steps")
+        try:
+            for step_id in run.plan:
+                record = await self.db(self.store.step, run.id, step_id)
+                if record.state in (StepState.succeeded, StepState.skipped):
+                    continue
+                if record.state is StepState.failed:  # the process stopped before the run was marked
+                    await self._finish(run, RunState.failed, f"{step_id} failed: {record.reason}")
+                    return
+                await self._do_step(run, self.steps[step_id])
+        except RunStopped:
+            return
+        await self._finish(run, RunState.succeeded, "all steps done")
+
+    async def _finish(self, run: Run, state: RunState, result: str, actor: str = "bot") -> None:
+        done = await self.db(
+            self.store.set_run_state,
+            run.id,
+            state,
+            actor=actor,
+            event=f"run.{state.value}",
+            result=result,
+            expect=frozenset({RunState.queued, RunState.running, RunState.waiting_approval}),
+        )
+        if done:
+            self._publish("run.finished", done, f"{state.label}: {result}", state=state.value)
+        self._wakeups.pop(run.id, None)
+
+    async def _stop_if_cancelled(self, run: Run, step: str) -> None:
+        current = await self.db(self.store.get_run, run.id)
+        if current.cancel_requested_by:
+            await self.db(self.store.update_step, run.id, step, StepState.cancelled, reason="run cancelled")
+            await self._finish(
+                run,
+                RunState.cancelled,
+                f"cancelled by {current.cancel_requested_by}",
+                current.cancel_requested_by,
+            )
+            raise RunStopped
+
+    async def _fail(self, run: Run, step: str, reason: str, facts: dict | None = None) -> None:
+        await self.db(
+            self.store.update_step,
+            run.id,
+            step,
+            StepState.failed,
+            event="step.failed",
+            reason=reason,
+            facts=facts,
+        )
+        self._publish("step.finished", run, f"failed: {reason}", step, state="failed")
+        await self._finish(run, RunState.failed, f"{step} failed: {reason}")
+        raise RunStopped
+
+    # -- one step: check, gate, apply, verify ----------------------------------------------------
+
+    async def _context(self, run: Run, step: str) -> StepContext:
+        records = await self.db(self.store.steps, run.id)
+        return StepContext(
+            run=run,
+            config=self.config,
+            record=next(r for r in records if r.step == step),
+            facts={r.step: r.facts for r in records},
+            note=lambda text: self._publish("step.note", run, text, step),
+            services=self.services,
+        )
+
+    async def _call(self, run: Run, step: Step, phase: str, fn: Callable, ctx: StepContext) -> Any:
+        try:
+            return await fn(ctx)
+        except StepFailed as exc:
+            await self._fail(run, step.id, exc.reason, exc.facts)
+        except (asyncio.CancelledError, RunStopped):
+            raise
+        except Exception as exc:
+            log.exception("%s %s raised during %s", run.id, step.id, phase)
+            await self._fail(run, step.id, f"unexpected error during {phase}: {type(exc).__name__}: {exc}")
+
+    async def _do_step(self, run: Run, step: Step) -> None:
+        await self._stop_if_cancelled(run, step.id)
+        async with self._slots:
+            record = await self.db(
+                self.store.update_step,
+                run.id,
+                step.id,
+                StepState.checking,
+                event="step.started",
+                detail={"title": step.title},
+            )
+            self._publish("step.started", run, f"{step.title}: checking", step.id, attempt=record.attempts)
+            ctx = await self._context(run, step.id)
+            check: CheckResult = await self._call(run, step, "check", step.check, ctx)
+            if not check.needed and not ctx.resumed_after_apply:
+                await self.db(
+                    self.store.update_step,
+                    run.id,
+                    step.id,
+                    StepState.skipped,
+                    event="step.skipped",
+                    reason=check.reason,
+                    facts=check.facts,
+                )
+                self._publish("step.finished", run, f"skipped: {check.reason}", step.id, state="skipped")
+                return
+        if check.needed and step.gate:
+            await self._gate(run, step, ctx, check)
+        async with self._slots:
+            if check.needed:
+                await self._stop_if_cancelled(run, step.id)
+                await self.db(self.store.update_step, run.id, step.id, StepState.applying, facts=check.facts)
+                ctx = await self._context(run, step.id)
+                applied = await self._call(run, step, "apply", step.apply, ctx)
+                await self.db(self.store.update_step, run.id, step.id, StepState.verifying, facts=applied or {})
+            else:
+                # apply ran before a restart and the host now shows it done: prove it with verify.
+                await self.db(self.store.update_step, run.id, step.id, StepState.verifying, facts=check.facts)
+            ctx = await self._context(run, step.id)
+            result = await self._call(run, step, "verify", step.verify, ctx)
+            if not result.ok:
+                await self._fail(run, step.id, f"verify failed: {result.reason}", result.facts)
+            await self.db(
+                self.store.update_step,
+                run.id,
+                step.id,
+                StepState.succeeded,
+                event="step.succeeded",
+                reason=result.reason,
+                facts=result.facts,
+            )
+            self._publish("step.finished", run, f"done: {result.reason}", step.id, state="succeeded")
+
+    async def _gate(self, run: Run, step: Step, ctx: StepContext, check: CheckResult) -> None:
+        approvals = await self.db(self.store.approvals, run.id, step.id)
+        latest = approvals[-1] if approvals else None
+        if latest is None or latest.state not in (ApprovalState.open, ApprovalState.granted):
+            latest = await self.db(
+                self.store.request_approval,
+                run.id,
+                step.id,
+                gate=step.gate,
+                timeout=timedelta(minutes=self.config.slack.approval_timeout_minutes),
+                min_approvals=self.config.slack.min_approvals,
+                evidence={**step.evidence(ctx, check), "requested_by": run.requester, "host": run.host},
+            )
+        if latest.state is ApprovalState.open:
+            self._publish(
+                "approval.requested",
+                run,
+                f"{step.gate} approval needed: {check.reason}",
+                step.id,
+                approval_id=latest.id,
+                gate=step.gate,
+                evidence=latest.evidence,
+                expires_at=latest.expires_at.isoformat(),
+            )
+            latest = await self._await_decision(run, step, latest.id)
+        if latest.state is ApprovalState.granted:
+            await self.db(self.store.set_run_state, run.id, RunState.running)
+            return
+        if latest.state is ApprovalState.denied:
+            deny = next(d for d in reversed(latest.decisions) if d.decision == "deny")
+            why = f": {deny.comment}" if deny.comment else ""
+            await self._fail(run, step.id, f"{step.gate} approval denied by {deny.user}{why}")
+        if latest.state is ApprovalState.expired:
+            minutes = self.config.slack.approval_timeout_minutes
+            await self._fail(run, step.id, f"{step.gate} approval expired after {minutes:g} minutes without a decision")
+        await self._stop_if_cancelled(run, step.id)
+        raise RunStopped  # cancelled by a finished run elsewhere
+
+    async def _await_decision(self, run: Run, step: Step, approval_id: str):
+        wakeup = self._wakeup(run.id)
+        while True:
+            wakeup.clear()
+            approval = await self.db(self.store.get_approval, approval_id)
+            if approval.state is not ApprovalState.open:
+                return approval
+            await self._stop_if_cancelled(run, step.id)
+            remaining = (approval.expires_at - utcnow()).total_seconds()
+            if remaining <= 0:
+                if await self.db(self.store.expire_approval, approval_id):
+                    self._publish("approval.decided", run, f"{approval.gate} approval expired", step.id)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), timeout=min(remaining, self.approval_poll_seconds))
+
+    # -- people ----------------------------------------------------------------------------------
+
+    async def decide(self, approval_id: str, user: str, decision: str, comment: str | None = None) -> Reply:
+        """An approver's click. Refusals are audited and leave the request open."""
+        approval = await self.db(self.store.find_approval, approval_id)
+        if approval is None:
+            return Reply(False, f"There is no approval request {approval_id!r}; it may belong to another bot.")
+        if approval.state is not ApprovalState.open:
+            by = ", ".join(d.user for d in approval.decisions) or "the bot"
+            return Reply(
+                False,
+                f"This {approval.gate} request is already {approval.state.value} ({by}); nothing changed.",
+            )
+        run = await self.db(self.store.get_run, approval.run_id)
+        verdict = await self.policy.may_decide(user, run, decision)
+        if not verdict.allowed:
+            await self.db(self.store.record_refusal, approval_id, user, verdict.reason)
+            return Reply(False, f"Not accepted: {verdict.reason}.")
+        result = await self.db(self.store.record_decision, approval_id, user, decision, comment=comment)
+        self._wakeup(run.id).set()
+        approval = result.approval
+        messages = {
+            DecisionOutcome.granted: f"{approval.gate} approved for {run.host}; the run goes on.",
+            DecisionOutcome.recorded: f"Approval recorded ({len(approval.approvers)} of {approval.min_approvals});"
+            " waiting for another approver.",
+            DecisionOutcome.denied: f"{approval.gate} denied for {run.host}; the run stops.",
+            DecisionOutcome.duplicate: "You already approved this request; another approver is needed.",
+            DecisionOutcome.closed: f"This request is already {approval.state.value}; nothing changed.",
+        }
+        ok = result.outcome in (DecisionOutcome.granted, DecisionOutcome.recorded, DecisionOutcome.denied)
+        if ok:
+            self._publish(
+                "approval.decided",
+                run,
+                f"{user}: {decision} ({result.outcome.value})",
+                approval.step,
+                approval_id=approval.id,
+                outcome=result.outcome.value,
+                user=user,
+            )
+        return Reply(ok, messages[result.outcome])
+
+    async def cancel(self, run_id: str, user: str) -> Reply:
+        run = await self.db(self.store.find_run, run_id)
+        if run is None:
+            return Reply(False, f"There is no run {run_id!r}. `/idm-upgrade status` lists active runs.")
+        if not run.state.active:
+            return Reply(False, f"Run {run_id} already ended ({run.state.label}); nothing to cancel.")
+        verdict = await self.policy.may_cancel(user, run)
+        if not verdict.allowed:
+            return Reply(False, f"Not accepted: {verdict.reason}.")
+        if run.cancel_requested_by:
+            return Reply(True, f"Cancel of {run_id} was already requested by {run.cancel_requested_by}.")
+        await self.db(self.store.request_cancel, run_id, user)
+        cancelled = await self.db(
+            self.store.set_run_state,
+            run_id,
+            RunState.cancelled,
+            actor=user,
+            event="run.cancelled",
+            result=f"cancelled by {user} before it started",
+            expect=frozenset({RunState.queued}),
+        )
+        if cancelled:
+            self._publish("run.finished", cancelled, f"cancelled by {user} before it started", state="cancelled")
+            return Reply(True, f"Run {run_id} on {run.host} cancelled before it started.")
+        self._wakeup(run_id).set()
+        return Reply(
+            True,
+            f"Cancelling run {run_id} on {run.host}: it stops at the next safe point "
+            "(now if it waits for approval, otherwise when the current step ends).",
+        )

@@ -1,0 +1,46 @@
+"""Injected crash points, for proving that a crash at any persisted transition resumes correctly.
+
+Off unless the environment asks for it, and only then does anything:
+``IDM_UPGRADE_TRACE=FILE`` appends the name of every persisted transition to FILE;
+``IDM_UPGRADE_KILL_AT=N:before`` or ``N:after`` SIGKILLs this process just before or just after the
+N-th transition (counted from 1 in this process) is committed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+TRACE_ENV = "IDM_UPGRADE_TRACE"
+KILL_ENV = "IDM_UPGRADE_KILL_AT"
+
+
+class KillPoints:
+    def __init__(self, environ: dict[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        self.trace_path = env.get(TRACE_ENV)
+        self.kill_at: tuple[int, str] | None = None
+        if spec := env.get(KILL_ENV):
+            index, _, when = spec.partition(":")
+            if not index.isdigit() or when not in ("before", "after"):
+                raise ValueError(f"{KILL_ENV} must look like '7:before' or '7:after', not {spec!r}")
+            self.kill_at = (int(index), when)
+        self.count = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.trace_path or self.kill_at)
+
+    def before_commit(self, transition: str) -> None:
+        self.count += 1
+        self._maybe_kill("before")
+
+    def after_commit(self, transition: str) -> None:
+        if self.trace_path:
+            with open(self.trace_path, "a", encoding="utf-8") as trace:
+                trace.write(transition + "\n")
+        self._maybe_kill("after")
+
+    def _maybe_kill(self, when: str) -> None:
+        if self.kill_at == (self.count, when):
+            os.kill(os.getpid(), signal.SIGKILL)

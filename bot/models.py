@@ -1,0 +1,154 @@
+"""The records idm-upgrade keeps: runs, their steps, approvals and audit events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """UTC ISO 8601 with microseconds, so the text sorts like the time."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class RunState(StrEnum):
+    queued = "queued"
+    running = "running"
+    waiting_approval = "waiting_approval"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def active(self) -> bool:
+        return self in ACTIVE_RUN_STATES
+
+    @property
+    def label(self) -> str:
+        """The word shown on the run card (DESIGN.md: people and scripts rely on it)."""
+        return "waiting for approval" if self is RunState.waiting_approval else self.value
+
+
+ACTIVE_RUN_STATES = frozenset({RunState.queued, RunState.running, RunState.waiting_approval})
+
+
+class StepState(StrEnum):
+    pending = "pending"
+    checking = "checking"
+    waiting_approval = "waiting_approval"
+    applying = "applying"
+    verifying = "verifying"
+    succeeded = "succeeded"
+    skipped = "skipped"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in {StepState.succeeded, StepState.skipped, StepState.failed, StepState.cancelled}
+
+
+class ApprovalState(StrEnum):
+    open = "open"
+    granted = "granted"
+    denied = "denied"
+    expired = "expired"
+    cancelled = "cancelled"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Run(_Record):
+    id: str
+    host: str
+    requester: str
+    state: RunState
+    check_only: bool = False
+    batch_id: str
+    batch_position: int = 0
+    plan: list[str]
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    result: str | None = None
+    cancel_requested_by: str | None = None
+
+
+class StepRecord(_Record):
+    run_id: str
+    step: str
+    position: int
+    state: StepState = StepState.pending
+    attempts: int = 0
+    applied: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+
+class Decision(_Record):
+    approval_id: str
+    user: str
+    decision: str
+    at: datetime
+    comment: str | None = None
+
+
+class Approval(_Record):
+    id: str
+    run_id: str
+    step: str
+    gate: str
+    state: ApprovalState
+    requested_at: datetime
+    expires_at: datetime
+    min_approvals: int
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    decided_at: datetime | None = None
+    decisions: list[Decision] = Field(default_factory=list)
+
+    @property
+    def approvers(self) -> list[str]:
+        return [d.user for d in self.decisions if d.decision == "approve"]
+
+
+class AuditEvent(_Record):
+    seq: int
+    run_id: str | None
+    at: str
+    actor: str
+    event: str
+    step: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    prev_hash: str
+    hash: str
+
+
+AUDIT_EVENTS = frozenset(
+    {
+        "run.requested",
+        "run.started",
+        "step.started",
+        "step.succeeded",
+        "step.skipped",
+        "step.failed",
+        "approval.requested",
+        "approval.granted",
+        "approval.denied",
+        "approval.expired",
+        "approval.refused",
+        "run.succeeded",
+        "run.failed",
+        "run.cancelled",
+    }
+)

@@ -1,0 +1,625 @@
+"""Durable state in SQLite (WAL): runs, steps, approvals, decisions, the audit trail and the Slack outbox.
+
+Every state change is one ``BEGIN IMMEDIATE`` transaction that also appends the audit events it
+describes, so state and audit can never disagree. The rule "at most one active run per host" is a
+unique partial index: it holds across threads and processes, not only in this one's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from bot import audit
+from bot.killpoints import KillPoints
+from bot.models import (
+    ACTIVE_RUN_STATES,
+    Approval,
+    ApprovalState,
+    Decision,
+    Run,
+    RunState,
+    StepRecord,
+    StepState,
+    iso,
+    utcnow,
+)
+
+_ACTIVE_SQL = "('" + "','".join(sorted(s.value for s in ACTIVE_RUN_STATES)) + "')"
+
+
+class StoreError(Exception):
+    pass
+
+
+class HostBusy(StoreError):
+    def __init__(self, host: str, run_id: str | None):
+        self.host, self.run_id = host, run_id
+        super().__init__(
+            f"{host} already has an active run{f' ({run_id})' if run_id else ''}; "
+            f"wait for it to finish or cancel it first"
+        )
+
+
+class UnknownRecord(StoreError):
+    pass
+
+
+# Forward-only migrations; PRAGMA user_version records how many have been applied.
+def _v1(db: sqlite_utils.Database) -> None:
+    db["runs"].create(
+        {
+            "id": str,
+            "host": str,
+            "requester": str,
+            "state": str,
+            "check_only": int,
+            "batch_id": str,
+            "batch_position": int,
+            "plan": str,
+            "created_at": str,
+            "updated_at": str,
+            "finished_at": str,
+            "result": str,
+            "cancel_requested_by": str,
+        },
+        pk="id",
+        not_null={"host", "requester", "state", "batch_id", "plan", "created_at", "updated_at"},
+    )
+    db.execute(f"CREATE UNIQUE INDEX runs_one_active_per_host ON runs(host) WHERE state IN {_ACTIVE_SQL}")
+    db["runs"].create_index(["batch_id", "batch_position"])
+    db["steps"].create(
+        {
+            "run_id": str,
+            "step": str,
+            "position": int,
+            "state": str,
+            "attempts": int,
+            "applied": int,
+            "started_at": str,
+            "finished_at": str,
+            "reason": str,
+            "facts": str,
+        },
+        pk=("run_id", "step"),
+        foreign_keys=[("run_id", "runs", "id")],
+        not_null={"state", "position"},
+    )
+    db["approvals"].create(
+        {
+            "id": str,
+            "run_id": str,
+            "step": str,
+            "gate": str,
+            "state": str,
+            "requested_at": str,
+            "expires_at": str,
+            "min_approvals": int,
+            "evidence": str,
+            "decided_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+        not_null={"run_id", "step", "gate", "state", "requested_at", "expires_at"},
+    )
+    db["approvals"].create_index(["run_id", "step"])
+    db.execute("CREATE UNIQUE INDEX approvals_one_open_per_step ON approvals(run_id, step) WHERE state = 'open'")
+    db["decisions"].create(
+        {"approval_id": str, "user": str, "decision": str, "at": str, "comment": str},
+        pk=("approval_id", "user"),
+        foreign_keys=[("approval_id", "approvals", "id")],
+    )
+    db.execute(
+        """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,
+            run_id TEXT, at TEXT NOT NULL, actor TEXT NOT NULL, event TEXT NOT NULL,
+            step TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"""
+    )
+    db["audit"].create_index(["run_id"])
+    db.execute(
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
+        "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
+        "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
+    )
+    # Slack messages are stored here first and delivered in order by the Slack front end.
+    db.execute(
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT REFERENCES runs(id), channel TEXT NOT NULL, thread_key TEXT,
+            kind TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0, not_before TEXT, created_at TEXT NOT NULL,
+            sent_at TEXT, slack_ts TEXT, error TEXT)"""
+    )
+    db["outbox"].create_index(["state", "channel", "id"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class DecisionOutcome(StrEnum):
+    granted = "granted"  # this approval completed the gate
+    recorded = "recorded"  # counted; more distinct approvers are needed
+    denied = "denied"
+    duplicate = "duplicate"  # this person already approved
+    closed = "closed"  # the request was already decided, expired or cancelled: nothing changes
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    outcome: DecisionOutcome
+    approval: Approval
+
+
+class Store:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit at the driver level: transactions are opened explicitly with BEGIN IMMEDIATE,
+        # so a writer takes the lock up front and never fails halfway on a lock upgrade.
+        self.conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+        )
+        self.conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = FULL")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self.db = sqlite_utils.Database(self.conn, execute_plugins=False)
+        self.kill_points = KillPoints()
+        self._migrate()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- transactions and schema ---------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, transition: str | None = None) -> Iterator[sqlite3.Connection]:
+        """One atomic write. ``transition`` names it for the injected crash points."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        if transition and self.kill_points.active:
+            self.kill_points.before_commit(transition)
+        self.conn.execute("COMMIT")
+        if transition and self.kill_points.active:
+            self.kill_points.after_commit(transition)
+
+    @property
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            current = self.schema_version
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: database schema version {current} is newer than this program "
+                    f"understands ({SCHEMA_VERSION}); upgrade idm-upgrade"
+                )
+            for version in range(current, SCHEMA_VERSION):
+                MIGRATIONS[version](self.db)
+                self.conn.execute(f"PRAGMA user_version = {version + 1}")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _run(self, row: dict[str, Any]) -> Run:
+        return Run(
+            **{
+                **row,
+                "check_only": bool(row["check_only"]),
+                "plan": json.loads(row["plan"]),
+                "created_at": _dt(row["created_at"]),
+                "updated_at": _dt(row["updated_at"]),
+                "finished_at": _dt(row["finished_at"]),
+            }
+        )
+
+    def get_run(self, run_id: str) -> Run:
+        rows = list(self.db["runs"].rows_where("id = ?", [run_id]))
+        if not rows:
+            raise UnknownRecord(f"no run with id {run_id!r}")
+        return self._run(rows[0])
+
+    def find_run(self, run_id: str) -> Run | None:
+        try:
+            return self.get_run(run_id)
+        except UnknownRecord:
+            return None
+
+    def runs(self, *, host: str | None = None, active: bool | None = None, limit: int | None = None) -> list[Run]:
+        where, params = [], []
+        if host is not None:
+            where.append("host = ?")
+            params.append(host)
+        if active is not None:
+            where.append(f"state {'IN' if active else 'NOT IN'} {_ACTIVE_SQL}")
+        rows = self.db["runs"].rows_where(
+            " AND ".join(where) or None, params, order_by="created_at DESC, batch_position DESC", limit=limit
+        )
+        return [self._run(r) for r in rows]
+
+    def batch(self, batch_id: str) -> list[Run]:
+        rows = self.db["runs"].rows_where("batch_id = ?", [batch_id], order_by="batch_position")
+        return [self._run(r) for r in rows]
+
+    def active_host_run(self, host: str) -> str | None:
+        row = self.conn.execute(f"SELECT id FROM runs WHERE host = ? AND state IN {_ACTIVE_SQL}", (host,)).fetchone()
+        return row[0] if row else None
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        rows = self.db["steps"].rows_where("run_id = ?", [run_id], order_by="position")
+        return [self._step(r) for r in rows]
+
+    def step(self, run_id: str, step: str) -> StepRecord:
+        rows = list(self.db["steps"].rows_where("run_id = ? AND step = ?", [run_id, step]))
+        if not rows:
+            raise UnknownRecord(f"run {run_id} has no step {step!r}")
+        return self._step(rows[0])
+
+    def _step(self, row: dict[str, Any]) -> StepRecord:
+        return StepRecord(
+            **{
+                **row,
+                "facts": json.loads(row["facts"] or "{}"),
+                "started_at": _dt(row["started_at"]),
+                "finished_at": _dt(row["finished_at"]),
+            }
+        )
+
+    def get_approval(self, approval_id: str) -> Approval:
+        rows = list(self.db["approvals"].rows_where("id = ?", [approval_id]))
+        if not rows:
+            raise UnknownRecord(f"no approval request with id {approval_id!r}")
+        return self._approval(rows[0])
+
+    def find_approval(self, approval_id: str) -> Approval | None:
+        try:
+            return self.get_approval(approval_id)
+        except UnknownRecord:
+            return None
+
+    def approvals(self, run_id: str, step: str | None = None) -> list[Approval]:
+        where, params = "run_id = ?", [run_id]
+        if step is not None:
+            where, params = where + " AND step = ?", [*params, step]
+        rows = self.db["approvals"].rows_where(where, params, order_by="requested_at")
+        return [self._approval(r) for r in rows]
+
+    def open_approvals(self) -> list[Approval]:
+        return [self._approval(r) for r in self.db["approvals"].rows_where("state = 'open'")]
+
+    def _approval(self, row: dict[str, Any]) -> Approval:
+        decisions = [
+            Decision(**{**d, "at": _dt(d["at"])})
+            for d in self.db["decisions"].rows_where("approval_id = ?", [row["id"]], order_by="at")
+        ]
+        return Approval(
+            **{
+                **row,
+                "evidence": json.loads(row["evidence"] or "{}"),
+                "requested_at": _dt(row["requested_at"]),
+                "expires_at": _dt(row["expires_at"]),
+                "decided_at": _dt(row["decided_at"]),
+                "decisions": decisions,
+            }
+        )
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def create_runs(
+        self, hosts: Iterable[str], *, requester: str, plan: list[str], check_only: bool = False
+    ) -> list[Run]:
+        """Queue one run per host as one batch, atomically: all hosts are free, or nothing is created."""
+        hosts = list(hosts)
+        if len(set(hosts)) != len(hosts):
+            raise StoreError("a host is named more than once in the same request")
+        batch_id, now = new_id("batch"), iso(utcnow())
+        created = []
+        try:
+            with self.transaction("run.requested") as conn:
+                for position, host in enumerate(hosts):
+                    run_id = new_id("run")
+                    self.db["runs"].insert(
+                        {
+                            "id": run_id,
+                            "host": host,
+                            "requester": requester,
+                            "state": RunState.queued.value,
+                            "check_only": int(check_only),
+                            "batch_id": batch_id,
+                            "batch_position": position,
+                            "plan": json.dumps(plan),
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
+                    for index, step in enumerate(plan):
+                        self.db["steps"].insert(
+                            {
+                                "run_id": run_id,
+                                "step": step,
+                                "position": index,
+                                "state": StepState.pending.value,
+                                "attempts": 0,
+                                "applied": 0,
+                                "facts": "{}",
+                            }
+                        )
+                    audit.append(
+                        conn,
+                        "run.requested",
+                        actor=requester,
+                        run_id=run_id,
+                        detail={
+                            "host": host,
+                            "plan": plan,
+                            "check_only": check_only,
+                            "batch_id": batch_id,
+                            "batch_position": position,
+                            "batch_size": len(hosts),
+                        },
+                    )
+                    created.append(run_id)
+        except sqlite3.IntegrityError as exc:
+            if "runs.host" not in str(exc):
+                raise
+            busy = next((h for h in hosts if self.active_host_run(h)), None)
+            raise HostBusy(busy or ", ".join(hosts), self.active_host_run(busy) if busy else None) from None
+        return [self.get_run(r) for r in created]
+
+    def set_run_state(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        actor: str = "bot",
+        event: str | None = None,
+        result: str | None = None,
+        detail: dict[str, Any] | None = None,
+        expect: frozenset[RunState] | None = None,
+    ) -> Run | None:
+        """Move a run to ``state``; a finished state also closes its open approvals.
+
+        With ``expect``, nothing changes (and None is returned) unless the run is in one of those states.
+        """
+        now = iso(utcnow())
+        changes: dict[str, Any] = {"state": state.value, "updated_at": now}
+        if result is not None:
+            changes["result"] = result
+        if not state.active:
+            changes["finished_at"] = now
+        with self.transaction(event or f"run.{state.value}") as conn:
+            if expect is not None and self.get_run(run_id).state not in expect:
+                return None
+            self.db["runs"].update(run_id, changes)
+            if not state.active:
+                conn.execute(
+                    "UPDATE approvals SET state = ?, decided_at = ? WHERE run_id = ? AND state = 'open'",
+                    (ApprovalState.cancelled.value, now, run_id),
+                )
+            if event:
+                audit.append(
+                    conn,
+                    event,
+                    actor=actor,
+                    run_id=run_id,
+                    detail={**({"result": result} if result else {}), **(detail or {})},
+                )
+        return self.get_run(run_id)
+
+    def request_cancel(self, run_id: str, actor: str) -> Run:
+        """Record who asked to cancel; the engine stops the run at its next safe point."""
+        with self.transaction("run.cancel_requested"):
+            self.db["runs"].update(run_id, {"cancel_requested_by": actor, "updated_at": iso(utcnow())})
+        return self.get_run(run_id)
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def update_step(
+        self,
+        run_id: str,
+        step: str,
+        state: StepState,
+        *,
+        event: str | None = None,
+        reason: str | None = None,
+        facts: dict[str, Any] | None = None,
+        detail: dict[str, Any] | None = None,
+        transition: str | None = None,
+        actor: str = "bot",
+    ) -> StepRecord:
+        """Write a step's new state (and its facts so far) before the action it announces."""
+        current = self.step(run_id, step)
+        now = iso(utcnow())
+        changes: dict[str, Any] = {"state": state.value}
+        if state is StepState.checking:
+            changes["attempts"] = current.attempts + 1
+            changes["started_at"] = (current.started_at and iso(current.started_at)) or now
+        if state is StepState.applying:
+            changes["applied"] = current.applied + 1
+        if state.finished:
+            changes["finished_at"] = now
+        if reason is not None:
+            changes["reason"] = reason
+        if facts:
+            changes["facts"] = json.dumps({**current.facts, **facts}, default=str)
+        with self.transaction(transition or event or f"step.{state.value}") as conn:
+            self.db["steps"].update((run_id, step), changes)
+            if event:
+                audit.append(
+                    conn,
+                    event,
+                    actor=actor,
+                    run_id=run_id,
+                    step=step,
+                    detail={**({"reason": reason} if reason else {}), **(detail or {})},
+                )
+        return self.step(run_id, step)
+
+    # -- approvals -------------------------------------------------------------------------------
+
+    def request_approval(
+        self,
+        run_id: str,
+        step: str,
+        *,
+        gate: str,
+        timeout: timedelta,
+        min_approvals: int,
+        evidence: dict[str, Any],
+    ) -> Approval:
+        """Persist the request and put the step and the run in waiting_approval, in one transaction."""
+        now = utcnow()
+        approval_id = new_id("apr")
+        with self.transaction("approval.requested") as conn:
+            self.db["approvals"].insert(
+                {
+                    "id": approval_id,
+                    "run_id": run_id,
+                    "step": step,
+                    "gate": gate,
+                    "state": ApprovalState.open.value,
+                    "requested_at": iso(now),
+                    "expires_at": iso(now + timeout),
+                    "min_approvals": min_approvals,
+                    "evidence": json.dumps(evidence, default=str),
+                }
+            )
+            self.db["steps"].update((run_id, step), {"state": StepState.waiting_approval.value})
+            self.db["runs"].update(run_id, {"state": RunState.waiting_approval.value, "updated_at": iso(now)})
+            audit.append(
+                conn,
+                "approval.requested",
+                actor="bot",
+                run_id=run_id,
+                step=step,
+                detail={
+                    "approval_id": approval_id,
+                    "gate": gate,
+                    "min_approvals": min_approvals,
+                    "expires_at": iso(now + timeout),
+                    "evidence": evidence,
+                },
+            )
+        return self.get_approval(approval_id)
+
+    def record_decision(
+        self, approval_id: str, user: str, decision: str, *, comment: str | None = None
+    ) -> DecisionResult:
+        """Count one authorized person's decision. The caller has already checked the policy."""
+        if decision not in ("approve", "deny"):
+            raise ValueError(f"decision must be 'approve' or 'deny', not {decision!r}")
+        now = iso(utcnow())
+        with self.transaction(f"approval.{decision}") as conn:
+            approval = self.get_approval(approval_id)
+            if approval.state is not ApprovalState.open:
+                outcome = DecisionOutcome.closed
+            elif decision == "approve" and user in approval.approvers:
+                outcome = DecisionOutcome.duplicate
+            else:
+                self.db["decisions"].insert(
+                    {
+                        "approval_id": approval_id,
+                        "user": user,
+                        "decision": decision,
+                        "at": now,
+                        "comment": comment,
+                    },
+                    replace=True,
+                )
+                count = len(approval.approvers) + (decision == "approve")
+                if decision == "deny":
+                    outcome, new_state = DecisionOutcome.denied, ApprovalState.denied
+                elif count >= approval.min_approvals:
+                    outcome, new_state = DecisionOutcome.granted, ApprovalState.granted
+                else:
+                    outcome, new_state = DecisionOutcome.recorded, ApprovalState.open
+                if new_state is not ApprovalState.open:
+                    self.db["approvals"].update(approval_id, {"state": new_state.value, "decided_at": now})
+                audit.append(
+                    conn,
+                    "approval.denied" if decision == "deny" else "approval.granted",
+                    actor=user,
+                    run_id=approval.run_id,
+                    step=approval.step,
+                    detail={
+                        "approval_id": approval_id,
+                        "gate": approval.gate,
+                        "approvals": count,
+                        "required": approval.min_approvals,
+                        "gate_open": outcome is DecisionOutcome.granted,
+                        **({"comment": comment} if comment else {}),
+                    },
+                )
+        return DecisionResult(outcome, self.get_approval(approval_id))
+
+    def record_refusal(self, approval_id: str, user: str, reason: str) -> None:
+        """Audit a click by someone who may not decide; the request stays open."""
+        approval = self.get_approval(approval_id)
+        with self.transaction("approval.refused") as conn:
+            audit.append(
+                conn,
+                "approval.refused",
+                actor=user,
+                run_id=approval.run_id,
+                step=approval.step,
+                detail={"approval_id": approval_id, "gate": approval.gate, "reason": reason},
+            )
+
+    def expire_approval(self, approval_id: str) -> bool:
+        """Expire an open request; False when it was decided first (the decision wins)."""
+        with self.transaction("approval.expired") as conn:
+            approval = self.get_approval(approval_id)
+            if approval.state is not ApprovalState.open:
+                return False
+            self.db["approvals"].update(
+                approval_id, {"state": ApprovalState.expired.value, "decided_at": iso(utcnow())}
+            )
+            audit.append(
+                conn,
+                "approval.expired",
+                actor="bot",
+                run_id=approval.run_id,
+                step=approval.step,
+                detail={
+                    "approval_id": approval_id,
+                    "gate": approval.gate,
+                    "expired_at": iso(approval.expires_at),
+                },
+            )
+        return True
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    def audit_events(self, run_id: str | None = None) -> list[audit.AuditEvent]:
+        return list(audit.events(self.conn, run_id))
+
+    def verify_audit(self) -> audit.VerifyResult:
+        return audit.verify(self.conn)

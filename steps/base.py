@@ -1,0 +1,77 @@
+"""What every upgrade step is: check (read, change nothing), apply, verify, and an optional gate."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bot.config import Config
+from bot.models import Run, StepRecord
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Whether ``apply`` is needed, why, and what the check saw on the host."""
+
+    needed: bool
+    reason: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    reason: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class StepFailed(Exception):
+    """The step cannot go on; ``reason`` says why and what to do, in words for the thread."""
+
+    def __init__(self, reason: str, facts: dict[str, Any] | None = None):
+        self.reason = reason
+        self.facts = facts or {}
+        super().__init__(reason)
+
+
+@dataclass
+class StepContext:
+    """What a step may use: the run, the configuration, earlier steps' facts, a progress note."""
+
+    run: Run
+    config: Config
+    record: StepRecord
+    facts: dict[str, dict[str, Any]]
+    note: Callable[[str], None] = lambda text: None
+    services: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return self.run.host
+
+    @property
+    def resumed_after_apply(self) -> bool:
+        """apply was started before in this run (the process stopped before verify was recorded)."""
+        return self.record.applied > 0
+
+
+class Step(ABC):
+    id: ClassVar[str]
+    title: ClassVar[str]
+    # "STARTTLS" or "reboot": apply waits for approval when check says it is needed.
+    gate: ClassVar[str | None] = None
+
+    @abstractmethod
+    async def check(self, ctx: StepContext) -> CheckResult: ...
+
+    @abstractmethod
+    async def apply(self, ctx: StepContext) -> dict[str, Any]: ...
+
+    @abstractmethod
+    async def verify(self, ctx: StepContext) -> VerifyResult: ...
+
+    def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
+        """What an approver needs to see: what will change, and what was verified so far."""
+        return {"what_changes": check.reason, "facts": check.facts}
