@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 REQUESTER = "U0REQUESTER"
@@ -12,14 +13,17 @@ GROUP = "S0APPROVERS"
 GROUP_MEMBER = "U0GROUPMEMB"
 
 
-def config_toml(db_path: str | Path, hosts: int = 3, slack: str = "", winrm: str = "") -> str:
+def config_toml(
+    db_path: str | Path, hosts: int = 3, slack: str = "", winrm: str = "", approvers: list[str] | None = None
+) -> str:
+    approvers = [APPROVER, APPROVER2, GROUP] if approvers is None else approvers
     host_tables = "\n".join(
         f'[hosts.host{i:02d}]\naddress = "127.0.0.1"\nport = {5985 + i}\n' for i in range(1, hosts + 1)
     )
     return f"""
 [slack]
 channel = "C0OPSCHANL"
-approvers = ["{APPROVER}", "{APPROVER2}", "{GROUP}"]
+approvers = {json.dumps(approvers)}
 {slack}
 
 [database]
