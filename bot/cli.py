@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from bot import audit
 from bot.config import Config, ConfigError, Secrets, config_path, load_config
@@ -59,8 +60,9 @@ def _open_store(config: Config) -> Store:
     return Store(config.database.path)
 
 
-def check_config(config: Config, source: str, out=sys.stdout) -> int:
+def check_config(config: Config, source: str, out: TextIO | None = None) -> int:
     """Print what the configuration says, without secrets: only whether each one is set."""
+    out = out or sys.stdout
     secrets = Secrets.from_env()
     slack = config.slack
     out.write(f"configuration OK: {source}\n")
