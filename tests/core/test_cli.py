@@ -1,0 +1,51 @@
+"""The command line as DESIGN.md describes it; parts not built yet say so and change nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot import cli
+from tests.support.configs import write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_lists_every_command():
+    done = subprocess.run([sys.executable, "-m", "bot", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0
+    for command in ("serve", "run", "sandbox", "audit", "check-config"):
+        assert command in done.stdout
+
+
+def test_audit_help_lists_export_and_verify(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["audit", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "export" in out and "verify" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["serve"], "the Slack front end is not built yet"),
+        (["run", "host01"], "the terminal upgrade is not built yet"),
+        (["sandbox"], "the sandbox is not built yet"),
+    ],
+)
+def test_unbuilt_commands_say_so_and_touch_nothing(tmp_path, capsys, argv, says):
+    config = write_config(tmp_path)
+    extra = [] if argv == ["sandbox"] else ["--config", str(config)]
+    assert cli.main([*argv, *extra]) == 1
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "idm-upgrade.db").exists()
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["audit", "export", "--format", "xml"])
+    assert done.value.code == 2
