@@ -472,6 +472,11 @@ class Store:
             changes["facts"] = json.dumps({**current.facts, **facts}, default=str)
         with self.transaction(transition or event or f"step.{state.value}") as conn:
             self.db["steps"].update((run_id, step), changes)
+            if state.finished:  # a finished step has nothing left to approve
+                conn.execute(
+                    "UPDATE approvals SET state = ?, decided_at = ? WHERE run_id = ? AND step = ? AND state = 'open'",
+                    (ApprovalState.cancelled.value, now, run_id, step),
+                )
             if event:
                 audit.append(
                     conn,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
 import pytest
 
 from bot.approvals import ApprovalPolicy, StaticGroups
 from bot.engine import Engine
 from bot.models import ApprovalState, RunState, StepState
+from bot.sink import TerminalSink
 from bot.store import HostBusy, Store
 from tests.support.configs import APPROVER, APPROVER2, GROUP, GROUP_MEMBER, OUTSIDER, REQUESTER
 from tests.support.fake_steps import FileHost, gated_plan
@@ -315,3 +317,16 @@ async def test_refused_requester_policy(make_config):
     assert (await policy.may_request(GROUP_MEMBER)).allowed
     verdict = await policy.may_request(OUTSIDER)
     assert not verdict.allowed and "slack.requesters" in verdict.reason
+
+
+async def test_terminal_sink_reports_each_step(engine_factory):
+    out = io.StringIO()
+    engine = await engine_factory(Approver())
+    engine.progress.sinks.append(TerminalSink(out))
+    [run] = await engine.submit(["host01"], REQUESTER)
+    await engine.join()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"[{run.id} host01] queued by {REQUESTER}: upgrade"
+    assert f"[{run.id} host01 bravo] STARTTLS approval needed: bravo will be set" in lines
+    assert lines[-1] == f"[{run.id} host01] succeeded: all steps done"
+    await engine.stop()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot import audit
+from bot import store as store_module
 from bot.models import RunState, StepState
 from bot.store import SCHEMA_VERSION, HostBusy, Store, StoreError
 from tests.support.configs import APPROVER, REQUESTER, write_config
@@ -219,3 +220,22 @@ def test_events_outside_the_contract_are_refused(store):
         audit.append(store.conn, "run.exploded", actor="bot")
     with pytest.raises(RuntimeError, match="inside the transaction"):
         audit.append(store.conn, "run.started", actor="bot")
+
+
+def test_forward_migration_applies_to_an_existing_database(tmp_path, monkeypatch):
+    path = tmp_path / "old.db"
+    old = Store(path)
+    [run] = old.create_runs(["host01"], requester=REQUESTER, plan=PLAN)
+    old.close()
+
+    def v2(db):
+        db["runs"].add_column("note", str)
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, v2])
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    upgraded = Store(path)
+    assert upgraded.schema_version == SCHEMA_VERSION + 1
+    assert "note" in upgraded.db["runs"].columns_dict
+    assert upgraded.get_run(run.id).host == "host01"  # data kept
+    assert upgraded.verify_audit().ok
+    upgraded.close()
