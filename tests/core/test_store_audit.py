@@ -239,3 +239,13 @@ def test_forward_migration_applies_to_an_existing_database(tmp_path, monkeypatch
     assert upgraded.get_run(run.id).host == "host01"  # data kept
     assert upgraded.verify_audit().ok
     upgraded.close()
+
+
+def test_finishing_a_step_closes_its_open_approval(store):
+    [run] = store.create_runs(["host01"], requester=REQUESTER, plan=PLAN)
+    approval = store.request_approval(
+        run.id, "bravo", gate="STARTTLS", timeout=timedelta(minutes=5), min_approvals=1, evidence={}
+    )
+    store.update_step(run.id, "bravo", StepState.skipped, event="step.skipped", reason="already off")
+    assert store.get_approval(approval.id).state.value == "cancelled"
+    assert store.record_decision(approval.id, APPROVER, "approve").outcome.value == "closed"
