@@ -1,0 +1,556 @@
+"""The sandbox WinRM host, driven by real pywinrm over HTTP (no mocks of the client or the protocol)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+import winrm
+from winrm.exceptions import (
+    InvalidCredentialsError,
+    WinRMOperationTimeoutError,
+    WinRMTransportError,
+    WSManFaultError,
+)
+from winrm.protocol import Protocol
+
+from sandbox.host import (
+    NEW_JRE_HOME,
+    NEW_JRE_VERSION,
+    OLD_JRE_HOME,
+    OLD_JRE_VERSION,
+    SCENARIOS,
+    GiB,
+    PendingReboot,
+    scenario,
+)
+from sandbox.powershell import CMD_MAX_COMMAND_LINE
+from sandbox.ps_handlers import HANDLERS, HandlerResult, like
+from sandbox.threaded import running_fleet, running_host
+
+ROOT = Path(__file__).resolve().parents[2]
+PS_DIR = ROOT / "steps" / "ps"
+PREFLIGHT = (PS_DIR / "preflight.ps1").read_text()
+BOOTTIME = (PS_DIR / "boottime.ps1").read_text()
+PREFLIGHT_PARAMS = {
+    "ServiceName": "VMwareIDMConnector",
+    "ProductNamePattern": "VMware Identity Manager Connector*",
+    "Drive": "C:",
+}
+TIMED_OUT = 2150858793
+SHELL_NOT_FOUND = 2150858843
+
+
+def with_params(script: str, params: dict) -> str:
+    """What the executor sends: one `$Params = '<json>' | ConvertFrom-Json` line, then the script."""
+    literal = json.dumps(params).replace("'", "''")
+    return f"$Params = '{literal}' | ConvertFrom-Json\r\n{script}"
+
+
+# proxy=None: an HTTP(S)_PROXY in the environment must not capture 127.0.0.1; ca_trust_path=None: plain
+# HTTP needs no CA bundle (and pywinrm warns when it picks one up from the environment).
+CLIENT = {"transport": "basic", "proxy": None, "ca_trust_path": None}
+
+
+def session(h, *, username: str | None = None, password: str | None = None, **kwargs) -> winrm.Session:
+    auth = (username or h.username, password or h.password)
+    return winrm.Session(h.endpoint, auth=auth, **CLIENT, **kwargs)
+
+
+def protocol(h, **kwargs) -> Protocol:
+    return Protocol(h.endpoint, username=h.username, password=h.password, **CLIENT, **kwargs)
+
+
+def encoded(script: str) -> str:
+    return "powershell -encodedcommand " + base64.b64encode(script.encode("utf-16-le")).decode()
+
+
+def run_preflight(h, params: dict | None = None) -> dict:
+    response = session(h).run_ps(with_params(PREFLIGHT, params or PREFLIGHT_PARAMS))
+    assert response.status_code == 0, response.std_err
+    return json.loads(response.std_out)
+
+
+def run_boottime(h) -> str:
+    response = session(h).run_ps(with_params(BOOTTIME, {}))
+    assert response.status_code == 0, response.std_err
+    return json.loads(response.std_out)["bootTime"]
+
+
+def echo(state, params) -> HandlerResult:
+    return HandlerResult(stdout={"echo": params})
+
+
+def slow(state, params) -> HandlerResult:
+    return HandlerResult(stdout={"slept": params.get("seconds", 2.5)}, duration_seconds=params.get("seconds", 2.5))
+
+
+TEST_HANDLERS = {**HANDLERS, "echo": echo, "slow": slow}
+
+
+# ----- preflight against every scenario ---------------------------------------------------------------
+
+EXPECTED = {
+    "default": {
+        "connector.version": "19.03.0.0",
+        "machine.virtual": True,
+        "machine.manufacturer": "VMware, Inc.",
+        "service.state": "Running",
+        "service.startMode": "Auto",
+        "java.home": OLD_JRE_HOME,
+        "java.version": OLD_JRE_VERSION,
+        "pendingReboot.any": False,
+        "disk.freeBytes": 40 * GiB,
+    },
+    "physical": {"machine.virtual": False, "machine.manufacturer": "Dell Inc.", "machine.model": "PowerEdge R640"},
+    "already-current": {"connector.version": "19.03.0.1", "java.home": NEW_JRE_HOME, "java.version": NEW_JRE_VERSION},
+    "install-fails-1603": {"connector.version": "19.03.0.0", "service.state": "Running"},
+    "service-wont-start": {"service.exists": True, "service.state": "Stopped", "service.startMode": "Auto"},
+    "reboot-never-returns": {"connector.version": "19.03.0.0", "machine.virtual": True},
+    "pending-reboot": {
+        "pendingReboot.any": True,
+        "pendingReboot.reasons": ["WindowsUpdate", "PendingFileRenameOperations"],
+    },
+    "low-disk": {"disk.freeBytes": 800 * 1024**2, "disk.drive": "C:"},
+    "hash-mismatch": {"connector.version": "19.03.0.0"},
+}
+
+
+def test_every_scenario_has_expectations():
+    assert set(EXPECTED) == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_preflight_reports_the_scenario(name):
+    with running_host(name) as h:
+        facts = run_preflight(h)
+    assert set(facts) == {
+        "computerName",
+        "os",
+        "connector",
+        "service",
+        "java",
+        "disk",
+        "pendingReboot",
+        "machine",
+        "bootTime",
+    }
+    assert facts["os"] == {"caption": "Microsoft Windows Server 2016 Standard", "version": "10.0.14393"}
+    assert facts["connector"]["installed"] is True
+    assert facts["connector"]["displayName"] == "VMware Identity Manager Connector"
+    assert facts["service"]["exists"] is True
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", facts["bootTime"])
+    for path, value in EXPECTED[name].items():
+        section, key = path.split(".")
+        assert facts[section][key] == value, path
+
+
+def test_preflight_reports_absent_things_and_each_pending_reboot_source():
+    with running_host("default") as h:
+        facts = run_preflight(h, {"ServiceName": "NoSuchService", "ProductNamePattern": "Contoso*", "Drive": "D:"})
+        assert facts["connector"] == {"installed": False, "displayName": None, "version": None}
+        assert facts["service"] == {"name": "NoSuchService", "exists": False, "state": None, "startMode": None}
+        assert facts["disk"] == {"drive": "D:", "freeBytes": None}
+
+        # -like is case-insensitive and does not match VMware Tools with the connector's pattern.
+        facts = run_preflight(h, {**PREFLIGHT_PARAMS, "ProductNamePattern": "vmware identity manager conn?ctor"})
+        assert facts["connector"]["version"] == "19.03.0.0"
+
+        sources = {
+            "ComponentBasedServicing": PendingReboot(component_based_servicing=True),
+            "WindowsUpdate": PendingReboot(windows_update=True),
+            "PendingFileRenameOperations": PendingReboot(file_rename_operations=[r"\??\C:\x.tmp", ""]),
+            "ComputerRename": PendingReboot(new_computer_name="IDM-CONN99"),
+        }
+        for reason, pending in sources.items():
+            h.state.pending = pending
+            assert run_preflight(h)["pendingReboot"] == {"any": True, "reasons": [reason]}
+
+        h.state.java_home = None
+        assert run_preflight(h)["java"] == {"home": None, "version": None}
+
+
+def test_preflight_without_params_fails_like_the_script():
+    with running_host("default") as h:
+        missing = session(h).run_ps(PREFLIGHT)
+        bad_drive = session(h).run_ps(with_params(PREFLIGHT, {**PREFLIGHT_PARAMS, "Drive": "C:' OR 1=1"}))
+    assert missing.status_code == 1
+    assert b"ServiceName is required" in missing.std_err
+    assert bad_drive.status_code == 1
+    assert b"Drive must look like C:" in bad_drive.std_err
+
+
+# ----- the protocol ---------------------------------------------------------------------------------
+
+
+def test_a_command_slower_than_the_operation_timeout_completes_by_polling():
+    with running_host("default", time_scale=1.0, handlers=TEST_HANDLERS) as h:
+        s = session(h, operation_timeout_sec=1, read_timeout_sec=2)
+        response = s.run_ps(with_params("# idm-upgrade: slow\n", {"seconds": 2.5}))
+        assert response.status_code == 0
+        assert json.loads(response.std_out) == {"slept": 2.5}
+        timeouts = [r for r in h.requests if r.action == "Receive" and r.detail == "TimedOut"]
+        assert len(timeouts) >= 1
+        assert all(r.status == 500 for r in timeouts)
+        assert h.stats["timed_out_receives"] == len(timeouts)
+
+
+def test_a_run_is_logged_request_by_request_with_the_signal():
+    with running_host("default", handlers=TEST_HANDLERS) as h:
+        response = session(h).run_ps(with_params("# idm-upgrade: echo\n", {"it's": "quoted"}))
+        assert json.loads(response.std_out) == {"echo": {"it's": "quoted"}}
+        log = h.requests
+    assert [r.action for r in log] == ["Create", "Command", "Receive", "Signal", "Delete"]
+    command = log[1]
+    assert (command.script, command.params) == ("echo", {"it's": "quoted"})
+    assert log[3].command_id == command.command_id
+    assert log[3].detail == "terminate"
+    assert {r.shell_id for r in log} == {log[0].shell_id}
+
+
+def test_signal_terminates_a_hung_command():
+    with running_host("default") as h:
+        h.faults.command_delay_seconds = 60  # the real preflight script, hanging
+        p = protocol(h, operation_timeout_sec=1, read_timeout_sec=2)
+        shell_id = p.open_shell()
+        command_id = p.run_command(shell_id, encoded(with_params(PREFLIGHT, PREFLIGHT_PARAMS)))
+        assert h.stats["commands_in_flight"] == 1
+        with pytest.raises(WinRMOperationTimeoutError):
+            p.get_command_output_raw(shell_id, command_id)
+        p.cleanup_command(shell_id, command_id)
+        p.close_shell(shell_id)
+        deadline = time.monotonic() + 2
+        while h.stats["commands_in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert h.stats["commands_in_flight"] == 0
+        assert h.stats["shells_open"] == 0
+        signals = [r for r in h.requests if r.action == "Signal"]
+        assert [(r.command_id, r.detail) for r in signals] == [(command_id, "terminate (while running)")]
+
+
+def test_wrong_password_is_an_authentication_error_without_the_password():
+    with running_host("default") as h:
+        wrong = "not-the-" + h.password
+        with pytest.raises(InvalidCredentialsError) as caught:
+            session(h, password=wrong).run_ps("$x")
+        assert wrong not in str(caught.value)
+        assert h.requests[-1].status == 401
+        # The account name is case-insensitive, as on Windows.
+        upper = session(h, username=h.username.upper())
+        assert upper.run_ps("# idm-upgrade: nothing").status_code == 1
+
+
+def test_unknown_or_unmarked_scripts_fail_like_unknown_commands():
+    with running_host("default") as h:
+        s = session(h)
+        unknown = s.run_ps("# idm-upgrade: frobnicate\n$x = 1")
+        unmarked = s.run_ps("Get-Service VMwareIDMConnector")
+        raw = protocol(h)
+        shell_id = raw.open_shell()
+        _, raw_err, _ = raw.get_command_output(shell_id, raw.run_command(shell_id, encoded("Stop-Computer")))
+        _, cmd_err, cmd_code = raw.get_command_output(shell_id, raw.run_command(shell_id, "hostname"))
+        bad = raw.run_command(shell_id, "powershell -encodedcommand not*base64")
+        _, _, bad_code = raw.get_command_output(shell_id, bad)
+        raw.close_shell(shell_id)
+    assert unknown.status_code == 1
+    assert b"The term 'frobnicate' is not recognized" in unknown.std_err
+    assert unmarked.status_code == 1
+    assert b"The term 'Get-Service' is not recognized" in unmarked.std_err
+    # PowerShell serialises its error stream; pywinrm's run_ps turned the above back into text.
+    assert raw_err.startswith(b"#< CLIXML\r\n")
+    assert b"Stop-Computer" in raw_err
+    assert cmd_code == 9009
+    assert b"'hostname' is not recognized as an internal or external command" in cmd_err
+    assert bad_code == -196608
+
+
+def test_powershell_switches_before_the_encoded_command_are_accepted():
+    payload = base64.b64encode(with_params(PREFLIGHT, PREFLIGHT_PARAMS).encode("utf-16-le")).decode()
+    lines = [
+        f"powershell -NoProfile -NonInteractive -EncodedCommand {payload}",
+        f"powershell.exe -ExecutionPolicy Bypass -enc {payload}",
+        f"C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe -e {payload}",
+    ]
+    with running_host("default") as h:
+        p = protocol(h)
+        shell_id = p.open_shell()
+        for line in lines:
+            out, err, code = p.get_command_output(shell_id, p.run_command(shell_id, line))
+            assert (code, err) == (0, b""), line
+            assert json.loads(out)["connector"]["version"] == "19.03.0.0"
+        p.close_shell(shell_id)
+
+
+def test_cmd_exe_command_line_limit():
+    prefix = "# idm-upgrade: echo\n$ProgressPreference = 'SilentlyContinue'\n# "
+
+    def script_of_length(n: int) -> str:
+        return prefix + "x" * (n - len(prefix))
+
+    # 3,061 UTF-16 characters encode to exactly 8,191 characters of command line.
+    fits, too_long = script_of_length(3061), script_of_length(3062)
+    assert len(encoded(fits)) == CMD_MAX_COMMAND_LINE
+    assert len(encoded(too_long)) > CMD_MAX_COMMAND_LINE
+    with running_host("default", handlers=TEST_HANDLERS) as h:
+        ok = session(h).run_ps(fits)
+        refused = session(h).run_ps(too_long)
+    assert (ok.status_code, ok.std_err) == (0, b"")
+    assert refused.status_code == 1
+    assert refused.std_err.strip() == b"The command line is too long."
+    assert refused.std_out == b""
+
+
+def test_forgetting_progress_preference_adds_clixml_noise_but_not_failure():
+    with running_host("default", handlers=TEST_HANDLERS) as h:
+        response = session(h).run_ps("# idm-upgrade: echo\n")
+    assert response.status_code == 0
+    assert response.std_err.startswith(b"#< CLIXML") and b"Preparing modules for first use." in response.std_err
+
+
+# ----- faults ---------------------------------------------------------------------------------------
+
+
+def test_injected_500_401_and_dropped_receive_surface_as_client_errors():
+    with running_host("default") as h:
+        s = session(h)
+        h.faults.server_errors = 1
+        with pytest.raises(WSManFaultError) as fault:
+            s.run_ps(with_params(PREFLIGHT, PREFLIGHT_PARAMS))
+        assert fault.value.code == 500
+        assert fault.value.wsman_fault_code not in (None, TIMED_OUT)
+
+        h.faults.server_errors, h.faults.server_error_body = 1, False
+        with pytest.raises(WinRMTransportError) as transport_error:
+            session(h).run_ps(with_params(PREFLIGHT, PREFLIGHT_PARAMS))
+        assert transport_error.value.code == 500
+
+        # Credentials "expire" for one request, then work again.
+        h.faults.unauthorized = 1
+        with pytest.raises(InvalidCredentialsError):
+            session(h).run_ps(with_params(PREFLIGHT, PREFLIGHT_PARAMS))
+        assert run_preflight(h)["connector"]["installed"] is True
+
+        h.faults.drop_receives = 1
+        with pytest.raises(requests.exceptions.ConnectionError):
+            session(h).run_ps(with_params(PREFLIGHT, PREFLIGHT_PARAMS))
+        assert [r.detail for r in h.requests if r.action == "Receive"][-1] == "dropped"
+
+
+def test_a_dropped_receive_can_be_retried_and_the_command_is_still_there():
+    with running_host("default") as h:
+        p = protocol(h)
+        shell_id = p.open_shell()
+        command_id = p.run_command(shell_id, encoded(with_params(PREFLIGHT, PREFLIGHT_PARAMS)))
+        h.faults.drop_receives = 1
+        with pytest.raises(requests.exceptions.ConnectionError):
+            p.get_command_output_raw(shell_id, command_id)
+        out, _, code = p.get_command_output(shell_id, command_id)
+        p.cleanup_command(shell_id, command_id)
+        p.close_shell(shell_id)
+    assert code == 0
+    assert json.loads(out)["connector"]["version"] == "19.03.0.0"
+
+
+def test_slow_responses_and_refused_connections():
+    with running_host("default") as h:
+        h.faults.delay_seconds = 0.1
+        started = time.monotonic()
+        run_preflight(h)
+        assert time.monotonic() - started >= 0.5  # five requests, each delayed
+        h.faults.clear()
+
+        # A client holding a keep-alive connection and an open shell sees the host vanish.
+        p = protocol(h)
+        shell_id = p.open_shell()
+        h.refuse_connections()
+        with pytest.raises(requests.exceptions.ConnectionError):
+            p.run_command(shell_id, encoded("# idm-upgrade: preflight"))
+        with pytest.raises(requests.exceptions.ConnectionError):
+            session(h).run_ps(PREFLIGHT)
+        h.accept_connections()
+        assert run_preflight(h)["connector"]["installed"] is True
+        # Only the network went away: the shell is still there.
+        p.close_shell(shell_id)
+
+
+# ----- reboots --------------------------------------------------------------------------------------
+
+
+def test_reboot_refuses_connections_then_comes_back_with_a_new_boot_time_and_the_new_jre():
+    with running_host("default", time_scale=0.02) as h:  # 30 s of downtime -> 0.6 s
+        before = run_preflight(h)
+        assert run_boottime(h) == before["bootTime"]
+        assert h.state.run_installer() == 0
+        after_install = run_preflight(h)
+        assert after_install["connector"]["version"] == "19.03.0.1"
+        assert after_install["java"]["home"] == OLD_JRE_HOME  # JAVA_HOME moves only with the reboot
+
+        p = protocol(h)
+        shell_id = p.open_shell()
+        h.begin_reboot()
+        with pytest.raises(requests.exceptions.ConnectionError):
+            session(h).run_ps(with_params(PREFLIGHT, PREFLIGHT_PARAMS))
+        assert h.wait_online(timeout=5)
+
+        after = run_preflight(h)
+        assert after["bootTime"] > before["bootTime"]
+        assert run_boottime(h) == after["bootTime"]
+        assert after["java"] == {"home": NEW_JRE_HOME, "version": NEW_JRE_VERSION}
+        assert after["service"]["state"] == "Running"
+        assert h.stats["boots"] == 1
+        # Shells do not survive a reboot; Windows answers with its "shell not found" fault.
+        with pytest.raises(WSManFaultError) as gone:
+            p.run_command(shell_id, encoded("# idm-upgrade: preflight"))
+        assert gone.value.wsman_fault_code == SHELL_NOT_FOUND
+
+
+def test_reboot_never_returns_stays_down():
+    with running_host("reboot-never-returns", time_scale=0.01) as h:
+        h.begin_reboot()
+        assert not h.wait_online(timeout=1.0)  # three times the simulated downtime
+        with pytest.raises(requests.exceptions.ConnectionError):
+            session(h).run_ps(PREFLIGHT)
+
+
+def test_a_handler_can_schedule_a_reboot_like_shutdown_r_t():
+    def restart(state, params):
+        return HandlerResult(stdout={"scheduled": True}, reboot_after_seconds=20)
+
+    with running_host("default", time_scale=0.01, handlers={**HANDLERS, "restart": restart}) as h:
+        boot = h.state.boot_time
+        assert session(h).run_ps("# idm-upgrade: restart").status_code == 0
+        deadline = time.monotonic() + 5
+        while h.state.boot_time == boot and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert h.state.boot_time > boot
+        assert h.wait_online(timeout=5)
+
+
+# ----- concurrency and the extra routes --------------------------------------------------------------
+
+
+def test_commands_in_flight_are_counted_per_host_and_across_the_fleet():
+    handlers = {**HANDLERS, "slow": slow}
+    with running_fleet(3, time_scale=1.0, handlers=handlers) as fleet:
+        script = with_params("# idm-upgrade: slow\n", {"seconds": 0.4})
+        targets = [*fleet.hosts, fleet[0]]  # host 0 runs two at once
+        with ThreadPoolExecutor(len(targets)) as pool:
+            codes = list(pool.map(lambda h: session(h).run_ps(script).status_code, targets))
+        assert codes == [0, 0, 0, 0]
+        assert fleet.gauge.peak == 4
+        assert fleet.gauge.current == 0
+        assert [h.stats["peak_commands_in_flight"] for h in fleet] == [2, 1, 1]
+        assert {h.state.computer_name for h in fleet} == {"IDM-CONN01", "IDM-CONN02", "IDM-CONN03"}
+        assert all(h.stats["shells_open"] == 0 for h in fleet)
+
+
+@pytest.mark.parametrize("name", ["default", "hash-mismatch"])
+def test_installer_artifact_and_stats_routes(name):
+    with running_host(name) as h, requests.Session() as http:
+        http.trust_env = False
+        payload = http.get(h.installer_url, timeout=5).content
+        assert payload.startswith(b"MZ")
+        matches = hashlib.sha256(payload).hexdigest() == h.installer_sha256
+        assert matches is (name == "default")
+        assert http.get(h.installer_url + ".bak", timeout=5).status_code == 404
+        stats = http.get(h.endpoint.replace("/wsman", "/_sandbox/stats"), timeout=5).json()
+        assert stats["scenario"] == name and stats["online"] is True
+
+
+def test_serve_host_prints_its_connection_line_and_serves_until_interrupted():
+    code = "from sandbox.winrm_server import serve_host; serve_host('host01', 0, 'physical')"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        timer = threading.Timer(15, proc.kill)  # never hang the suite on a server that fails to print
+        timer.start()
+        line = json.loads(proc.stdout.readline())
+        timer.cancel()
+        assert set(line) == {"endpoint", "username", "password", "scenario", "installer_url", "installer_sha256"}
+        assert line["scenario"] == "physical"
+
+        class Host:
+            endpoint, username, password = line["endpoint"], line["username"], line["password"]
+
+        facts = run_preflight(Host)
+        assert facts["computerName"] == "HOST01"
+        assert facts["machine"]["virtual"] is False
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert proc.returncode == 0, proc.stderr.read()
+
+
+# ----- the model, the scripts and their handlers -------------------------------------------------------
+
+
+def test_unknown_scenario_names_the_valid_ones():
+    with pytest.raises(ValueError, match="valid scenarios: default, physical"):
+        scenario("nope")
+    first = scenario("default")
+    first.connector.version = "changed"
+    assert scenario("default").connector.version == "19.03.0.0"
+
+
+def test_installer_and_boot_semantics():
+    state = scenario("default")
+    assert state.run_installer() == 0
+    assert (state.connector.version, state.pending_java_home) == ("19.03.0.1", NEW_JRE_HOME)
+    state.finish_boot(now=state.boot_time)  # even a clock that did not move yields a new boot time
+    assert state.java_home == NEW_JRE_HOME and state.pending_java_home is None
+    assert state.boot_time.second == 8
+
+    failing = scenario("install-fails-1603")
+    assert failing.run_installer() == 1603
+    assert failing.connector.version == "19.03.0.0" and failing.pending_java_home is None
+
+    broken = scenario("service-wont-start")
+    broken.run_installer()
+    broken.finish_boot(now=datetime(2030, 1, 1, tzinfo=UTC))
+    assert broken.service.state == "Stopped"
+
+    asks = scenario("default")
+    asks.installer.exit_code = 3010
+    asks.run_installer()
+    assert asks.pending.reasons() == ["PendingFileRenameOperations"]
+
+
+def test_like_follows_powershell_wildcards():
+    assert like("VMware Identity Manager Connector", "VMware Identity Manager Connector*")
+    assert like("vmware tools", "VMWARE [st]ools")
+    assert like("a*b", "a`*b") and not like("axb", "a`*b")
+    assert not like("VMware Tools", "VMware Identity Manager Connector*")
+    assert not like(None, "*")
+
+
+def test_every_script_has_a_handler_and_every_handler_a_script():
+    names = {}
+    for path in sorted(PS_DIR.glob("*.ps1")):
+        first_line = path.read_text().splitlines()[0]
+        assert first_line == f"# idm-upgrade: {path.stem}", path.name
+        names[path.stem] = path
+    assert set(names) == set(HANDLERS)
+
+
+@pytest.mark.parametrize("path", sorted(PS_DIR.glob("*.ps1")), ids=lambda p: p.name)
+def test_scripts_follow_the_powershell_contract(path):
+    text = path.read_text()
+    assert "$ErrorActionPreference = 'Stop'" in text
+    assert "$ProgressPreference = 'SilentlyContinue'" in text
+    for forbidden in ("Win32_Product", "Invoke-Expression", "Write-Host"):
+        assert forbidden.lower() not in text.lower().replace("never win32_product", ""), forbidden
+    realistic = {key: "x" * 60 for key in ("ServiceName", "ProductNamePattern", "Drive", "Path", "Url")}
+    assert len(encoded(with_params(text, realistic))) < CMD_MAX_COMMAND_LINE
