@@ -44,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--hosts", type=int, default=1)
     sandbox.add_argument("--scenario", default="default")
     sandbox.add_argument("--approve", choices=["auto", "prompt"], default="auto")
+    sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", metavar="host")
+    one_host = sandbox_sub.add_parser(
+        "host",
+        help="serve one simulated connector host over WinRM until interrupted; the first line of output "
+        "is JSON {endpoint, username, password, scenario, installer_url, installer_sha256}",
+    )
+    one_host.add_argument("--name", required=True, help="the host's name (becomes its computer name)")
+    one_host.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 (0: any free port)")
+    one_host.add_argument("--scenario", default="default", help="host scenario (default: default)")
 
     audit_cmd = sub.add_parser("audit", help="export or verify the audit trail")
     audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
@@ -103,6 +112,24 @@ def check_config(config: Config, source: str, out: TextIO | None = None) -> int:
     return EXIT_OK
 
 
+def _serve_sandbox_host(name: str, port: int, scenario: str) -> int:
+    from sandbox.host import SCENARIOS
+    from sandbox.winrm_server import serve_host
+
+    if scenario not in SCENARIOS:
+        sys.stderr.write(f"idm-upgrade: unknown scenario {scenario!r}; choose one of: {', '.join(sorted(SCENARIOS))}\n")
+        return EXIT_USAGE
+    if not 0 <= port <= 65535:
+        sys.stderr.write("idm-upgrade: --port must be 0-65535\n")
+        return EXIT_USAGE
+    try:
+        serve_host(name, port, scenario)
+    except OSError as exc:
+        sys.stderr.write(f"idm-upgrade: cannot listen on 127.0.0.1:{port}: {exc.strerror}\n")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _not_built(what: str, issue: str) -> int:
     sys.stderr.write(f"idm-upgrade: {what} is not built yet ({issue}); nothing was done.\n")
     return EXIT_FAILED
@@ -111,7 +138,9 @@ def _not_built(what: str, issue: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "sandbox":
-        return _not_built("the sandbox", "issue 7 builds it; the simulated hosts arrive with issue 3")
+        if args.sandbox_command == "host":
+            return _serve_sandbox_host(args.name, args.port, args.scenario)
+        return _not_built("the sandbox upgrade", "issue 7; `idm-upgrade sandbox host` serves one simulated host")
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -164,6 +164,7 @@ class WinRMConfig(_Section):
     port: Port | None = None
     transport: Transport = "ntlm"
     server_cert_validation: CertValidation = "validate"
+    ca_trust_path: str | None = None
     connect_timeout_seconds: float = Field(default=5, gt=0)
     operation_timeout_seconds: int = Field(default=20, ge=1)
     read_timeout_seconds: int = Field(default=30, ge=2)

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "steps" / "ps"
 CMD_LINE_LIMIT = 8191  # cmd.exe's limit on a whole command line
 STDERR_LIMIT = 2000
+ACCESS_DENIED_FAULTS = frozenset({5, 0x80070005})
 
 
 class ExecutorError(Exception):
@@ -273,6 +274,7 @@ class WinRMExecutor:
             username=self._username.get_secret_value(),
             password=self._password.get_secret_value(),
             server_cert_validation=winrm.server_cert_validation,
+            ca_trust_path=winrm.ca_trust_path,
             operation_timeout_sec=op,
             read_timeout_sec=read_timeout or max(winrm.read_timeout_seconds, op + 1),
         )
@@ -319,8 +321,16 @@ class WinRMExecutor:
                     continue
                 except ExecutorError as exc:
                     lost += 1
-                    if not exc.retryable or lost > self.receive_retries:
+                    if not exc.retryable:
                         raise
+                    if lost > self.receive_retries:
+                        if retry_safe:
+                            raise
+                        raise CommandOutcomeUnknown(
+                            host,
+                            f"{script}: lost contact with the host while it ran ({exc.args[0].split(': ', 1)[-1]}); "
+                            "its outcome is unknown and it is not run again because it may change the host.",
+                        ) from None
                     log.warning("%s; polling %s again (the command is not sent again)", exc, script)
                     time.sleep(min(2**lost * 0.25, 2))
                     continue
@@ -366,7 +376,11 @@ class WinRMExecutor:
         except requests.exceptions.Timeout:
             raise HostUnreachable(host, "the WinRM service did not answer in time") from None
         except WSManFaultError as exc:
-            raise ExecutorError(host, f"WinRM fault {exc.wsman_fault_code or exc.fault_code}: {exc.reason}") from None
+            code = exc.wsman_fault_code or exc.fault_code
+            if exc.wsman_fault_code in ACCESS_DENIED_FAULTS:
+                raise AuthenticationFailed(host, f"access denied by the WinRM service (fault {code})") from None
+            # Other faults (out of memory, quota, service busy) pass; retrying is bounded and phase-safe.
+            raise ServerError(host, f"WinRM fault {code}: {exc.reason}") from None
         except WinRMTransportError as exc:
             if exc.code == 401:
                 raise AuthenticationFailed(host, "the WinRM service refused the credentials (HTTP 401)") from None

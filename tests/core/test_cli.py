@@ -34,7 +34,7 @@ def test_audit_help_lists_export_and_verify(capsys):
     [
         (["serve"], "the Slack front end is not built yet"),
         (["run", "host01"], "the terminal upgrade is not built yet"),
-        (["sandbox"], "the sandbox is not built yet"),
+        (["sandbox"], "the sandbox upgrade is not built yet"),
     ],
 )
 def test_unbuilt_commands_say_so_and_touch_nothing(tmp_path, capsys, argv, says):
@@ -49,3 +49,9 @@ def test_usage_error_exits_2(capsys):
     with pytest.raises(SystemExit) as done:
         cli.main(["audit", "export", "--format", "xml"])
     assert done.value.code == 2
+
+
+def test_sandbox_host_rejects_unknown_scenario(capsys):
+    assert cli.main(["sandbox", "host", "--name", "h1", "--port", "0", "--scenario", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown scenario 'nope'" in err and "already-current" in err

@@ -54,6 +54,7 @@ scheme = "http"
 port = 5999
 transport = "kerberos"
 server_cert_validation = "ignore"
+ca_trust_path = "/etc/ca.pem"
 connect_timeout_seconds = 3
 operation_timeout_seconds = 10
 read_timeout_seconds = 15
@@ -112,6 +113,7 @@ def test_every_key_is_parsed():
         "port": 5999,
         "transport": "kerberos",
         "server_cert_validation": "ignore",
+        "ca_trust_path": "/etc/ca.pem",
         "connect_timeout_seconds": 3,
         "operation_timeout_seconds": 10,
         "read_timeout_seconds": 15,

@@ -1,0 +1,360 @@
+"""The WinRM executor against the simulated host: real pywinrm, real WS-Management over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from bot.config import Config, Secrets, parse_config
+from bot.winrm import (
+    AuthenticationFailed,
+    BadOutput,
+    CommandOutcomeUnknown,
+    CommandTimedOut,
+    CommandTooLong,
+    HostUnreachable,
+    RebootTimedOut,
+    ScriptFailed,
+    WinRMExecutor,
+    build_script,
+    clean_stderr,
+    command_line,
+    powershell_literal,
+)
+from sandbox.host import SCENARIOS
+from sandbox.ps_handlers import HANDLERS, HandlerResult
+from sandbox.threaded import running_fleet, running_host
+
+PREFLIGHT = {
+    "ServiceName": "VMwareIDMConnector",
+    "ProductNamePattern": "VMware Identity Manager Connector*",
+    "Drive": "C:",
+}
+
+
+def make_config(endpoints: dict[str, str], winrm: str = "") -> Config:
+    hosts = ""
+    for name, endpoint in endpoints.items():
+        url = urlsplit(endpoint)
+        hosts += f'[hosts.{name}]\naddress = "{url.hostname}"\nport = {url.port}\n'
+    text = f"""
+[slack]
+channel = "C0OPSCHANL"
+[installer]
+url = "http://127.0.0.1/x.exe"
+sha256 = "{"ab" * 32}"
+version = "19.03.0.1"
+[winrm]
+scheme = "http"
+transport = "basic"
+{winrm}
+{hosts}
+"""
+    return parse_config(tomllib.loads(text))
+
+
+def executor_for(host, winrm: str = "", **kwargs) -> WinRMExecutor:
+    config = make_config({"host01": host.endpoint}, winrm)
+    secrets = Secrets.from_env({"WINRM_USERNAME": host.username, "WINRM_PASSWORD": host.password})
+    return WinRMExecutor(config, secrets, retry_delays=(0.1, 0.2), **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_in_logs(caplog):
+    """Every test here also proves the password never reaches a log line."""
+    caplog.set_level(logging.DEBUG)
+    passwords: list[str] = []
+    yield passwords
+    for password in passwords:
+        assert password not in caplog.text
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+async def test_preflight_facts_for_every_scenario(scenario, no_secrets_in_logs):
+    with running_host(scenario) as host:
+        no_secrets_in_logs.append(host.password)
+        executor = executor_for(host)
+        result = await executor.run("host01", "preflight", PREFLIGHT)
+        facts = result.data
+        state = host.state
+        assert facts["connector"]["installed"] is (state.connector is not None)
+        if state.connector:
+            assert facts["connector"]["version"] == state.connector.version
+        assert facts["machine"]["virtual"] is state.manufacturer.startswith("VMware")
+        assert facts["pendingReboot"]["any"] is (scenario == "pending-reboot")
+        assert facts["disk"]["freeBytes"] == state.free_bytes["C:"]
+        assert facts["java"]["version"] == state.java_version
+        assert facts["java"]["home"] == state.java_home
+        assert result.exit_code == 0 and result.attempts == 1
+        executor.close()
+
+
+async def test_command_slower_than_operation_timeout_completes_by_polling():
+    with running_host() as host:
+        host.faults.command_delay_seconds = 2.5
+        executor = executor_for(host, "operation_timeout_seconds = 1\nread_timeout_seconds = 3")
+        result = await executor.run("host01", "boottime")
+        assert "bootTime" in result.data
+        timed_out = [r for r in host.requests if r.action == "Receive" and r.status == 500]
+        assert len(timed_out) >= 2  # pywinrm polled again after each w:TimedOut, as against Windows
+        executor.close()
+
+
+async def test_command_past_its_deadline_is_stopped_and_reported():
+    with running_host() as host:
+        host.faults.command_delay_seconds = 30
+        executor = executor_for(host, "operation_timeout_seconds = 5\nread_timeout_seconds = 8")
+        started = time.monotonic()
+        with pytest.raises(CommandTimedOut) as caught:
+            await executor.run("host01", "boottime", deadline=1.5)
+        elapsed = time.monotonic() - started
+        assert caught.value.deadline == 1.5 and "deadline of 1.5 s" in str(caught.value)
+        assert elapsed < 4  # the Receive wait was shortened to the deadline, not the 5 s operation timeout
+        assert any(r.action == "Signal" for r in host.requests)
+        assert host.stats["commands_in_flight"] == 0
+        executor.close()
+
+
+async def test_cancelling_the_task_stops_the_command_on_the_host():
+    with running_host() as host:
+        host.faults.command_delay_seconds = 30
+        executor = executor_for(host, "operation_timeout_seconds = 1\nread_timeout_seconds = 3")
+        task = asyncio.create_task(executor.run("host01", "boottime"))
+        await asyncio.sleep(1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert any(r.action == "Signal" for r in host.requests)
+        assert host.stats["commands_in_flight"] == 0
+        executor.close()
+
+
+async def test_wrong_password_is_an_authentication_error_without_the_password(no_secrets_in_logs):
+    with running_host() as host:
+        config = make_config({"host01": host.endpoint})
+        wrong = "Wr0ng-Pa55word-Not-Shown"
+        no_secrets_in_logs.append(wrong)
+        executor = WinRMExecutor(config, Secrets.from_env({"WINRM_USERNAME": host.username, "WINRM_PASSWORD": wrong}))
+        with pytest.raises(AuthenticationFailed) as caught:
+            await executor.run("host01", "boottime")
+        assert wrong not in str(caught.value) and wrong not in repr(caught.value)
+        assert caught.value.__cause__ is None and caught.value.__suppress_context__
+        assert "refused the credentials" in str(caught.value)
+        executor.close()
+
+
+async def test_refused_port_is_unreachable_after_bounded_retries():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = make_config({"host01": f"http://127.0.0.1:{port}/wsman"})
+    executor = WinRMExecutor(
+        config, Secrets.from_env({"WINRM_USERNAME": "u", "WINRM_PASSWORD": "p"}), retry_delays=(0.05, 0.05)
+    )
+    with pytest.raises(HostUnreachable) as caught:
+        await executor.run("host01", "boottime")
+    assert "connection refused" in str(caught.value)
+    executor.close()
+
+
+async def test_dropped_receive_is_polled_again_not_rerun():
+    with running_host() as host:
+        host.faults.command_delay_seconds = 0.5
+        host.faults.drop_receives = 1
+        executor = executor_for(host)
+        result = await executor.run("host01", "boottime")
+        assert "bootTime" in result.data
+        commands = [r for r in host.requests if r.action == "Command"]
+        assert len(commands) == 1  # the script ran once; only the Receive was repeated
+        executor.close()
+
+
+async def test_receive_dropped_too_often_is_reported_and_not_rerun():
+    with running_host() as host:
+        host.faults.command_delay_seconds = 0.5
+        host.faults.drop_receives = 10
+        executor = executor_for(host, receive_retries=2)
+        with pytest.raises(CommandOutcomeUnknown) as caught:
+            await executor.run("host01", "boottime")
+        assert "outcome is unknown" in str(caught.value)
+        assert len([r for r in host.requests if r.action == "Command"]) == 1
+        executor.close()
+
+
+async def test_server_error_before_the_command_is_retried():
+    with running_host() as host:
+        host.faults.server_errors = 1  # the shell Create fails once: nothing has run yet
+        executor = executor_for(host)
+        result = await executor.run("host01", "boottime")
+        assert result.attempts == 2
+        assert len([r for r in host.requests if r.action == "Command"]) == 1
+        executor.close()
+
+
+async def test_lost_command_request_is_not_resent_unless_the_script_is_safe():
+    with running_host() as host:
+        executor = executor_for(host)
+        original = executor._execute
+        arm = {"left": 2}  # the first attempt of each of the two runs below
+
+        def fail_the_command_request(cancel, protocol, *args):
+            # Create succeeds; the Command request then gets a 500, so the client cannot know
+            # whether the script started.
+            real = protocol.run_command
+
+            def broken(*a, **k):
+                if arm["left"]:
+                    arm["left"] -= 1
+                    host.faults.server_errors = 1
+                return real(*a, **k)
+
+            protocol.run_command = broken
+            return original(cancel, protocol, *args)
+
+        executor._execute = fail_the_command_request
+        with pytest.raises(CommandOutcomeUnknown) as caught:
+            await executor.run("host01", "boottime")
+        assert "may be running" in str(caught.value)
+        assert arm["left"] == 1  # not sent again
+        result = await executor.run("host01", "boottime", retry_safe=True)
+        assert result.attempts == 2  # a read-only script is simply sent again
+        executor.close()
+
+
+async def test_401_in_the_middle_of_a_run():
+    with running_host() as host:
+        executor = executor_for(host)
+        await executor.run("host01", "boottime")
+        host.faults.unauthorized = 5
+        with pytest.raises(AuthenticationFailed):
+            await executor.run("host01", "boottime")
+        executor.close()
+
+
+async def test_over_long_command_line_is_refused_before_sending():
+    with running_host() as host:
+        executor = executor_for(host)
+        with pytest.raises(CommandTooLong) as caught:
+            await executor.run("host01", "preflight", {**PREFLIGHT, "Padding": "x" * 9000})
+        assert "Windows allows 8191" in str(caught.value)
+        assert host.requests == []  # nothing reached the host
+        executor.close()
+
+
+async def test_script_failure_carries_exit_code_and_clean_stderr():
+    with running_host() as host:
+        executor = executor_for(host)
+        with pytest.raises(ScriptFailed) as caught:
+            await executor.run("host01", "preflight", {"Drive": "C:"})
+        assert caught.value.exit_code == 1
+        assert "is required" in caught.value.stderr and "CLIXML" not in caught.value.stderr
+        executor.close()
+
+
+async def test_output_that_is_not_one_json_document_is_bad_output(tmp_path):
+    (tmp_path / "chatty.ps1").write_text("# idm-upgrade: chatty\n'hello'\n")
+    handlers = {**HANDLERS, "chatty": lambda state, params: HandlerResult(stdout="hello\r\n{}")}
+    with running_host(handlers=handlers) as host:
+        executor = executor_for(host, scripts_dir=tmp_path)
+        with pytest.raises(BadOutput) as caught:
+            await executor.run("host01", "chatty")
+        assert "did not write one JSON document" in str(caught.value)
+        executor.close()
+
+
+async def test_wait_for_reboot_returns_once_the_boot_time_changed():
+    with running_host() as host:
+        executor = executor_for(host)
+        before = await executor.boot_time("host01")
+        host.begin_reboot()
+        after = await executor.wait_for_reboot("host01", before, timeout=30)
+        assert after > before
+        assert await executor.boot_time("host01") == after
+        executor.close()
+
+
+async def test_wait_for_reboot_times_out_cleanly_when_the_host_never_returns():
+    with running_host("reboot-never-returns") as host:
+        executor = executor_for(host, "connect_timeout_seconds = 1")
+        before = await executor.boot_time("host01")
+        host.begin_reboot()
+        started = time.monotonic()
+        with pytest.raises(RebootTimedOut) as caught:
+            await executor.wait_for_reboot("host01", before, timeout=3, max_delay=0.5)
+        assert time.monotonic() - started < 6
+        assert "did not come back from the reboot within 3 s" in str(caught.value)
+        executor.close()
+
+
+async def test_twenty_hosts_with_max_parallel_five_and_a_responsive_loop():
+    with running_fleet(20) as fleet:
+        for host in fleet:
+            host.faults.command_delay_seconds = 0.3
+        endpoints = {f"host{i:02d}": h.endpoint for i, h in enumerate(fleet, start=1)}
+        config = make_config(endpoints, "max_parallel = 5")
+        first = fleet[0]
+        executor = WinRMExecutor(config, Secrets.from_env({"WINRM_USERNAME": first.username, "WINRM_PASSWORD": "x"}))
+        # each host has its own password: give each run the right one through per-host executors' secrets
+        executors = {}
+        for name, host in zip(endpoints, fleet, strict=True):
+            secrets = Secrets.from_env({"WINRM_USERNAME": host.username, "WINRM_PASSWORD": host.password})
+            executors[name] = WinRMExecutor(config, secrets)
+            # one global bound: share the semaphore the way one executor would
+            executors[name]._slots = executor._slots
+        gaps, last = [], time.monotonic()
+        stop = asyncio.Event()
+
+        async def ticker():
+            nonlocal last
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        results = await asyncio.gather(*(ex.run(name, "boottime") for name, ex in executors.items()))
+        stop.set()
+        await tick
+        assert len(results) == 20
+        assert fleet.gauge.peak == 5
+        assert max(gaps) < 0.25, f"event loop stalled for {max(gaps):.3f} s"
+        for ex in executors.values():
+            ex.close()
+        executor.close()
+
+
+def test_params_are_data_not_code():
+    literal = powershell_literal({"Name": "it's $(Remove-Item C:\\)"})
+    assert literal.startswith("'") and literal.endswith("'")
+    assert "it''s" in literal  # the only special character in a single-quoted string is doubled
+    script = build_script("boottime", {"A": 1})
+    assert script.splitlines()[0] == """$Params = '{"A":1}' | ConvertFrom-Json"""
+    assert script.splitlines()[1] == "# idm-upgrade: boottime"
+    assert command_line(script).startswith("powershell -NoProfile -NonInteractive -EncodedCommand ")
+
+
+def test_clixml_is_decoded():
+    raw = (
+        b'#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+        b'<Obj S="progress" RefId="0"><TN RefId="0"><T>System.Management.Automation.PSCustomObject</T></TN></Obj>'
+        b'<S S="Error">disk too small_x000D__x000A_</S><S S="Error">second line_x000D__x000A_</S></Objs>'
+    )
+    assert clean_stderr(raw) == "disk too small\nsecond line"
+
+
+def test_missing_credentials_are_a_clear_error():
+    config = make_config({"host01": "http://127.0.0.1:1/wsman"})
+    with pytest.raises(ValueError, match="WINRM_USERNAME and WINRM_PASSWORD"):
+        WinRMExecutor(config, Secrets.from_env({}))
+
+
+def test_scripts_dir_is_the_package_one():
+    assert (Path(__file__).resolve().parents[2] / "steps" / "ps" / "boottime.ps1").exists()
