@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from winrm import transport as winrm_transport
 from winrm.exceptions import (
     AuthenticationError,
     WinRMError,
@@ -46,6 +47,12 @@ SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "steps" / "ps"
 CMD_LINE_LIMIT = 8191  # cmd.exe's limit on a whole command line
 STDERR_LIMIT = 2000
 ACCESS_DENIED_FAULTS = frozenset({5, 0x80070005})
+# transport -> (pywinrm's flag that its library imported, the pip requirement that brings it)
+TRANSPORT_EXTRAS = {
+    "ntlm": ("HAVE_NTLM", "pywinrm"),
+    "kerberos": ("HAVE_KERBEROS", "'pywinrm[kerberos]'"),
+    "credssp": ("HAVE_CREDSSP", "'pywinrm[credssp]'"),
+}
 
 
 class ExecutorError(Exception):
@@ -169,6 +176,19 @@ class WinRMExecutor:
         self.config = config
         if secrets.winrm_username is None or secrets.winrm_password is None:
             raise ValueError("WINRM_USERNAME and WINRM_PASSWORD must be set in the environment")
+        missing = {
+            f"hosts.{name} ({transport})": extra
+            for name in config.hosts
+            if (transport := config.transport_for(name)) in TRANSPORT_EXTRAS
+            and not getattr(winrm_transport, TRANSPORT_EXTRAS[transport][0])
+            for extra in [TRANSPORT_EXTRAS[transport][1]]
+        }
+        if missing:
+            raise ValueError(
+                "WinRM transport library not installed for "
+                + ", ".join(missing)
+                + f"; install it with: pip install {' '.join(sorted(set(missing.values())))}"
+            )
         self._username = secrets.winrm_username
         self._password = secrets.winrm_password
         self.scripts_dir = scripts_dir

@@ -39,7 +39,7 @@ PREFLIGHT = {
 }
 
 
-def make_config(endpoints: dict[str, str], winrm: str = "") -> Config:
+def make_config(endpoints: dict[str, str], winrm: str = "", scheme: str = "http", transport: str = "basic") -> Config:
     hosts = ""
     for name, endpoint in endpoints.items():
         url = urlsplit(endpoint)
@@ -52,8 +52,8 @@ url = "http://127.0.0.1/x.exe"
 sha256 = "{"ab" * 32}"
 version = "19.03.0.1"
 [winrm]
-scheme = "http"
-transport = "basic"
+scheme = "{scheme}"
+transport = "{transport}"
 {winrm}
 {hosts}
 """
@@ -358,3 +358,29 @@ def test_missing_credentials_are_a_clear_error():
 
 def test_scripts_dir_is_the_package_one():
     assert (Path(__file__).resolve().parents[2] / "steps" / "ps" / "boottime.ps1").exists()
+
+
+def test_transport_without_its_library_is_a_clear_error(monkeypatch):
+    from winrm import transport
+
+    monkeypatch.setattr(transport, "HAVE_CREDSSP", False)
+    config = make_config({"host01": "http://127.0.0.1:1/wsman"}, transport="credssp")
+    with pytest.raises(ValueError) as caught:
+        WinRMExecutor(config, Secrets.from_env({"WINRM_USERNAME": "u", "WINRM_PASSWORD": "p"}))
+    assert "hosts.host01 (credssp)" in str(caught.value) and "pywinrm[credssp]" in str(caught.value)
+
+
+def test_ignoring_certificates_is_explicit_and_logged(caplog):
+    config = make_config({"host01": "http://127.0.0.1:1/wsman"}, 'server_cert_validation = "ignore"', scheme="https")
+    executor = WinRMExecutor(config, Secrets.from_env({"WINRM_USERNAME": "u", "WINRM_PASSWORD": "p"}))
+    protocol = executor._protocol("host01")
+    assert protocol.server_cert_validation == "ignore"
+    assert "TLS certificate validation is OFF" in caplog.text
+    executor.close()
+
+
+def test_certificates_are_validated_by_default():
+    config = make_config({"host01": "http://127.0.0.1:1/wsman"})
+    executor = WinRMExecutor(config, Secrets.from_env({"WINRM_USERNAME": "u", "WINRM_PASSWORD": "p"}))
+    assert executor._protocol("host01").server_cert_validation == "validate"
+    executor.close()
