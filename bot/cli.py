@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     run = with_config(sub.add_parser("run", help="upgrade hosts from the terminal (approvals at the prompt)"))
     run.add_argument("hosts", nargs="+", metavar="HOST")
     run.add_argument("--check", action="store_true", help="run the preflight only; change nothing")
+    run.add_argument(
+        "--yes", action="store_true", help="approve gated steps without asking (only if terminal.allow_yes = true)"
+    )
 
     sandbox = sub.add_parser("sandbox", help="watch a complete upgrade against simulated hosts")
     sandbox.add_argument("--hosts", type=int, default=1)
@@ -152,7 +155,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _not_built("the Slack front end", "issue 6")
     if args.command == "run":
-        return _not_built("the terminal upgrade", "the upgrade steps arrive with issue 4")
+        import asyncio
+
+        from bot.terminal import run_from_terminal
+
+        try:
+            return asyncio.run(run_from_terminal(config, args.hosts, check_only=args.check, yes=args.yes))
+        except KeyboardInterrupt:
+            sys.stderr.write("\ninterrupted: every run stays as recorded; `idm-upgrade run HOST` resumes it\n")
+            return EXIT_FAILED
     try:
         store = _open_store(config)
     except (StoreError, OSError) as exc:

@@ -113,6 +113,10 @@ class InstallerConfig(_Section):
     sha256: str
     version: str
     arguments: str = '/s /v"/qn /norestart /l*v \\"{log}\\""'
+    work_dir: str = "C:\\ProgramData\\idm-upgrade"
+    timeout_minutes: float = Field(default=60, gt=0, le=24 * 60)
+    busy_retries: int = Field(default=3, ge=0, le=20)
+    busy_wait_seconds: float = Field(default=120, ge=0)
 
     @field_validator("url")
     @classmethod
@@ -152,6 +156,8 @@ class InstallerConfig(_Section):
 class ConnectorConfig(_Section):
     service: str = "VMwareIDMConnector"
     product_name: str = "VMware Identity Manager Connector*"
+    log_path: str = "C:\\VMware\\VMwareIdentityManager\\Connector\\opt\\vmware\\horizon\\workspace\\logs\\connector.log"
+    service_timeout_seconds: float = Field(default=300, gt=0)
 
 
 Scheme = Literal["https", "http"]
@@ -169,6 +175,7 @@ class WinRMConfig(_Section):
     operation_timeout_seconds: int = Field(default=20, ge=1)
     read_timeout_seconds: int = Field(default=30, ge=2)
     command_timeout_seconds: float = Field(default=300, gt=0)
+    poll_seconds: float = Field(default=5, ge=0.05, le=300)
     max_parallel: int = Field(default=4, ge=1, le=200)
 
     @model_validator(mode="after")
@@ -183,6 +190,11 @@ class WinRMConfig(_Section):
 
 class RebootConfig(_Section):
     timeout_seconds: float = Field(default=600, gt=0, le=24 * 3600)
+    delay_seconds: int = Field(default=5, ge=2, le=600)
+
+
+class TerminalConfig(_Section):
+    allow_yes: bool = False
 
 
 class WorkspaceOneConfig(_Section):
@@ -220,6 +232,7 @@ class Config(_Section):
     reboot: RebootConfig = RebootConfig()
     workspace_one: WorkspaceOneConfig = WorkspaceOneConfig()
     vcenter: VCenterConfig = VCenterConfig()
+    terminal: TerminalConfig = TerminalConfig()
 
     @field_validator("hosts")
     @classmethod

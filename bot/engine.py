@@ -180,15 +180,53 @@ class Engine:
         try:
             for step_id in run.plan:
                 record = await self.db(self.store.step, run.id, step_id)
-                if record.state in (StepState.succeeded, StepState.skipped):
-                    continue
+                step = self.steps[step_id]
                 if record.state is StepState.failed:  # the process stopped before the run was marked
                     await self._finish(run, RunState.failed, f"{step_id} failed: {record.reason}")
                     return
-                await self._do_step(run, self.steps[step_id])
+                if record.state.finished:
+                    continue
+                if why := step.unavailable(self.config):
+                    await self._mark_unavailable(run, step, why)
+                elif (skipping := await self._skipping(run)) and not step.always_run:
+                    await self._skip(run, step, skipping)
+                else:
+                    await self._do_step(run, step)
         except RunStopped:
             return
-        await self._finish(run, RunState.succeeded, "all steps done")
+        await self._finish(run, RunState.succeeded, await self._summary(run))
+
+    async def _skipping(self, run: Run) -> str | None:
+        """The reason an earlier step gave for skipping the rest of the plan (persisted in its facts)."""
+        for record in await self.db(self.store.steps, run.id):
+            if record.state.finished and (reason := record.facts.get("skip_rest")):
+                return reason
+        return None
+
+    async def _skip(self, run: Run, step: Step, reason: str) -> None:
+        await self.db(self.store.update_step, run.id, step.id, StepState.skipped, event="step.skipped", reason=reason)
+        self._publish("step.finished", run, f"skipped: {reason}", step.id, state="skipped")
+
+    async def _mark_unavailable(self, run: Run, step: Step, why: str) -> None:
+        await self.db(
+            self.store.update_step,
+            run.id,
+            step.id,
+            StepState.unavailable,
+            event="step.skipped",
+            reason=why,
+            detail={"not_available": True},
+        )
+        self._publish("step.finished", run, f"NOT AVAILABLE: {why}", step.id, state="unavailable")
+
+    async def _summary(self, run: Run) -> str:
+        records = await self.db(self.store.steps, run.id)
+        skipped_rest = next((r.facts["skip_rest"] for r in records if r.facts.get("skip_rest")), None)
+        manual = [r.step for r in records if r.state is StepState.unavailable]
+        text = skipped_rest or "all steps done"
+        if manual:
+            text += f"; not done by the bot, check by hand: {', '.join(manual)}"
+        return text
 
     async def _finish(self, run: Run, state: RunState, result: str, actor: str = "bot") -> None:
         done = await self.db(
@@ -268,6 +306,7 @@ class Engine:
             self._publish("step.started", run, f"{step.title}: checking", step.id, attempt=record.attempts)
             ctx = await self._context(run, step.id)
             check: CheckResult = await self._call(run, step, "check", step.check, ctx)
+            check_facts = {**check.facts, **({"skip_rest": check.skip_rest} if check.skip_rest else {})}
             if not check.needed and not ctx.resumed_after_apply:
                 await self.db(
                     self.store.update_step,
@@ -276,22 +315,23 @@ class Engine:
                     StepState.skipped,
                     event="step.skipped",
                     reason=check.reason,
-                    facts=check.facts,
+                    facts=check_facts,
                 )
                 self._publish("step.finished", run, f"skipped: {check.reason}", step.id, state="skipped")
                 return
-        if check.needed and step.gate:
-            await self._gate(run, step, ctx, check)
+            gate = step.gate_for(ctx, check) if check.needed else None
+        if gate:
+            await self._gate(run, step, gate, ctx, check)
         async with self._slots:
             if check.needed:
                 await self._stop_if_cancelled(run, step.id)
-                await self.db(self.store.update_step, run.id, step.id, StepState.applying, facts=check.facts)
+                await self.db(self.store.update_step, run.id, step.id, StepState.applying, facts=check_facts)
                 ctx = await self._context(run, step.id)
                 applied = await self._call(run, step, "apply", step.apply, ctx)
                 await self.db(self.store.update_step, run.id, step.id, StepState.verifying, facts=applied or {})
             else:
                 # apply ran before a restart and the host now shows it done: prove it with verify.
-                await self.db(self.store.update_step, run.id, step.id, StepState.verifying, facts=check.facts)
+                await self.db(self.store.update_step, run.id, step.id, StepState.verifying, facts=check_facts)
             ctx = await self._context(run, step.id)
             result = await self._call(run, step, "verify", step.verify, ctx)
             if not result.ok:
@@ -307,7 +347,7 @@ class Engine:
             )
             self._publish("step.finished", run, f"done: {result.reason}", step.id, state="succeeded")
 
-    async def _gate(self, run: Run, step: Step, ctx: StepContext, check: CheckResult) -> None:
+    async def _gate(self, run: Run, step: Step, gate: str, ctx: StepContext, check: CheckResult) -> None:
         approvals = await self.db(self.store.approvals, run.id, step.id)
         latest = approvals[-1] if approvals else None
         if latest is None or latest.state not in (ApprovalState.open, ApprovalState.granted):
@@ -315,7 +355,7 @@ class Engine:
                 self.store.request_approval,
                 run.id,
                 step.id,
-                gate=step.gate,
+                gate=gate,
                 timeout=timedelta(minutes=self.config.slack.approval_timeout_minutes),
                 min_approvals=self.config.slack.min_approvals,
                 evidence={**step.evidence(ctx, check), "requested_by": run.requester, "host": run.host},
@@ -324,10 +364,10 @@ class Engine:
             self._publish(
                 "approval.requested",
                 run,
-                f"{step.gate} approval needed: {check.reason}",
+                f"{gate} approval needed: {check.reason}",
                 step.id,
                 approval_id=latest.id,
-                gate=step.gate,
+                gate=gate,
                 evidence=latest.evidence,
                 expires_at=latest.expires_at.isoformat(),
             )
@@ -338,10 +378,13 @@ class Engine:
         if latest.state is ApprovalState.denied:
             deny = next(d for d in reversed(latest.decisions) if d.decision == "deny")
             why = f": {deny.comment}" if deny.comment else ""
-            await self._fail(run, step.id, f"{step.gate} approval denied by {deny.user}{why}")
+            after = step.when_denied(ctx)
+            await self._fail(
+                run, step.id, f"{gate} approval denied by {deny.user}{why}" + (f". {after}" if after else "")
+            )
         if latest.state is ApprovalState.expired:
             minutes = self.config.slack.approval_timeout_minutes
-            await self._fail(run, step.id, f"{step.gate} approval expired after {minutes:g} minutes without a decision")
+            await self._fail(run, step.id, f"{gate} approval expired after {minutes:g} minutes without a decision")
         await self._stop_if_cancelled(run, step.id)
         raise RunStopped  # cancelled by a finished run elsewhere
 

@@ -49,10 +49,21 @@ class StepState(StrEnum):
     skipped = "skipped"
     failed = "failed"
     cancelled = "cancelled"
+    unavailable = "unavailable"  # this build cannot do the step; a person must (shown, never as passed)
 
     @property
     def finished(self) -> bool:
-        return self in {StepState.succeeded, StepState.skipped, StepState.failed, StepState.cancelled}
+        return self in {
+            StepState.succeeded,
+            StepState.skipped,
+            StepState.failed,
+            StepState.cancelled,
+            StepState.unavailable,
+        }
+
+    @property
+    def label(self) -> str:
+        return "not available" if self is StepState.unavailable else self.value
 
 
 class ApprovalState(StrEnum):

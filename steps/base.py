@@ -18,6 +18,9 @@ class CheckResult:
     needed: bool
     reason: str
     facts: dict[str, Any] = field(default_factory=dict)
+    # Set when the rest of the plan has nothing to do (e.g. already at the target version): the later
+    # steps are skipped with this reason, except those marked ``always_run`` (the final verify).
+    skip_rest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,20 @@ class Step(ABC):
     title: ClassVar[str]
     # "STARTTLS" or "reboot": apply waits for approval when check says it is needed.
     gate: ClassVar[str | None] = None
+    # Runs even when an earlier step said the rest of the plan has nothing to do.
+    always_run: ClassVar[bool] = False
+
+    def unavailable(self, config: Config) -> str | None:
+        """Why this build cannot do the step (a person must), or None when it can."""
+        return None
+
+    def when_denied(self, ctx: StepContext) -> str:
+        """What a denial leaves behind on the host, for the person who must act on it."""
+        return ""
+
+    def gate_for(self, ctx: StepContext, check: CheckResult) -> str | None:
+        """The approval this apply needs, if any; by default the step's fixed gate."""
+        return self.gate
 
     @abstractmethod
     async def check(self, ctx: StepContext) -> CheckResult: ...

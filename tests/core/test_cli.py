@@ -33,7 +33,6 @@ def test_audit_help_lists_export_and_verify(capsys):
     ("argv", "says"),
     [
         (["serve"], "the Slack front end is not built yet"),
-        (["run", "host01"], "the terminal upgrade is not built yet"),
         (["sandbox"], "the sandbox upgrade is not built yet"),
     ],
 )

@@ -46,9 +46,15 @@ url = "file://fileserver/share/connector.exe"
 sha256 = "%s"
 version = "19.03.0.1"
 arguments = "/S /log={log} /from={installer}"
+work_dir = 'D:\\idm'
+timeout_minutes = 90
+busy_retries = 1
+busy_wait_seconds = 30
 [connector]
 service = "OtherService"
 product_name = "VMware IDM*"
+log_path = 'D:\\conn.log'
+service_timeout_seconds = 100
 [winrm]
 scheme = "http"
 port = 5999
@@ -59,9 +65,13 @@ connect_timeout_seconds = 3
 operation_timeout_seconds = 10
 read_timeout_seconds = 15
 command_timeout_seconds = 120
+poll_seconds = 2
 max_parallel = 20
 [reboot]
 timeout_seconds = 900
+delay_seconds = 10
+[terminal]
+allow_yes = true
 [workspace_one]
 url = "https://tenant.example.com/"
 directory_change = "manual"
@@ -86,6 +96,7 @@ def test_minimal_config_uses_documented_defaults():
     config = parse_config(tomllib.loads(MINIMAL))
     assert config.slack.allow_self_approval is False and config.slack.min_approvals == 1
     assert config.preflight.pending_reboot == "refuse"
+    assert config.terminal.allow_yes is False and config.reboot.delay_seconds == 5
     assert config.winrm.transport == "ntlm" and config.winrm.scheme == "https"
     assert config.winrm.server_cert_validation == "validate"
     assert config.workspace_one.directory_change == "api"
@@ -107,7 +118,15 @@ def test_every_key_is_parsed():
     assert config.database.path == "/tmp/x.db"
     assert config.installer.sha256 == "ab" * 32  # normalised to lower case
     assert config.installer.arguments == "/S /log={log} /from={installer}"
-    assert config.connector.model_dump() == {"service": "OtherService", "product_name": "VMware IDM*"}
+    assert config.connector.model_dump() == {
+        "service": "OtherService",
+        "product_name": "VMware IDM*",
+        "log_path": "D:\\conn.log",
+        "service_timeout_seconds": 100,
+    }
+    assert (config.installer.work_dir, config.installer.timeout_minutes) == ("D:\\idm", 90)
+    assert (config.installer.busy_retries, config.installer.busy_wait_seconds) == (1, 30)
+    assert config.reboot.delay_seconds == 10 and config.terminal.allow_yes is True
     assert config.winrm.model_dump() == {
         "scheme": "http",
         "port": 5999,
@@ -118,6 +137,7 @@ def test_every_key_is_parsed():
         "operation_timeout_seconds": 10,
         "read_timeout_seconds": 15,
         "command_timeout_seconds": 120,
+        "poll_seconds": 2,
         "max_parallel": 20,
     }
     assert config.reboot.timeout_seconds == 900

@@ -1,0 +1,137 @@
+"""install: run the installer silently as a background process on the host, and interpret its exit code.
+
+The installer outlives any WinRM command, so it is started detached and polled, with a deadline.
+Starting is idempotent on the host (a token per run and attempt): after a crash at any line, the
+same installer is found again instead of being started a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+from steps.common import boot_time, executor, read_host, run_script, tail, version_tuple, wait_until, work_path
+from steps.stage import installer_path
+
+SUCCESS, REBOOT_REQUIRED, REBOOT_STARTED, BUSY = 0, 3010, 1641, 1618
+
+
+async def installed_version(ctx: StepContext) -> dict[str, Any]:
+    params = {"ProductNamePattern": ctx.config.connector.product_name}
+    return (await run_script(ctx, "product", params, retry_safe=True)).data
+
+
+def _java(facts: dict[str, Any]) -> dict[str, Any]:
+    return {"home": facts["java"]["home"], "version": facts["java"]["version"]}
+
+
+class Install(Step):
+    id = "install"
+    title = "Run the connector installer"
+
+    async def check(self, ctx: StepContext) -> CheckResult:
+        product = await installed_version(ctx)
+        target = ctx.config.installer.version
+        if version_tuple(product["version"]) == version_tuple(target):
+            return CheckResult(False, f"{product['displayName']} is already at {target}", {"product": product})
+        return CheckResult(True, f"upgrade {product['version']} → {target} with the installer", {"product": product})
+
+    async def apply(self, ctx: StepContext) -> dict[str, Any]:
+        config = ctx.config.installer
+        before = ctx.facts.get("preflight") or await read_host(ctx)
+        started = time.monotonic()
+        attempt, status = 0, {}
+        while True:
+            attempt += 1
+            token = f"{ctx.run.id}-{attempt}"
+            log = work_path(ctx, f"install-{token}.log")
+            state_file = work_path(ctx, f"install-{token}.json")
+            arguments = config.arguments.format(installer=installer_path(ctx), log=log)
+            start = await run_script(
+                ctx,
+                "install_start",
+                {
+                    "Installer": installer_path(ctx),
+                    "Arguments": arguments,
+                    "Log": log,
+                    "StateFile": state_file,
+                    "Token": token,
+                },
+            )
+            ctx.note(
+                f"installer {'already running' if start.data.get('alreadyStarted') else 'started'} "
+                f"(pid {start.data.get('pid')}, attempt {attempt}); log {log}"
+            )
+            status, finished = await wait_until(
+                ctx,
+                lambda sf=state_file: self._status(ctx, sf),
+                lambda s: s.get("exitCode") is not None or not s.get("running", False),
+                timeout=config.timeout_minutes * 60,
+                what="installer",
+            )
+            if not finished:
+                raise StepFailed(
+                    f"the installer is still running after {config.timeout_minutes:g} minutes "
+                    f"(pid {status.get('pid')}). Look at {log} on the host; raise installer.timeout_minutes "
+                    "if it is just slow. It was left running; run again to resume waiting for it",
+                    {"attempts": attempt, "log_tail": status.get("logTail")},
+                )
+            code = status.get("exitCode")
+            if code == BUSY and attempt <= config.busy_retries:
+                ctx.note(
+                    f"exit code 1618: another installation is running; trying again in {config.busy_wait_seconds:g} s"
+                )
+                await asyncio.sleep(config.busy_wait_seconds)
+                continue
+            break
+        facts: dict[str, Any] = {
+            "exit_code": code,
+            "attempts": attempt,
+            "seconds": round(time.monotonic() - started, 1),
+            "log": log,
+            "java_before": _java(before),
+        }
+        if code is None:
+            raise StepFailed(
+                f"the installer ended without an exit code (was it killed?). Last log lines: {tail(status.get('logTail'))}",
+                facts,
+            )
+        if code == BUSY:
+            raise StepFailed(
+                f"exit code 1618: another installation kept running through {config.busy_retries} retries. "
+                "Let it finish (Windows Update?), then run again",
+                facts,
+            )
+        if code not in (SUCCESS, REBOOT_REQUIRED, REBOOT_STARTED):
+            raise StepFailed(
+                f"the installer failed with exit code {code}. Last lines of {log}: {tail(status.get('logTail'))}. "
+                "Nothing was rebooted; the previous version should still be installed (Windows Installer rolls back)",
+                {**facts, "log_tail": status.get("logTail")},
+            )
+        if code == REBOOT_STARTED:
+            ctx.note("exit code 1641: the installer started a reboot itself; waiting for the host to come back")
+            await executor(ctx).wait_for_reboot(
+                ctx.host, boot_time(before["bootTime"]), ctx.config.reboot.timeout_seconds
+            )
+            facts["rebooted_by_installer"] = True
+        after = await read_host(ctx)
+        facts["java_after"] = _java(after)
+        facts["jre_changed"] = facts["java_after"] != facts["java_before"]
+        facts["reboot_required"] = code == REBOOT_REQUIRED or after["pendingReboot"]["any"]
+        facts["pending_reboot_after"] = after["pendingReboot"]["reasons"]
+        return facts
+
+    async def _status(self, ctx: StepContext, state_file: str) -> dict[str, Any]:
+        params = {"StateFile": state_file, "Tail": 15}
+        return (await run_script(ctx, "install_status", params, retry_safe=True)).data
+
+    async def verify(self, ctx: StepContext) -> VerifyResult:
+        product = await installed_version(ctx)
+        target = ctx.config.installer.version
+        if version_tuple(product["version"]) == version_tuple(target):
+            return VerifyResult(True, f"{product['displayName']} {product['version']} installed", {"product": product})
+        return VerifyResult(
+            False, f"Programs & Features still shows {product['version']}, not {target}", {"product": product}
+        )

@@ -1,0 +1,84 @@
+"""preflight: read the host once and refuse, with the reason and what to do, when it is unfit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+from steps.common import GiB, read_host, version_tuple
+
+
+class Preflight(Step):
+    id = "preflight"
+    title = "Preflight checks"
+
+    async def check(self, ctx: StepContext) -> CheckResult:
+        facts = await read_host(ctx)
+        config = ctx.config
+        target = config.installer.version
+        connector = facts["connector"]
+        if not connector["installed"]:
+            raise StepFailed(
+                f"no connector installed: Programs & Features has no entry like '{config.connector.product_name}'. "
+                "This tool upgrades an existing connector; install it by hand, or fix connector.product_name",
+                facts,
+            )
+        current = connector["version"]
+        if version_tuple(current) > version_tuple(target):
+            raise StepFailed(
+                f"the connector is {current}, newer than the target {target}: nothing to upgrade. "
+                "If that is unexpected, check installer.version",
+                facts,
+            )
+        if version_tuple(current) == version_tuple(target):
+            return CheckResult(
+                True,
+                f"the connector is already at {target}",
+                facts,
+                skip_rest=f"nothing to do: the connector is already at {target}",
+            )
+        free = facts["disk"]["freeBytes"] or 0
+        minimum = config.preflight.min_free_disk_gb
+        if free < minimum * GiB:
+            raise StepFailed(
+                f"only {free / GiB:.1f} GB free on C:, below preflight.min_free_disk_gb = {minimum:g}. "
+                "Free disk space on the host, then run again",
+                facts,
+            )
+        pending = facts["pendingReboot"]
+        if pending["any"] and config.preflight.pending_reboot == "refuse":
+            raise StepFailed(
+                f"a reboot is already pending ({', '.join(pending['reasons'])}). Reboot the server first, "
+                "or set preflight.pending_reboot = 'ask' to let an approver decide",
+                facts,
+            )
+        return CheckResult(True, self._summary(facts, target), facts)
+
+    def gate_for(self, ctx: StepContext, check: CheckResult) -> str | None:
+        pending = check.facts.get("pendingReboot", {})
+        if pending.get("any") and not ctx.run.check_only and not check.skip_rest:
+            return "pending reboot"
+        return None
+
+    def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
+        reasons = ", ".join(check.facts["pendingReboot"]["reasons"])
+        return {
+            "what_changes": f"go on upgrading although a reboot is already pending on {ctx.host} ({reasons})",
+            "facts": check.facts,
+        }
+
+    async def apply(self, ctx: StepContext) -> dict[str, Any]:
+        return {}  # preflight only reads; the approval (if any) is the decision
+
+    async def verify(self, ctx: StepContext) -> VerifyResult:
+        facts = ctx.facts.get(self.id, {})
+        return VerifyResult(True, self._summary(facts, ctx.config.installer.version) if facts else "host fit")
+
+    @staticmethod
+    def _summary(facts: dict[str, Any], target: str) -> str:
+        machine = "VMware virtual machine" if facts["machine"]["virtual"] else "physical server"
+        return (
+            f"connector {facts['connector']['version']} → {target}; service {facts['service']['state']} "
+            f"({facts['service']['startMode']}); JRE {facts['java']['version']} at {facts['java']['home']}; "
+            f"{(facts['disk']['freeBytes'] or 0) / GiB:.1f} GB free; {machine}"
+        )

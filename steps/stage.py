@@ -1,0 +1,73 @@
+"""stage: the host downloads the installer from installer.url and proves its SHA-256.
+
+The installer never travels through the WinRM channel: the host fetches it from the internal artifact
+store or file share itself. An identical file already there is reused; a mismatching one is deleted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.winrm import ScriptFailed
+from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+from steps.common import installer_file_name, run_script, work_path
+
+SHA_MISMATCH, DOWNLOAD_FAILED = 3, 2
+
+
+def installer_path(ctx: StepContext) -> str:
+    return work_path(ctx, installer_file_name(ctx.config.installer.url))
+
+
+class Stage(Step):
+    id = "stage"
+    title = "Download the installer on the host"
+
+    async def _hash(self, ctx: StepContext) -> dict[str, Any]:
+        return (await run_script(ctx, "filehash", {"Path": installer_path(ctx)}, retry_safe=True)).data
+
+    async def check(self, ctx: StepContext) -> CheckResult:
+        found = await self._hash(ctx)
+        expected = ctx.config.installer.sha256
+        if found["exists"] and found["sha256"] == expected:
+            return CheckResult(False, f"{found['path']} is already there with the expected SHA-256", {"file": found})
+        if found["exists"]:
+            reason = f"{found['path']} has another SHA-256 ({found['sha256'][:12]}…): it will be replaced"
+        else:
+            reason = f"download {installer_file_name(ctx.config.installer.url)} to {ctx.config.installer.work_dir}"
+        return CheckResult(True, reason, {"file": found})
+
+    async def apply(self, ctx: StepContext) -> dict[str, Any]:
+        installer = ctx.config.installer
+        params = {
+            "Url": installer.url,
+            "Sha256": installer.sha256,
+            "Directory": installer.work_dir,
+            "FileName": installer_file_name(installer.url),
+        }
+        try:
+            result = await run_script(ctx, "stage", params)
+        except ScriptFailed as failed:
+            if failed.exit_code == SHA_MISMATCH:
+                raise StepFailed(
+                    f"{failed.stderr}. Check that installer.url and installer.sha256 describe the same file "
+                    "(the artifact store may hold a damaged or different build)",
+                    {"exit_code": failed.exit_code},
+                ) from None
+            if failed.exit_code == DOWNLOAD_FAILED:
+                raise StepFailed(
+                    f"{failed.stderr}. Check that {installer.url} is reachable from {ctx.host} "
+                    "(proxy, firewall, share permissions of the WinRM account)",
+                    {"exit_code": failed.exit_code},
+                ) from None
+            raise
+        return {"staged": result.data, "seconds": round(result.seconds, 1)}
+
+    async def verify(self, ctx: StepContext) -> VerifyResult:
+        found = await self._hash(ctx)
+        ok = found["exists"] and found["sha256"] == ctx.config.installer.sha256
+        if ok:
+            return VerifyResult(
+                True, f"{found['path']} ({found['bytes']} bytes) matches installer.sha256", {"file": found}
+            )
+        return VerifyResult(False, f"{found['path']} is missing or does not match installer.sha256", {"file": found})
