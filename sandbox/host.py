@@ -6,6 +6,12 @@ goes. Scenarios are named starting points; tests and the `idm-upgrade sandbox` w
 and may adjust the returned state before serving it.
 
 Durations here are simulated seconds; the WinRM server multiplies them by its `time_scale`.
+
+Files are a flat map of normalised paths (`files`, with size and SHA-256), and text files (logs, the
+install state file, reboot markers) also keep their lines in `text_files`. Processes started outside a
+WinRM shell (the detached installer) are listed by pid in `processes` until they exit or a reboot kills
+them. The counters (`downloads`, `installs_started`, `installs_run`, `installs_killed`,
+`reboots_requested`, `boots`) let a test prove nothing was done twice.
 """
 
 from __future__ import annotations
@@ -15,105 +21,67 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
-GiB = 1024**3
-MiB = 1024**2
+from sandbox import logs
+from sandbox.host_model import (
+    CONNECTOR_LOG,
+    CONNECTOR_PRODUCT,
+    CONNECTOR_SERVICE,
+    INSTALL_ROOT,
+    INSTALL_SUCCESS_CODES,
+    INSTALLER_FILE,
+    NEW_JRE_HOME,
+    NEW_JRE_VERSION,
+    OLD_JRE_HOME,
+    OLD_JRE_VERSION,
+    TARGET_VERSION,
+    Artifact,
+    FileEntry,
+    GiB,
+    InstalledProduct,
+    InstallerBehaviour,
+    InstallerRun,
+    MiB,
+    PendingReboot,
+    RebootBehaviour,
+    ServiceState,
+    ServiceStatus,
+    StartMode,
+    fake_installer_payload,
+    make_artifact,
+    norm_path,
+)
 
-CONNECTOR_PRODUCT = "VMware Identity Manager Connector"
-CONNECTOR_SERVICE = "VMwareIDMConnector"
-INSTALL_ROOT = r"C:\VMware\VMwareIdentityManager\Connector"
-TARGET_VERSION = "19.03.0.1"
-INSTALLER_FILE = f"VMware_Identity_Manager_Connector_{TARGET_VERSION}_Installer.exe"
-
-# Installer exit codes that leave the product installed (Windows Installer conventions, field notes §1).
-INSTALL_SUCCESS_CODES = frozenset({0, 3010, 1641})
-
-# JRE homes and the FileVersion their java.exe reports (Oracle numbers 8uNNN bMM as 8.0.NNN0.MM).
-OLD_JRE_HOME = r"C:\Program Files\Java\jre1.8.0_202"
-OLD_JRE_VERSION = "8.0.2020.8"
-NEW_JRE_HOME = r"C:\Program Files\Java\jre1.8.0_251"
-NEW_JRE_VERSION = "8.0.2510.8"
-
-StartMode = Literal["Auto", "Manual", "Disabled"]  # Win32_Service.StartMode spells them this way
-ServiceStatus = Literal["Running", "Stopped", "Start Pending", "Stop Pending"]
-
-
-@dataclass
-class InstalledProduct:
-    """One Programs & Features entry (an Uninstall registry key)."""
-
-    display_name: str
-    version: str
-    wow64: bool = False  # listed under the WOW6432Node view (a 32-bit installer) rather than the native one
-
-
-@dataclass
-class ServiceState:
-    name: str = CONNECTOR_SERVICE
-    state: ServiceStatus = "Running"
-    start_mode: StartMode = "Auto"
-    healthy: bool = True  # False: every start attempt fails and it stays Stopped
-
-    def restart(self) -> None:
-        """What the installer and a boot do to it: start it unless it is disabled or broken."""
-        self.state = "Running" if self.healthy and self.start_mode != "Disabled" else "Stopped"
-
-
-@dataclass
-class PendingReboot:
-    """The four places Windows records that a reboot is due (field notes §4), each kept separately."""
-
-    component_based_servicing: bool = False  # key ...\Component Based Servicing\RebootPending
-    windows_update: bool = False  # key ...\WindowsUpdate\Auto Update\RebootRequired
-    file_rename_operations: list[str] = field(default_factory=list)  # value PendingFileRenameOperations
-    new_computer_name: str | None = None  # ComputerName set, ActiveComputerName still the old one
-
-    def reasons(self) -> list[str]:
-        """The reason tokens preflight.ps1 reports, in the order it checks them."""
-        found = {
-            "ComponentBasedServicing": self.component_based_servicing,
-            "WindowsUpdate": self.windows_update,
-            "PendingFileRenameOperations": bool(self.file_rename_operations),
-            "ComputerRename": self.new_computer_name is not None,
-        }
-        return [reason for reason, pending in found.items() if pending]
-
-
-@dataclass
-class InstallerBehaviour:
-    duration_seconds: float = 45.0
-    exit_code: int = 0
-    installs_version: str = TARGET_VERSION
-    upgrades_jre: bool = True
-    new_jre_home: str = NEW_JRE_HOME
-    new_jre_version: str = NEW_JRE_VERSION
-
-
-@dataclass
-class RebootBehaviour:
-    downtime_seconds: float = 30.0  # how long the host refuses connections
-    never_returns: bool = False
-
-
-@dataclass
-class Artifact:
-    """The installer the host's artifact URL serves, and the SHA-256 the operator was told to expect."""
-
-    file_name: str
-    payload: bytes
-    advertised_sha256: str
-
-    @property
-    def served_sha256(self) -> str:
-        return hashlib.sha256(self.payload).hexdigest()
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    path: str
-    size: int
-    sha256: str
+__all__ = [
+    "CONNECTOR_LOG",
+    "CONNECTOR_PRODUCT",
+    "CONNECTOR_SERVICE",
+    "INSTALLER_FILE",
+    "INSTALL_ROOT",
+    "INSTALL_SUCCESS_CODES",
+    "NEW_JRE_HOME",
+    "NEW_JRE_VERSION",
+    "OLD_JRE_HOME",
+    "OLD_JRE_VERSION",
+    "SCENARIOS",
+    "TARGET_VERSION",
+    "Artifact",
+    "FileEntry",
+    "GiB",
+    "HostState",
+    "InstalledProduct",
+    "InstallerBehaviour",
+    "InstallerRun",
+    "MiB",
+    "PendingReboot",
+    "RebootBehaviour",
+    "ServiceState",
+    "ServiceStatus",
+    "StartMode",
+    "fake_installer_payload",
+    "make_artifact",
+    "scenario",
+]
 
 
 @dataclass
@@ -139,7 +107,17 @@ class HostState:
     installer: InstallerBehaviour = field(default_factory=InstallerBehaviour)
     reboot: RebootBehaviour = field(default_factory=RebootBehaviour)
     artifact: Artifact = field(default_factory=lambda: make_artifact())
-    installs_run: int = 0
+    text_files: dict[str, list[str]] = field(default_factory=dict)  # normalised path -> lines
+    processes: dict[int, str] = field(default_factory=dict)  # running detached processes: pid -> ProcessName
+    msi_pids: set[int] = field(default_factory=set)  # installer runs holding the Windows Installer mutex
+    next_pid: int = 4812
+    shutdown_scheduled: bool = False  # a `shutdown /r /t N` is counting down
+    artifact_url: str | None = None  # where this host's web server serves the artifact (set by the server)
+    downloads: int = 0  # stage: download attempts (http or copy), successful or not
+    installs_started: int = 0  # installer processes started
+    installs_run: int = 0  # installer runs that finished, whatever their exit code
+    installs_killed: int = 0  # installer runs a reboot killed before they finished
+    reboots_requested: int = 0  # shutdown /r calls that took (exit 0 or 1115)
     boots: int = 0
 
     @property
@@ -156,21 +134,124 @@ class HostState:
 
     def put_file(self, path: str, data: bytes) -> FileEntry:
         entry = FileEntry(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
-        self.files[_norm_path(path)] = entry
+        self.files[norm_path(path)] = entry
         return entry
 
     def file(self, path: str) -> FileEntry | None:
-        return self.files.get(_norm_path(path))
+        return self.files.get(norm_path(path))
 
-    def run_installer(self) -> int:
+    def copy_file(self, source: str, destination: str) -> FileEntry | None:
+        entry = self.file(source)
+        if entry is None:
+            return None
+        copied = FileEntry(path=destination, size=entry.size, sha256=entry.sha256)
+        self.files[norm_path(destination)] = copied
+        if (lines := self.read_lines(source)) is not None:
+            self.text_files[norm_path(destination)] = list(lines)
+        return copied
+
+    def remove_file(self, path: str) -> bool:
+        self.text_files.pop(norm_path(path), None)
+        return self.files.pop(norm_path(path), None) is not None
+
+    def write_lines(self, path: str, lines: list[str]) -> None:
+        """A text file as Set-Content writes it (CRLF line ends)."""
+        self.put_file(path, "".join(line + "\r\n" for line in lines).encode("utf-8"))
+        self.text_files[norm_path(path)] = list(lines)
+
+    def append_lines(self, path: str, lines: list[str]) -> None:
+        self.write_lines(path, (self.read_lines(path) or []) + lines)
+
+    def read_lines(self, path: str) -> list[str] | None:
+        """The lines of a text file; None when there is no such file (or it is not text)."""
+        lines = self.text_files.get(norm_path(path))
+        return None if lines is None or self.file(path) is None else list(lines)
+
+    def tail(self, path: str, n: int) -> list[str]:
+        """`Get-Content -Tail n`, or [] when the file is absent or n is not positive."""
+        lines = self.read_lines(path)
+        return lines[-n:] if lines and n > 0 else []
+
+    def new_pid(self) -> int:
+        self.next_pid += 4  # Windows hands out process ids in multiples of four
+        return self.next_pid
+
+    @property
+    def msi_busy(self) -> bool:
+        """The Installer\\InProgress key exists: an installer of ours runs, or the other installation that
+        `busy_first_starts` stands for is still running (it becomes visible once it has refused a start
+        and goes away as the N-th start is refused)."""
+        foreign = 0 < self.installs_started < self.installer.busy_first_starts
+        return bool(self.msi_pids) or foreign
+
+    def start_connector_service(self) -> str | None:
+        """Start-Service on the connector: the service state and connector.log follow; the error or None."""
+        service = self.service
+        if service is None:
+            return None
+        now = datetime.now(UTC)
+        service.restart()
+        if service.state == "Running":
+            version = self.connector.version if self.connector else TARGET_VERSION
+            self.append_lines(CONNECTOR_LOG, logs.connector_started(now, version))
+            return None
+        if service.start_mode == "Disabled":
+            return None
+        self.append_lines(CONNECTOR_LOG, logs.connector_failed(now))
+        return (
+            f"Service '{service.display_name} ({service.name})' cannot be started due to the following error: "
+            f"Cannot start service {service.name} on computer '.'."
+        )
+
+    def start_installer(self, log: str, exit_file: str) -> InstallerRun:
+        """The detached installer process starts: decide its outcome, stop the service, begin its log."""
+        behaviour = self.installer
+        busy = self.msi_busy or self.installs_started < behaviour.busy_first_starts
+        self.installs_started += 1
+        pid = self.new_pid()
+        self.processes[pid] = "powershell"  # the wrapper that waits for the installer
+        service_before = self.service.state if self.service else None
+        if busy:
+            run = InstallerRun(pid, 1618, behaviour.busy_duration_seconds, log, exit_file, False, service_before)
+        else:
+            run = InstallerRun(
+                pid, behaviour.exit_code, behaviour.duration_seconds, log, exit_file, True, service_before
+            )
+            self.msi_pids.add(pid)
+            if self.service is not None:
+                self.service.state = "Stopped"  # the installer stops the connector to replace its files
+        self.write_lines(log, logs.msi_log_started(datetime.now(UTC), busy=busy))
+        return run
+
+    def installer_exited(self, run: InstallerRun) -> None:
+        """The installer finished: apply (or roll back), finish its log, write the exit file."""
+        self.processes.pop(run.pid, None)
+        self.msi_pids.discard(run.pid)
+        self.run_installer(run.exit_code)
+        if run.exit_code not in INSTALL_SUCCESS_CODES and run.holds_msi_mutex and self.service is not None:
+            self.service.state = run.service_before or self.service.state  # rolled back, service restarted
+        version = self.installer.installs_version
+        self.append_lines(run.log, logs.msi_log_finished(datetime.now(UTC), run.exit_code, version))
+        self.write_lines(run.exit_file, [str(run.exit_code)])
+
+    def installer_killed(self, run: InstallerRun) -> None:
+        """A reboot killed the installer: no exit file, the log stops mid-way."""
+        self.processes.pop(run.pid, None)
+        self.msi_pids.discard(run.pid)
+        self.installs_killed += 1
+
+    def run_installer(self, exit_code: int | None = None) -> int:
         """Apply what the connector installer does on completion; returns its exit code.
 
-        A failing installer (1603 and the like) rolls back, as Windows Installer does, so nothing changes.
+        `exit_code` defaults to the scenario's. A failing installer (1603, 1618 and the like) rolls back,
+        as Windows Installer does, so nothing changes. A JRE upgrade leaves the old JRE's files to be
+        replaced at the next boot (PendingFileRenameOperations) and JAVA_HOME to switch then.
         """
         self.installs_run += 1
         behaviour = self.installer
-        if behaviour.exit_code not in INSTALL_SUCCESS_CODES:
-            return behaviour.exit_code
+        exit_code = behaviour.exit_code if exit_code is None else exit_code
+        if exit_code not in INSTALL_SUCCESS_CODES:
+            return exit_code
         if self.connector is None:
             self.connector = InstalledProduct(CONNECTOR_PRODUCT, behaviour.installs_version)
         else:
@@ -178,13 +259,15 @@ class HostState:
         if behaviour.upgrades_jre:
             self.jres[behaviour.new_jre_home] = behaviour.new_jre_version
             self.pending_java_home = behaviour.new_jre_home
-        if behaviour.exit_code == 3010:
+            old = self.java_home or OLD_JRE_HOME
+            self.pending.file_rename_operations += [rf"\??\{old}\bin\server\jvm.dll", ""]
+        if exit_code == 3010:
             # Files in use are replaced at the next boot; that is how 3010 shows up in the registry.
             self.pending.file_rename_operations.append(rf"\??\{INSTALL_ROOT}\jre\bin\server\jvm.dll")
         if self.service is None:
             self.service = ServiceState()
-        self.service.restart()
-        return behaviour.exit_code
+        self.start_connector_service()
+        return exit_code
 
     def finish_boot(self, now: datetime | None = None) -> None:
         """The host comes back from a reboot: new boot time, pending work applied, services started."""
@@ -195,59 +278,53 @@ class HostState:
         if self.pending.new_computer_name:
             self.computer_name = self.pending.new_computer_name
         self.pending = PendingReboot()
+        self.shutdown_scheduled = False
+        self.processes.clear()  # nothing survives a boot (a reboot's kill already cleared ours)
+        self.msi_pids.clear()
         if self.pending_java_home:
             self.java_home, self.pending_java_home = self.pending_java_home, None
         if self.service is not None:
             if self.service.start_mode == "Auto":
-                self.service.restart()
+                self.start_connector_service()
             else:
                 self.service.state = "Stopped"
 
-
-def _norm_path(path: str) -> str:
-    # Windows paths are case-insensitive and accept either slash.
-    return path.replace("/", "\\").casefold()
-
-
-def fake_installer_payload(file_name: str = INSTALLER_FILE, size: int = 64 * 1024) -> bytes:
-    """Deterministic stand-in bytes for the installer .exe (an MZ header, then a hash-chain filler)."""
-    out = bytearray(b"MZ\x90\x00")
-    block = file_name.encode()
-    while len(out) < size:
-        block = hashlib.sha256(block).digest()
-        out += block
-    return bytes(out[:size])
-
-
-def make_artifact(*, corrupt: bool = False) -> Artifact:
-    genuine = fake_installer_payload()
-    # A corrupted download: same length, a damaged block in the middle, the genuine checksum advertised.
-    payload = genuine[:4096] + bytes(512) + genuine[4608:] if corrupt else genuine
-    return Artifact(INSTALLER_FILE, payload, hashlib.sha256(genuine).hexdigest())
+    def shutdown(self) -> int:
+        """`shutdown.exe /r` as this host answers it; 0 and 1115 mean the host is going down."""
+        if self.reboot.shutdown_exit_codes:
+            return self.reboot.shutdown_exit_codes.pop(0)
+        return 1190 if self.shutdown_scheduled else 0
 
 
 def _vmware_tools() -> InstalledProduct:
     return InstalledProduct("VMware Tools", "11.3.5.18557794")
 
 
+_LAST_START = datetime(2024, 3, 4, 5, 7, 31, 412000, tzinfo=UTC)  # shortly after the scenarios' boot time
+
+
 def _default() -> HostState:
-    return HostState(
+    state = HostState(
         scenario="default",
         connector=InstalledProduct(CONNECTOR_PRODUCT, "19.03.0.0"),
         other_products=[_vmware_tools()],
     )
+    state.write_lines(CONNECTOR_LOG, logs.connector_started(_LAST_START, "19.03.0.0"))
+    return state
 
 
 def _physical() -> HostState:
     state = _default()
     state.manufacturer, state.model = "Dell Inc.", "PowerEdge R640"
     state.other_products = [InstalledProduct("Dell OpenManage Server Administrator", "9.5.0", wow64=True)]
+    state.installer.upgrades_jre = False  # no JRE change here: the upgrade needs no reboot
     return state
 
 
 def _already_current() -> HostState:
     state = _default()
     state.connector = InstalledProduct(CONNECTOR_PRODUCT, TARGET_VERSION)
+    state.write_lines(CONNECTOR_LOG, logs.connector_started(_LAST_START, TARGET_VERSION))
     state.java_home = NEW_JRE_HOME
     state.jres[NEW_JRE_HOME] = NEW_JRE_VERSION
     state.installer.upgrades_jre = False
@@ -264,6 +341,7 @@ def _install_fails_1603() -> HostState:
 def _service_wont_start() -> HostState:
     state = _default()
     state.service = ServiceState(state="Stopped", healthy=False)
+    state.write_lines(CONNECTOR_LOG, logs.connector_failed(_LAST_START))
     return state
 
 

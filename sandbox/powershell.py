@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
+from sandbox.handler_base import Handler, HandlerResult, script_error
 from sandbox.host import HostState
-from sandbox.ps_handlers import Handler, HandlerResult, script_error
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,12 @@ class Execution:
         return text.encode(_python_codec(codepage), errors="replace")
 
     def stderr_bytes(self) -> bytes:
+        plain = (self.result.stderr + "\r\n").encode() if self.result.stderr else b""
         if not self.powershell:
-            return (self.result.stderr + "\r\n").encode() if self.result.stderr else b""
+            return plain
+        if self.result.stderr_plain:
+            # [Console]::Error.WriteLine goes straight to the pipe; only PowerShell's own records are CLIXML.
+            return plain + (clixml("", progress=True).encode() if self.progress_noise else b"")
         if not self.result.stderr and not self.progress_noise:
             return b""
         return clixml(self.result.stderr, progress=self.progress_noise).encode()

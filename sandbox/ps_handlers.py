@@ -30,57 +30,41 @@ preflight output (camelCase, one JSON object):
 preflight parameters: ServiceName, ProductNamePattern (a -like pattern), Drive ("C:"); all required.
 
 boottime output: {"bootTime": str}, the same format as preflight's. No parameters.
+
+The upgrade's other scripts (filehash, stage, install_start, install_status, service, reboot, product)
+have their handlers, parameters and outputs in sandbox/upgrade_handlers.py.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
+from sandbox.handler_base import (
+    BackgroundProcess,
+    Handler,
+    HandlerResult,
+    find_product,
+    iso_utc,
+    like,
+    script_error,
+    script_exit,
+)
 from sandbox.host import HostState
+from sandbox.upgrade_handlers import UPGRADE_HANDLERS
 
-
-@dataclass(frozen=True)
-class HandlerResult:
-    stdout: Any = ""  # a str is written as is; anything else as JSON (ConvertTo-Json -Compress)
-    exit_code: int = 0
-    stderr: str = ""  # plain text; the server wraps it in CLIXML as PowerShell does
-    duration_seconds: float = 0.0  # simulated seconds before the command is Done
-    on_complete: Callable[[], None] | None = None  # state changes applied when (if) it finishes
-    reboot_after_seconds: float | None = None  # like `shutdown /r /t N`, counted from completion
-
-
-Handler = Callable[[HostState, Mapping[str, Any]], HandlerResult]
-
-
-def script_error(message: str, *, exit_code: int = 1) -> HandlerResult:
-    """A script that stopped on a terminating error (`throw` under ErrorActionPreference Stop)."""
-    return HandlerResult(stdout="", exit_code=exit_code, stderr=message)
-
-
-def like(value: str | None, pattern: str) -> bool:
-    """PowerShell's -like: case-insensitive, whole string, with * ? [a-z] wildcards and ` escapes."""
-    if value is None:
-        return False
-    regex, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "`" and i + 1 < len(pattern):
-            i += 1
-            regex.append(re.escape(pattern[i]))
-        elif ch == "*":
-            regex.append(".*")
-        elif ch == "?":
-            regex.append(".")
-        elif ch == "[" and (end := pattern.find("]", i + 1)) > i + 1:
-            regex.append("[" + pattern[i + 1 : end].replace("\\", "\\\\") + "]")
-            i = end
-        else:
-            regex.append(re.escape(ch))
-        i += 1
-    return re.fullmatch("".join(regex), value, re.IGNORECASE | re.DOTALL) is not None
+__all__ = [
+    "HANDLERS",
+    "BackgroundProcess",
+    "Handler",
+    "HandlerResult",
+    "boottime",
+    "like",
+    "preflight",
+    "script_error",
+    "script_exit",
+]
 
 
 _PREFLIGHT_PARAMS = ("ServiceName", "ProductNamePattern", "Drive")
@@ -95,8 +79,7 @@ def preflight(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
         return script_error("preflight: Drive must look like C:")
 
     # The registry lists the native view before WOW6432Node; the script keeps the first match.
-    products = sorted(state.products(), key=lambda product: product.wow64)
-    product = next((p for p in products if like(p.display_name, str(params["ProductNamePattern"]))), None)
+    product = find_product(state, str(params["ProductNamePattern"]))
     service = state.service
     if service is not None and service.name.casefold() != str(params["ServiceName"]).casefold():
         service = None  # WQL compares case-insensitively
@@ -120,22 +103,19 @@ def preflight(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
             "disk": {"drive": drive, "freeBytes": state.free_bytes.get(drive.upper())},
             "pendingReboot": {"any": bool(reasons), "reasons": reasons},
             "machine": {"manufacturer": state.manufacturer, "model": state.model, "virtual": state.virtual},
-            "bootTime": _iso_utc(state),
+            "bootTime": iso_utc(state),
         }
     )
 
 
 def boottime(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
     """{"bootTime": "YYYY-MM-DDTHH:MM:SSZ"}, the same value preflight reports."""
-    return HandlerResult(stdout={"bootTime": _iso_utc(state)})
-
-
-def _iso_utc(state: HostState) -> str:
-    return state.boot_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return HandlerResult(stdout={"bootTime": iso_utc(state)})
 
 
 # Script name (its `# idm-upgrade: NAME` line) -> handler. Add one entry per new steps/ps script.
 HANDLERS: dict[str, Handler] = {
     "preflight": preflight,
     "boottime": boottime,
+    **UPGRADE_HANDLERS,  # filehash, stage, install_start, install_status, service, reboot, product
 }

@@ -15,6 +15,10 @@ Entry points:
 
 Extra HTTP routes, unauthenticated because they are the sandbox's, not Windows': GET /_sandbox/stats
 (JSON counters) and GET /artifacts/<installer file> (the simulated download). Both go down with the host.
+
+Processes a script starts outside its shell (`HandlerResult.process`, the detached installer) run as
+background tasks: they survive the command and its shell, and a reboot kills them. A reboot scheduled
+with `reboot_after_seconds` is void once the host has booted again in the meantime, as on Windows.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -40,6 +44,7 @@ from aiohttp import web
 
 from sandbox import wsman
 from sandbox.faults import Faults
+from sandbox.handler_base import BackgroundProcess
 from sandbox.host import HostState, scenario
 from sandbox.powershell import Execution, run_command_line
 from sandbox.ps_handlers import HANDLERS, Handler
@@ -140,6 +145,7 @@ class WinRMHostServer:
         self.fleet_gauge = fleet_gauge
         self.timed_out_receives = 0
         self.commands_started = 0
+        self.scripts_run: Counter[str] = Counter()  # marked scripts with a handler, by name
         # Appended in the server's loop, copied from test threads: a deque must not be iterated while it grows.
         self._requests: deque[RequestRecord] = deque(maxlen=_REQUEST_LOG_LIMIT)
         self._requests_lock = threading.Lock()
@@ -149,6 +155,7 @@ class WinRMHostServer:
         self._down: set[str] = set()  # why the host is not listening: "reboot", "refuse"
         self._online = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._processes: dict[asyncio.Task[None], BackgroundProcess] = {}
 
     # ----- lifecycle -------------------------------------------------------------------------------
 
@@ -161,11 +168,16 @@ class WinRMHostServer:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         await self._listen()
+        self.state.artifact_url = self.installer_url  # what the stage script may download from
         return self
 
     async def stop(self) -> None:
-        tasks = [*self._background, *(c.task for sh in self._shells.values() for c in sh.commands.values())]
-        for task in list(self._background):
+        tasks = [
+            *self._background,
+            *self._processes,
+            *(c.task for sh in self._shells.values() for c in sh.commands.values()),
+        ]
+        for task in [*self._background, *self._processes]:
             task.cancel()
         for shell in list(self._shells.values()):
             self._discard_shell(shell)
@@ -226,6 +238,12 @@ class WinRMHostServer:
             "shells_open": len(self._shells),
             "timed_out_receives": self.timed_out_receives,
             "requests": len(self._requests),
+            "scripts": dict(self.scripts_run),
+            "downloads": self.state.downloads,
+            "installs_started": self.state.installs_started,
+            "installs_run": self.state.installs_run,
+            "installs_killed": self.state.installs_killed,
+            "reboots_requested": self.state.reboots_requested,
             "boots": self.state.boots,
             "boot_time": self.state.boot_time.isoformat(),
         }
@@ -253,6 +271,7 @@ class WinRMHostServer:
         self._down.add("reboot")
         for shell in list(self._shells.values()):
             self._discard_shell(shell)
+        self._kill_processes()
         await self._listen()
         if not self.state.reboot.never_returns:
             self._spawn(self._come_back(self.state.reboot.downtime_seconds * self.time_scale))
@@ -377,6 +396,10 @@ class WinRMHostServer:
 
     def _command(self, req: wsman.WSManRequest, shell: _Shell) -> web.Response:
         execution = run_command_line(wsman.command_line(req), self.state, self.handlers)
+        if execution.script in self.handlers:
+            self.scripts_run[execution.script] += 1
+        if execution.result.process is not None:
+            self._start_process(execution.result.process)
         command = _Command(wsman.new_id(), shell.id, execution, shell.codepage)
         shell.commands[command.id] = command
         self._start(command)
@@ -463,8 +486,37 @@ class WinRMHostServer:
             self._spawn(self._reboot_later(result.reboot_after_seconds * self.time_scale))
 
     async def _reboot_later(self, delay: float) -> None:
+        boots = self.state.boots
         await asyncio.sleep(delay)
-        await self.begin_reboot()
+        if self.state.boots == boots:  # a scheduled shutdown does not survive a boot
+            await self.begin_reboot()
+
+    # ----- processes outside the shell --------------------------------------------------------------
+
+    def _start_process(self, process: BackgroundProcess) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_process(process))
+        self._processes[task] = process
+        task.add_done_callback(lambda t: self._processes.pop(t, None))
+
+    async def _run_process(self, process: BackgroundProcess) -> None:
+        await asyncio.sleep(process.duration_seconds * self.time_scale)
+        try:
+            process.on_exit()
+        except Exception:
+            log.exception("sandbox process %s failed on exit", process.name)
+        if process.reboot_after_seconds is not None:
+            self._spawn(self._reboot_later(process.reboot_after_seconds * self.time_scale))
+
+    def _kill_processes(self) -> None:
+        """The host goes down: every process still running dies without finishing."""
+        for task, process in list(self._processes.items()):
+            if task.done():
+                continue
+            task.cancel()
+            try:
+                process.on_kill()
+            except Exception:
+                log.exception("sandbox process %s failed on kill", process.name)
 
     def _terminate(self, command: _Command) -> bool:
         """Kill the command if it still runs; True when it did."""

@@ -21,6 +21,42 @@ REALISTIC_PARAMS: dict[str, dict] = {
         "Drive": "C:",
     },
     "boottime": {},
+    "filehash": {
+        "Path": r"C:\ProgramData\idm-upgrade\staging\VMware_Identity_Manager_Connector_19.03.0.1_Installer.exe",
+    },
+    "stage": {
+        "Url": "https://artifacts.corp.example.com/repository/vmware-releases/identity-manager/connector/19.03.0.1/"
+        "VMware_Identity_Manager_Connector_19.03.0.1_Installer.exe",
+        "Sha256": "5f2b0e6c3a1d4e8f9b7c6a5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f",
+        "Directory": r"C:\ProgramData\idm-upgrade\staging",
+        "FileName": "VMware_Identity_Manager_Connector_19.03.0.1_Installer.exe",
+    },
+    "install_start": {
+        "Installer": r"C:\ProgramData\idm-upgrade\staging\VMware_Identity_Manager_Connector_19.03.0.1_Installer.exe",
+        "Arguments": r'/s /v"/qn REBOOT=ReallySuppress /l*v ""C:\ProgramData\idm-upgrade\logs'
+        r'\connector-install-19.03.0.1-20240304T050607Z.log"""',
+        "Log": r"C:\ProgramData\idm-upgrade\logs\connector-install-19.03.0.1-20240304T050607Z.log",
+        "StateFile": r"C:\ProgramData\idm-upgrade\install-state.json",
+        "Token": "run-7f3c2a9e4b1d4c6f8a2e9d0b1c3f5a7e-install",
+    },
+    "install_status": {
+        "StateFile": r"C:\ProgramData\idm-upgrade\install-state.json",
+        "Tail": 40,
+    },
+    "service": {
+        "ServiceName": "VMwareIDMConnector",
+        "Start": True,
+        "LogPath": r"C:\VMware\VMwareIdentityManager\Connector\opt\vmware\horizon\workspace\logs\connector.log",
+        "Tail": 40,
+    },
+    "reboot": {
+        "DelaySeconds": 5,
+        "Reason": "idm-upgrade: VMware Identity Manager Connector 19.03.0.1 upgraded the JRE; reboot approved by "
+        "U024BE7LH in run 7f3c2a9e-4b1d-4c6f-8a2e-9d0b1c3f5a7e",
+        "Token": "apr-7f3c2a9e4b1d4c6f8a2e9d0b1c3f5a7e",
+        "MarkerDirectory": r"C:\ProgramData\idm-upgrade\markers",
+    },
+    "product": {"ProductNamePattern": "VMware Identity Manager Connector*"},
 }
 
 FORBIDDEN = re.compile(r"\b(Win32_Product|Invoke-Expression|iex|Write-Host)\b", re.IGNORECASE)

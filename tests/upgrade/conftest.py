@@ -1,0 +1,115 @@
+"""The real steps, the real executor and pywinrm, against a simulated host: an upgrade in-process."""
+
+from __future__ import annotations
+
+import tomllib
+from urllib.parse import urlsplit
+
+import pytest
+
+from bot.approvals import ApprovalPolicy
+from bot.config import Secrets, parse_config
+from bot.engine import Engine
+from bot.store import Store
+from bot.winrm import WinRMExecutor
+from sandbox.threaded import running_host
+from steps.plan import upgrade_plan
+from tests.support.configs import APPROVER, REQUESTER
+
+
+class Clicker:
+    """Answers approval requests as APPROVER would in Slack; records what it was asked."""
+
+    def __init__(self, decision: str = "approve"):
+        self.decision = decision
+        self.engine: Engine | None = None
+        self.asked: list[dict] = []
+        self.events = []
+
+    async def deliver(self, event) -> None:
+        self.events.append(event)
+        if event.kind == "approval.requested":
+            self.asked.append(event.data)
+            if self.decision != "none":
+                await self.engine.decide(event.data["approval_id"], APPROVER, self.decision)
+
+
+def sandbox_config(host, db_path, extra: str = "", reboot_timeout: float = 20):
+    url = urlsplit(host.endpoint)
+    sections = {
+        "preflight": "",
+        "connector": "",
+        "reboot": f"timeout_seconds = {reboot_timeout}",
+        "winrm": "",
+        "installer": "",
+    }
+    for line in extra.strip().splitlines():
+        section, _, setting = line.partition(":")
+        sections[section.strip()] += "\n" + setting.strip()
+    text = f"""
+[slack]
+channel = "C0OPSCHANL"
+approvers = ["{APPROVER}"]
+[database]
+path = "{db_path}"
+[installer]
+url = "{host.installer_url}"
+sha256 = "{host.state.artifact.advertised_sha256}"
+version = "19.03.0.1"
+{sections["installer"]}
+[preflight]
+{sections["preflight"]}
+[connector]
+{sections["connector"]}
+[reboot]
+{sections["reboot"]}
+[winrm]
+scheme = "http"
+transport = "basic"
+poll_seconds = 0.1
+{sections["winrm"]}
+[hosts.host01]
+address = "{url.hostname}"
+port = {url.port}
+"""
+    return parse_config(tomllib.loads(text))
+
+
+@pytest.fixture
+def upgrade(tmp_path):
+    """upgrade(scenario, decision=..., extra=...) -> (engine, host, clicker, run) after the run ended."""
+    cleanups = []
+
+    async def go(scenario="default", *, decision="approve", extra="", check_only=False, tweak=None):
+        reboot_timeout = 3 if scenario == "reboot-never-returns" else 20
+        context = running_host(scenario)
+        host = context.__enter__()
+        cleanups.append(lambda: context.__exit__(None, None, None))
+        if tweak:
+            tweak(host.state)
+        config = sandbox_config(host, tmp_path / f"{scenario}.db", extra, reboot_timeout)
+        executor = WinRMExecutor(
+            config,
+            Secrets.from_env({"WINRM_USERNAME": host.username, "WINRM_PASSWORD": host.password}),
+            retry_delays=(0.1, 0.2),
+        )
+        clicker = Clicker(decision)
+        engine = Engine(
+            Store(config.database.path),
+            config,
+            upgrade_plan(),
+            policy=ApprovalPolicy(config.slack),
+            sinks=[clicker],
+            services={"winrm": executor},
+            approval_poll_seconds=0.05,
+        )
+        clicker.engine = engine
+        cleanups.append(executor.close)
+        [run] = await engine.submit(["host01"], REQUESTER, check_only=check_only)
+        await engine.join()
+        await engine.stop()
+        return engine, host, clicker, engine.store.get_run(run.id)
+
+    yield go
+    for cleanup in reversed(cleanups):
+        cleanup()

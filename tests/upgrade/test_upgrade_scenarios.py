@@ -1,0 +1,138 @@
+"""Every step of the vendor procedure against the simulated host, one scenario at a time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from bot.models import RunState, StepState
+from sandbox.host import NEW_JRE_HOME, OLD_JRE_HOME
+
+PLAN = ["preflight", "snapshot", "starttls", "stage", "install", "service", "reboot", "verify", "postcheck"]
+
+
+def states(engine, run):
+    return {s.step: s.state for s in engine.store.steps(run.id)}
+
+
+def scripts_run(host) -> dict[str, int]:
+    return host.stats["scripts"]
+
+
+async def test_default_scenario_end_to_end(upgrade):
+    engine, host, clicker, run = await upgrade("default")
+    assert run.state is RunState.succeeded, run.result
+    assert [s.step for s in engine.store.steps(run.id)] == PLAN
+    assert states(engine, run) == {
+        "preflight": StepState.succeeded,
+        "snapshot": StepState.unavailable,
+        "starttls": StepState.unavailable,
+        "stage": StepState.succeeded,
+        "install": StepState.succeeded,
+        "service": StepState.succeeded,
+        "reboot": StepState.succeeded,
+        "verify": StepState.succeeded,
+        "postcheck": StepState.unavailable,
+    }
+    assert "not done by the bot, check by hand: snapshot, starttls, postcheck" in run.result
+    # the host: upgraded, the new JRE in JAVA_HOME after exactly one installer and one reboot
+    assert host.state.connector.version == "19.03.0.1"
+    assert host.state.java_home == NEW_JRE_HOME != OLD_JRE_HOME
+    assert host.state.service.state == "Running"
+    assert host.stats["installs_started"] == 1 and host.stats["reboots_requested"] == 1
+    # the reboot only after its approval: exactly one gate, and the reboot script ran after the grant
+    assert [a["gate"] for a in clicker.asked] == ["reboot"]
+    events = engine.store.audit_events(run.id)
+    granted = next(e for e in events if e.event == "approval.granted")
+    reboot_requests = [r for r in host.requests if r.script == "reboot"]
+    assert len(reboot_requests) == 1
+    assert reboot_requests[0].at > datetime.fromisoformat(granted.at).timestamp()
+    # why, in the record: exit code, JRE before, versions
+    install = engine.store.step(run.id, "install").facts
+    assert install["exit_code"] == 0 and install["reboot_required"] is True
+    assert engine.store.verify_audit().ok
+
+
+async def test_physical_without_jre_change_needs_no_reboot(upgrade):
+    engine, host, clicker, run = await upgrade("physical")
+    assert run.state is RunState.succeeded, run.result
+    assert clicker.asked == []
+    reboot = engine.store.step(run.id, "reboot")
+    assert reboot.state is StepState.skipped and "no reboot needed" in reboot.reason
+    assert host.stats["reboots_requested"] == 0 and "reboot" not in scripts_run(host)
+
+
+async def test_already_current_changes_nothing(upgrade):
+    engine, host, _clicker, run = await upgrade("already-current")
+    assert run.state is RunState.succeeded and run.result.startswith("nothing to do")
+    steps = states(engine, run)
+    assert steps["verify"] is StepState.succeeded
+    for step in ("stage", "install", "service", "reboot"):
+        assert steps[step] is StepState.skipped
+    ran = scripts_run(host)
+    for script in ("stage", "install_start", "reboot", "service"):
+        assert script not in ran, ran
+    assert host.stats["installs_started"] == 0 and host.stats["boots"] == 0
+
+
+async def test_check_only_runs_preflight_and_changes_nothing(upgrade):
+    engine, host, _clicker, run = await upgrade("default", check_only=True)
+    assert run.state is RunState.succeeded
+    assert [s.step for s in engine.store.steps(run.id)] == ["preflight"]
+    assert set(scripts_run(host)) == {"preflight"}
+
+
+@pytest.mark.parametrize(
+    ("scenario", "extra", "step", "says"),
+    [
+        ("install-fails-1603", "", "install", ["exit code 1603", "Nothing was rebooted"]),
+        ("service-wont-start", "connector: service_timeout_seconds = 1", "service", ["is Stopped", "connector.log"]),
+        ("reboot-never-returns", "winrm: connect_timeout_seconds = 1", "reboot", ["did not come back from the reboot"]),
+        ("pending-reboot", "", "preflight", ["a reboot is already pending", "Reboot the server first"]),
+        ("low-disk", "", "preflight", ["GB free on C:", "Free disk space"]),
+        ("hash-mismatch", "", "stage", ["SHA-256 mismatch", "deleted", "installer.url and installer.sha256"]),
+    ],
+)
+async def test_failure_scenarios_stop_at_the_right_step_and_say_why(upgrade, scenario, extra, step, says):
+    engine, host, _clicker, run = await upgrade(scenario, extra=extra)
+    assert run.state is RunState.failed
+    record = engine.store.step(run.id, step)
+    assert record.state is StepState.failed
+    for words in says:
+        assert words in record.reason, record.reason
+    assert run.result.startswith(f"{step} failed:")
+    later = PLAN[PLAN.index(step) + 1 :]
+    assert all(states(engine, run)[s] is StepState.pending for s in later)
+    if step in ("preflight", "stage", "install"):
+        assert host.stats["reboots_requested"] == 0  # no reboot on a failed install
+    if scenario == "hash-mismatch":
+        staged = f"{engine.config.installer.work_dir}\\{host.state.artifact.file_name}"
+        assert host.state.file(staged) is None, "a mismatching download is deleted"
+    assert engine.store.verify_audit().ok
+
+
+async def test_pending_reboot_can_be_put_to_an_approver(upgrade):
+    _engine, _host, clicker, run = await upgrade("pending-reboot", extra='preflight: pending_reboot = "ask"')
+    assert [a["gate"] for a in clicker.asked] == ["pending reboot", "reboot"]
+    assert run.state is RunState.succeeded, run.result
+
+
+async def test_denied_reboot_says_the_upgrade_is_installed_but_not_rebooted(upgrade):
+    _engine, host, _clicker, run = await upgrade("default", decision="deny")
+    assert run.state is RunState.failed
+    assert "reboot approval denied" in run.result
+    assert "IS INSTALLED" in run.result and "NOT been rebooted" in run.result
+    assert host.state.connector.version == "19.03.0.1" and host.stats["reboots_requested"] == 0
+
+
+async def test_installer_busy_1618_is_retried(upgrade):
+    def busy_once(state):
+        state.installer.busy_first_starts = 1
+
+    engine, _host, _clicker, run = await upgrade(
+        "physical", extra="installer: busy_wait_seconds = 0.1", tweak=busy_once
+    )
+    assert run.state is RunState.succeeded, run.result
+    install = engine.store.step(run.id, "install").facts
+    assert install["attempts"] == 2 and install["exit_code"] == 0
