@@ -28,6 +28,7 @@ from bot.config import Config
 from bot.models import ApprovalState, Run, RunState, StepState, utcnow
 from bot.sink import ProgressEvent, SinkDispatcher
 from bot.store import DecisionOutcome, Store, UnknownRecord
+from bot.winrm import ExecutorError
 from steps.base import CheckResult, Step, StepContext, StepFailed
 
 log = logging.getLogger(__name__)
@@ -288,6 +289,8 @@ class Engine:
             await self._fail(run, step.id, exc.reason, exc.facts)
         except (asyncio.CancelledError, RunStopped):
             raise
+        except ExecutorError as exc:  # the host could not be worked on; the message says why
+            await self._fail(run, step.id, f"during {phase}: {exc}")
         except Exception as exc:
             log.exception("%s %s raised during %s", run.id, step.id, phase)
             await self._fail(run, step.id, f"unexpected error during {phase}: {type(exc).__name__}: {exc}")

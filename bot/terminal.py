@@ -84,7 +84,12 @@ class TerminalView:
         for key in ("what_changes", "why", "verified_so_far"):
             if key in evidence:
                 value = evidence[key]
-                text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+                if isinstance(value, str):
+                    text = value
+                elif isinstance(value, list):
+                    text = "; ".join(str(v) for v in value)
+                else:
+                    text = json.dumps(value, ensure_ascii=False)
                 self.out.write(f"  {key.replace('_', ' ')}: {text}\n")
         if self.auto_yes:
             self.out.write("  approved by --yes (terminal.allow_yes = true)\n\n")

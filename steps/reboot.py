@@ -32,9 +32,17 @@ class Reboot(Step):
     gate = "reboot"
 
     async def check(self, ctx: StepContext) -> CheckResult:
-        now = await read_host(ctx)
-        install = ctx.facts.get("install", {})
         before = ctx.facts.get("preflight", {}).get("bootTime")
+        try:
+            now = await read_host(ctx)
+        except HostUnreachable:
+            if not (ctx.resumed_after_apply and before):
+                raise
+            # The bot stopped after issuing the reboot: the server may be down now. Wait for it, bounded.
+            ctx.note("resuming while the server reboots: waiting for it to come back")
+            await executor(ctx).wait_for_reboot(ctx.host, boot_time(before), ctx.config.reboot.timeout_seconds)
+            now = await read_host(ctx)
+        install = ctx.facts.get("install", {})
         facts = {"host": now}
         if before and boot_time(now["bootTime"]) != boot_time(before):
             return CheckResult(False, f"the server already restarted (boot time {now['bootTime']})", facts)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import pytest
 
+from bot.approvals import ApprovalPolicy
+from bot.config import Secrets
+from bot.engine import Engine
 from bot.models import RunState, StepState
+from bot.store import Store
+from bot.winrm import WinRMExecutor
 from sandbox.host import NEW_JRE_HOME, OLD_JRE_HOME
+from sandbox.threaded import running_host
+from steps.plan import upgrade_plan
+from tests.support.configs import REQUESTER
+from tests.upgrade.conftest import Clicker, sandbox_config
 
 PLAN = ["preflight", "snapshot", "starttls", "stage", "install", "service", "reboot", "verify", "postcheck"]
 
@@ -136,3 +146,43 @@ async def test_installer_busy_1618_is_retried(upgrade):
     assert run.state is RunState.succeeded, run.result
     install = engine.store.step(run.id, "install").facts
     assert install["attempts"] == 2 and install["exit_code"] == 0
+
+
+async def test_bot_restarted_while_the_server_is_down_for_its_reboot(tmp_path):
+    """The bot stops mid reboot wait and starts again while the host still refuses connections."""
+    with running_host("default") as host:
+        host.state.reboot.downtime_seconds = 300  # 3 s at the test time scale: longer than the retries below
+        config = sandbox_config(host, tmp_path / "r.db", "winrm: connect_timeout_seconds = 1")
+        secrets = Secrets.from_env({"WINRM_USERNAME": host.username, "WINRM_PASSWORD": host.password})
+
+        def engine_with(clicker):
+            executor = WinRMExecutor(config, secrets, retry_delays=(0.1, 0.1))
+            engine = Engine(
+                Store(config.database.path),
+                config,
+                upgrade_plan(),
+                policy=ApprovalPolicy(config.slack),
+                sinks=[clicker],
+                services={"winrm": executor},
+                approval_poll_seconds=0.05,
+            )
+            clicker.engine = engine
+            return engine, executor
+
+        first, first_executor = engine_with(Clicker())
+        [run] = await first.submit(["host01"], REQUESTER)
+        for _ in range(400):
+            if host.stats["reboots_requested"] == 1 and not host.server.online:
+                break
+            await asyncio.sleep(0.02)
+        assert host.stats["reboots_requested"] == 1
+        await first.stop()  # the bot goes away while the server is down
+        first_executor.close()
+        second, second_executor = engine_with(Clicker())
+        await second.start()
+        await second.join()
+        await second.stop()
+        second_executor.close()
+        done = second.store.get_run(run.id)
+        assert done.state is RunState.succeeded, done.result
+        assert host.stats["reboots_requested"] == 1 and host.stats["installs_started"] == 1

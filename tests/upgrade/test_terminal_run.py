@@ -1,0 +1,171 @@
+"""`idm-upgrade run` as a person uses it: a process against `idm-upgrade sandbox host`, answers at the prompt.
+
+Also the crash tests of the steps: SIGKILL the bot during the install and during the reboot wait;
+a second `idm-upgrade run` resumes, and the host saw one installer start and one reboot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def sandbox_host():
+    procs = []
+
+    def start(scenario="default"):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "sandbox", "host", "--name", "host01", "--port", "0", "--scenario", scenario],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        procs.append(proc)
+        return json.loads(proc.stdout.readline())
+
+    yield start
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+def write_config(tmp_path: Path, info: dict) -> Path:
+    url = urlsplit(info["endpoint"])
+    path = tmp_path / "idm-upgrade.toml"
+    path.write_text(f"""
+[slack]
+channel = "C0OPSCHANL"
+approvers = ["U0APPROVER1"]
+[database]
+path = "{tmp_path / "idm-upgrade.db"}"
+[installer]
+url = "{info["installer_url"]}"
+sha256 = "{info["installer_sha256"]}"
+version = "19.03.0.1"
+[winrm]
+scheme = "http"
+transport = "basic"
+poll_seconds = 0.2
+connect_timeout_seconds = 1
+[reboot]
+timeout_seconds = 60
+[hosts.host01]
+address = "{url.hostname}"
+port = {url.port}
+""")
+    return path
+
+
+def bot(config: Path, info: dict, *args: str, stdin=subprocess.PIPE) -> subprocess.Popen:
+    env = {**os.environ, "WINRM_USERNAME": info["username"], "WINRM_PASSWORD": info["password"]}
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", "run", *args, "--config", str(config)],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def stats(info: dict) -> dict:
+    base = info["endpoint"].rsplit("/wsman", 1)[0]
+    with urllib.request.urlopen(f"{base}/_sandbox/stats", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_terminal_upgrade_with_a_person_answering(tmp_path, sandbox_host):
+    info = sandbox_host("default")
+    config = write_config(tmp_path, info)
+    proc = bot(config, info, "host01")
+    out, err = proc.communicate("y\n", timeout=120)
+    (tmp_path / "transcript.txt").write_text(out)
+    assert proc.returncode == 0, out + err
+    assert "REBOOT APPROVAL for host01" in out and "Approve reboot on host01? [y/N]" in out
+    assert "reboot approved for host01; the run goes on." in out
+    assert "host01: succeeded" in out and "audit trail intact" in out
+    for step in ("preflight", "stage", "install", "service", "reboot", "verify"):
+        assert f" {step}" in out
+    assert "NOT AVAILABLE" in out  # snapshot, STARTTLS and postcheck are shown, not passed
+    assert info["password"] not in out + err
+    seen = stats(info)
+    assert seen["installs_started"] == 1 and seen["reboots_requested"] == 1
+    conn = sqlite3.connect(tmp_path / "idm-upgrade.db")
+    actors = {row[0] for row in conn.execute("SELECT actor FROM audit WHERE event = 'approval.granted'")}
+    assert actors == {f"cli:{os.environ.get('USER') or __import__('getpass').getuser()}"}
+
+
+def test_terminal_answer_no_denies_the_reboot(tmp_path, sandbox_host):
+    info = sandbox_host("default")
+    proc = bot(write_config(tmp_path, info), info, "host01")
+    out, err = proc.communicate("n\n", timeout=120)
+    assert proc.returncode == 1
+    assert "IS INSTALLED" in out and "NOT been rebooted" in out
+    assert stats(info)["reboots_requested"] == 0
+
+
+def test_terminal_bad_input_exits_2_and_touches_nothing(tmp_path, sandbox_host):
+    info = sandbox_host("default")
+    config = write_config(tmp_path, info)
+    proc = bot(config, info, "host99")
+    out, err = proc.communicate("", timeout=30)
+    assert proc.returncode == 2 and "unknown host(s): host99" in err
+    proc = bot(config, info, "host01", "--yes")
+    out, err = proc.communicate("", timeout=30)
+    assert proc.returncode == 2 and "terminal.allow_yes = true" in err
+    assert stats(info)["scripts"] == {}
+
+
+def test_check_only(tmp_path, sandbox_host):
+    info = sandbox_host("low-disk")
+    proc = bot(write_config(tmp_path, info), info, "host01", "--check")
+    out, err = proc.communicate("", timeout=60)
+    assert proc.returncode == 1 and "GB free on C:" in out
+    assert set(stats(info)["scripts"]) == {"preflight"}
+
+
+def wait_for(condition, timeout=60.0):
+    stop = time.monotonic() + timeout
+    while time.monotonic() < stop:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("moment", ["install", "reboot wait"])
+def test_killed_during_install_or_reboot_wait_resumes_without_repeating(tmp_path, sandbox_host, moment):
+    info = sandbox_host("default")
+    config = write_config(tmp_path, info)
+    first = bot(config, info, "host01")
+    first.stdin.write("y\n")
+    first.stdin.flush()
+    if moment == "install":
+        reached = wait_for(lambda: stats(info)["installs_started"] == 1 and stats(info)["installs_run"] == 0)
+    else:
+        reached = wait_for(lambda: stats(info)["reboots_requested"] == 1)
+    assert reached, f"never reached {moment}"
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    second = bot(config, info, "host01")
+    out, err = second.communicate("y\n", timeout=120)
+    assert second.returncode == 0, out + err
+    assert "resuming unfinished run" in out
+    seen = stats(info)
+    assert seen["installs_started"] == 1, seen
+    assert seen["reboots_requested"] == 1, seen
+    assert "host01: succeeded" in out and "audit trail intact" in out
