@@ -200,6 +200,15 @@ class TerminalConfig(_Section):
 class WorkspaceOneConfig(_Section):
     url: str | None = None
     directory_change: Literal["api", "manual"] = "api"
+    verify_tls: bool = True
+    timeout_seconds: float = Field(default=30, gt=0, le=600)
+    # The API paths and media types below are the documented ones where documentation exists; the
+    # update of an IWA directory is not publicly documented, so the verb and media type are settings.
+    token_path: str = "/SAAS/auth/oauthtoken"
+    directories_path: str = "/SAAS/jersey/manager/api/connectormanagement/directoryconfigs"
+    directory_list_media_type: str = "application/vnd.vmware.horizon.manager.connector.management.directory.list+json"
+    directory_media_type: str = "application/vnd.vmware.horizon.manager.connector.management.directory.ad.over.iwa+json"
+    update_method: Literal["PUT", "POST", "PATCH"] = "PUT"
 
     @field_validator("url")
     @classmethod
@@ -211,6 +220,15 @@ class WorkspaceOneConfig(_Section):
 
 class VCenterConfig(_Section):
     url: str | None = None
+    server_cert_validation: CertValidation = "validate"
+    snapshot_timeout_seconds: float = Field(default=600, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+(/sdk)?/?$", value):
+            raise ValueError("must be the vCenter address such as https://vcenter.example.com")
+        return value.rstrip("/") if value else value
 
 
 class HostConfig(_Section):

@@ -75,8 +75,17 @@ allow_yes = true
 [workspace_one]
 url = "https://tenant.example.com/"
 directory_change = "manual"
+verify_tls = false
+timeout_seconds = 12
+token_path = "/t"
+directories_path = "/d"
+directory_list_media_type = "a/l"
+directory_media_type = "a/d"
+update_method = "PATCH"
 [vcenter]
 url = "https://vcenter.example.com"
+server_cert_validation = "ignore"
+snapshot_timeout_seconds = 60
 [hosts.conn-a1]
 address = "conn-a1.corp"
 port = 5986
@@ -144,6 +153,18 @@ def test_every_key_is_parsed():
     assert config.workspace_one.url == "https://tenant.example.com"
     assert config.workspace_one.directory_change == "manual"
     assert config.vcenter.url == "https://vcenter.example.com"
+    assert config.vcenter.server_cert_validation == "ignore" and config.vcenter.snapshot_timeout_seconds == 60
+    assert config.workspace_one.model_dump() == {
+        "url": "https://tenant.example.com",
+        "directory_change": "manual",
+        "verify_tls": False,
+        "timeout_seconds": 12,
+        "token_path": "/t",
+        "directories_path": "/d",
+        "directory_list_media_type": "a/l",
+        "directory_media_type": "a/d",
+        "update_method": "PATCH",
+    }
     host = config.hosts["conn-a1"]
     assert (host.address, host.port, host.scheme, host.transport, host.vm_name) == (
         "conn-a1.corp",
