@@ -12,6 +12,13 @@ from typing import Protocol
 from bot.config import SlackConfig
 from bot.models import Run
 
+# Gates a person answers by saying they did something (not by approving a change the bot makes).
+CONFIRMATION_GATES = frozenset({"snapshot", "STARTTLS console"})
+
+
+def gate_kind(gate: str) -> str:
+    return "confirmation" if gate in CONFIRMATION_GATES else "approval"
+
 
 class GroupResolver(Protocol):
     async def members(self, group_id: str) -> frozenset[str]: ...
@@ -49,7 +56,12 @@ class ApprovalPolicy:
             return Verdict(True)
         return Verdict(False, "you are not allowed to start upgrades; ask an admin to add you to slack.requesters")
 
-    async def may_decide(self, user: str, run: Run, decision: str) -> Verdict:
+    async def may_decide(self, user: str, run: Run, decision: str, gate: str = "") -> Verdict:
+        if gate_kind(gate) == "confirmation":
+            # Saying "I took the snapshot" is a report, not an approval: the requester may give it too.
+            if user == run.requester or await self._in(user, [*self.slack.requesters, *self.slack.approvers]):
+                return Verdict(True)
+            return Verdict(False, "only the person who started the run, a requester or an approver may confirm this")
         if not await self._in(user, self.slack.approvers):
             return Verdict(False, "you are not an approver for idm-upgrade (slack.approvers); the request stays open")
         if decision == "approve" and user == run.requester and not self.slack.allow_self_approval:

@@ -23,7 +23,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from bot.approvals import ApprovalPolicy
+from bot.approvals import ApprovalPolicy, gate_kind
 from bot.config import Config
 from bot.models import ApprovalState, Run, RunState, StepState, utcnow
 from bot.sink import ProgressEvent, SinkDispatcher
@@ -33,6 +33,34 @@ from steps.base import CheckResult, Step, StepContext, StepFailed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class Slot:
+    """One hold on the engine's max_parallel semaphore, which a step can give back while a person decides."""
+
+    def __init__(self, semaphore: asyncio.Semaphore):
+        self.semaphore, self.held = semaphore, False
+
+    async def __aenter__(self) -> Slot:
+        await self.semaphore.acquire()
+        self.held = True
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.held:
+            self.semaphore.release()
+            self.held = False
+
+    @contextlib.asynccontextmanager
+    async def released(self):
+        self.semaphore.release()
+        self.held = False
+        try:
+            yield
+        finally:
+            await self.semaphore.acquire()
+            self.held = True
+
 
 # How often a waiting gate re-reads its approval, so a decision written by another process is seen.
 APPROVAL_POLL_SECONDS = 5.0
@@ -271,16 +299,24 @@ class Engine:
 
     # -- one step: check, gate, apply, verify ----------------------------------------------------
 
-    async def _context(self, run: Run, step: str) -> StepContext:
+    async def _context(self, run: Run, step: Step, slot: Slot) -> StepContext:
         records = await self.db(self.store.steps, run.id)
-        return StepContext(
+
+        async def confirm(gate: str, reason: str, evidence: dict) -> None:
+            # A person is asked in the middle of apply: the slot is not held while they think.
+            async with slot.released():
+                await self._gate(run, step, gate, ctx, reason, evidence)
+
+        ctx = StepContext(
             run=run,
             config=self.config,
-            record=next(r for r in records if r.step == step),
+            record=next(r for r in records if r.step == step.id),
             facts={r.step: r.facts for r in records},
-            note=lambda text: self._publish("step.note", run, text, step),
+            note=lambda text: self._publish("step.note", run, text, step.id),
             services=self.services,
+            confirm=confirm,
         )
+        return ctx
 
     async def _call(self, run: Run, step: Step, phase: str, fn: Callable, ctx: StepContext) -> Any:
         try:
@@ -297,7 +333,8 @@ class Engine:
 
     async def _do_step(self, run: Run, step: Step) -> None:
         await self._stop_if_cancelled(run, step.id)
-        async with self._slots:
+        slot = Slot(self._slots)
+        async with slot:
             record = await self.db(
                 self.store.update_step,
                 run.id,
@@ -307,7 +344,7 @@ class Engine:
                 detail={"title": step.title},
             )
             self._publish("step.started", run, f"{step.title}: checking", step.id, attempt=record.attempts)
-            ctx = await self._context(run, step.id)
+            ctx = await self._context(run, step, slot)
             check: CheckResult = await self._call(run, step, "check", step.check, ctx)
             check_facts = {**check.facts, **({"skip_rest": check.skip_rest} if check.skip_rest else {})}
             if not check.needed and not ctx.resumed_after_apply:
@@ -324,18 +361,18 @@ class Engine:
                 return
             gate = step.gate_for(ctx, check) if check.needed else None
         if gate:
-            await self._gate(run, step, gate, ctx, check)
-        async with self._slots:
+            await self._gate(run, step, gate, ctx, check.reason, step.evidence(ctx, check))
+        async with slot:
             if check.needed:
                 await self._stop_if_cancelled(run, step.id)
                 await self.db(self.store.update_step, run.id, step.id, StepState.applying, facts=check_facts)
-                ctx = await self._context(run, step.id)
+                ctx = await self._context(run, step, slot)
                 applied = await self._call(run, step, "apply", step.apply, ctx)
                 await self.db(self.store.update_step, run.id, step.id, StepState.verifying, facts=applied or {})
             else:
                 # apply ran before a restart and the host now shows it done: prove it with verify.
                 await self.db(self.store.update_step, run.id, step.id, StepState.verifying, facts=check_facts)
-            ctx = await self._context(run, step.id)
+            ctx = await self._context(run, step, slot)
             result = await self._call(run, step, "verify", step.verify, ctx)
             if not result.ok:
                 await self._fail(run, step.id, f"verify failed: {result.reason}", result.facts)
@@ -350,9 +387,14 @@ class Engine:
             )
             self._publish("step.finished", run, f"done: {result.reason}", step.id, state="succeeded")
 
-    async def _gate(self, run: Run, step: Step, gate: str, ctx: StepContext, check: CheckResult) -> None:
-        approvals = await self.db(self.store.approvals, run.id, step.id)
-        latest = approvals[-1] if approvals else None
+    async def _gate(self, run: Run, step: Step, gate: str, ctx: StepContext, reason: str, evidence: dict) -> None:
+        """Ask for ``gate`` (an approval or a confirmation) and return once granted; otherwise end the run.
+
+        A request already granted for this step and gate in this run is not asked again (resume).
+        """
+        asked = [a for a in await self.db(self.store.approvals, run.id, step.id) if a.gate == gate]
+        latest = asked[-1] if asked else None
+        kind = gate_kind(gate)
         if latest is None or latest.state not in (ApprovalState.open, ApprovalState.granted):
             latest = await self.db(
                 self.store.request_approval,
@@ -360,17 +402,18 @@ class Engine:
                 step.id,
                 gate=gate,
                 timeout=timedelta(minutes=self.config.slack.approval_timeout_minutes),
-                min_approvals=self.config.slack.min_approvals,
-                evidence={**step.evidence(ctx, check), "requested_by": run.requester, "host": run.host},
+                min_approvals=self.config.slack.min_approvals if kind == "approval" else 1,
+                evidence={**evidence, "requested_by": run.requester, "host": run.host, "kind": kind},
             )
         if latest.state is ApprovalState.open:
             self._publish(
                 "approval.requested",
                 run,
-                f"{gate} approval needed: {check.reason}",
+                f"{gate} {kind} needed: {reason}",
                 step.id,
                 approval_id=latest.id,
                 gate=gate,
+                request_kind=kind,
                 evidence=latest.evidence,
                 expires_at=latest.expires_at.isoformat(),
             )
@@ -383,11 +426,11 @@ class Engine:
             why = f": {deny.comment}" if deny.comment else ""
             after = step.when_denied(ctx)
             await self._fail(
-                run, step.id, f"{gate} approval denied by {deny.user}{why}" + (f". {after}" if after else "")
+                run, step.id, f"{gate} {kind} denied by {deny.user}{why}" + (f". {after}" if after else "")
             )
         if latest.state is ApprovalState.expired:
             minutes = self.config.slack.approval_timeout_minutes
-            await self._fail(run, step.id, f"{gate} approval expired after {minutes:g} minutes without a decision")
+            await self._fail(run, step.id, f"{gate} {kind} expired after {minutes:g} minutes without an answer")
         await self._stop_if_cancelled(run, step.id)
         raise RunStopped  # cancelled by a finished run elsewhere
 
@@ -421,7 +464,7 @@ class Engine:
                 f"This {approval.gate} request is already {approval.state.value} ({by}); nothing changed.",
             )
         run = await self.db(self.store.get_run, approval.run_id)
-        verdict = await self.policy.may_decide(user, run, decision)
+        verdict = await self.policy.may_decide(user, run, decision, approval.gate)
         if not verdict.allowed:
             await self.db(self.store.record_refusal, approval_id, user, verdict.reason)
             return Reply(False, f"Not accepted: {verdict.reason}.")

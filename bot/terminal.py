@@ -34,10 +34,10 @@ def terminal_actor() -> str:
 class TerminalPolicy(ApprovalPolicy):
     """At the terminal the operator present decides; Slack's approver list does not apply there."""
 
-    async def may_decide(self, user: str, run: Run, decision: str) -> Verdict:
+    async def may_decide(self, user: str, run: Run, decision: str, gate: str = "") -> Verdict:
         if user == terminal_actor():
             return Verdict(True)
-        return await super().may_decide(user, run, decision)
+        return await super().may_decide(user, run, decision, gate)
 
 
 class StdinLines:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -49,6 +49,8 @@ class StepContext:
     facts: dict[str, dict[str, Any]]
     note: Callable[[str], None] = lambda text: None
     services: dict[str, Any] = field(default_factory=dict)
+    # Ask a person to confirm something done by hand (gate, what to do, evidence); returns once they have.
+    confirm: Callable[[str, str, dict], Awaitable[None]] | None = None
 
     @property
     def host(self) -> str:
