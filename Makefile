@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox test bench lint format clean
+.PHONY: sandbox test bench lint format clean vcsim
+
+# govmomi's vCenter simulator for the tests, from Debian's packages (never fetched from the network).
+GOPATH_DEBIAN := /usr/share/gocode
+GOVMOMI := $(GOPATH_DEBIAN)/src/github.com/vmware/govmomi
+VCSIM := tests/vcsim/vcsim
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +20,17 @@ $(STAMP): pyproject.toml
 sandbox: $(STAMP)
 	$(BIN)/idm-upgrade sandbox
 
+vcsim: $(VCSIM)
+
+$(VCSIM): tests/vcsim/main.go
+	@if ! command -v go >/dev/null 2>&1 || [ ! -d $(GOVMOMI)/simulator ]; then \
+	  echo "make vcsim: the vCenter simulator needs Go and govmomi's sources; run:" >&2; \
+	  echo "  apt-get install -y golang-go golang-github-vmware-govmomi-dev" >&2; exit 1; fi
+	cd tests/vcsim && GOPATH=$(GOPATH_DEBIAN) GO111MODULE=off GOFLAGS= \
+	  GOCACHE="$${GOCACHE:-/tmp/idm-upgrade-go-cache}" go build -o vcsim .
+
 # pytest exits 5 when no test ran; that is a failure here, not a pass.
-test: $(STAMP)
+test: $(STAMP) vcsim
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -33,3 +47,4 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -f $(VCSIM)

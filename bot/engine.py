@@ -258,6 +258,10 @@ class Engine:
         return text
 
     async def _finish(self, run: Run, state: RunState, result: str, actor: str = "bot") -> None:
+        records = await self.db(self.store.steps, run.id)
+        notes = [note for r in records if r.step in self.steps and (note := self.steps[r.step].closing_note(r))]
+        if notes:
+            result = f"{result}. {'. '.join(notes)}"
         done = await self.db(
             self.store.set_run_state,
             run.id,

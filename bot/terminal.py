@@ -19,9 +19,9 @@ from bot.config import Config, Secrets
 from bot.engine import Engine
 from bot.lease import EngineBusy, EngineLease
 from bot.models import Run, RunState
+from bot.services import build_services, close_services
 from bot.sink import ProgressEvent
 from bot.store import HostBusy, Store
-from bot.winrm import WinRMExecutor
 from steps.plan import upgrade_plan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -79,9 +79,10 @@ class TerminalView:
 
     async def _ask(self, event: ProgressEvent) -> None:
         gate, approval_id = event.data["gate"], event.data["approval_id"]
+        kind = event.data.get("request_kind", "approval")
         evidence = event.data.get("evidence", {})
-        self.out.write(f"\n  {gate.upper()} APPROVAL for {event.host} (request {approval_id})\n")
-        for key in ("what_changes", "why", "verified_so_far"):
+        self.out.write(f"\n  {gate.upper()} {kind.upper()} for {event.host} (request {approval_id})\n")
+        for key in ("what_changes", "what_to_do", "directories", "why", "verified_so_far"):
             if key in evidence:
                 value = evidence[key]
                 if isinstance(value, str):
@@ -95,7 +96,8 @@ class TerminalView:
             self.out.write("  approved by --yes (terminal.allow_yes = true)\n\n")
             answer = "y"
         else:
-            self.out.write(f"  Approve {gate} on {event.host}? [y/N] ")
+            question = f"Approve {gate} on {event.host}?" if kind == "approval" else f"Done: {gate} for {event.host}?"
+            self.out.write(f"  {question} [y/N] ")
             self.out.flush()
             if self._lines is None:
                 self._lines = StdinLines(self.stdin)
@@ -132,15 +134,15 @@ async def run_from_terminal(
         )
         return EXIT_USAGE
     try:
-        executor = WinRMExecutor(config, Secrets.from_env())
-    except ValueError as exc:
-        err.write(f"idm-upgrade: {exc}\n")
-        return EXIT_USAGE
-    try:
         lease = EngineLease(config.database.path).acquire()
     except EngineBusy as exc:
         err.write(f"idm-upgrade: {exc}\n")
-        executor.close()
+        return EXIT_USAGE
+    try:
+        built = build_services(config, Secrets.from_env())
+    except ValueError as exc:
+        err.write(f"idm-upgrade: {exc}\n")
+        lease.release()
         return EXIT_USAGE
     store = Store(config.database.path)
     view = TerminalView(out, auto_yes=yes, stdin=stdin or sys.stdin)
@@ -150,7 +152,7 @@ async def run_from_terminal(
         upgrade_plan(),
         policy=TerminalPolicy(config.slack),
         sinks=[view],
-        services={"winrm": executor, **(services or {})},
+        services={**built, **(services or {})},
     )
     view.engine = engine
     try:
@@ -176,6 +178,6 @@ async def run_from_terminal(
         return EXIT_OK if all(r.state is RunState.succeeded for r in finals) and verdict.ok else EXIT_FAILED
     finally:
         await engine.stop()
-        executor.close()
+        await close_services(built)
         store.close()
         lease.release()

@@ -74,6 +74,10 @@ class Step(ABC):
         """Why this build cannot do the step (a person must), or None when it can."""
         return None
 
+    def closing_note(self, record: StepRecord) -> str | None:
+        """A line for the run's final summary (e.g. which snapshot to revert to), from this step's record."""
+        return None
+
     def when_denied(self, ctx: StepContext) -> str:
         """What a denial leaves behind on the host, for the person who must act on it."""
         return ""

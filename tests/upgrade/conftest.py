@@ -10,6 +10,7 @@ import pytest
 from bot.approvals import ApprovalPolicy
 from bot.config import Secrets, parse_config
 from bot.engine import Engine
+from bot.services import build_services, close_services
 from bot.store import Store
 from bot.winrm import WinRMExecutor
 from sandbox.threaded import running_host
@@ -18,10 +19,14 @@ from tests.support.configs import APPROVER, REQUESTER
 
 
 class Clicker:
-    """Answers approval requests as APPROVER would in Slack; records what it was asked."""
+    """Answers approval requests as APPROVER would in Slack; records what it was asked.
 
-    def __init__(self, decision: str = "approve"):
+    ``decision`` answers every request; ``decisions`` maps a gate to its own answer.
+    """
+
+    def __init__(self, decision: str = "approve", decisions: dict[str, str] | None = None):
         self.decision = decision
+        self.decisions = decisions or {}
         self.engine: Engine | None = None
         self.asked: list[dict] = []
         self.events = []
@@ -30,11 +35,12 @@ class Clicker:
         self.events.append(event)
         if event.kind == "approval.requested":
             self.asked.append(event.data)
-            if self.decision != "none":
-                await self.engine.decide(event.data["approval_id"], APPROVER, self.decision)
+            decision = self.decisions.get(event.data["gate"], self.decision)
+            if decision != "none":
+                await self.engine.decide(event.data["approval_id"], APPROVER, decision)
 
 
-def sandbox_config(host, db_path, extra: str = "", reboot_timeout: float = 20):
+def sandbox_config(host, db_path, extra: str = "", reboot_timeout: float = 20, ws1_url: str | None = None):
     url = urlsplit(host.endpoint)
     sections = {
         "preflight": "",
@@ -42,6 +48,7 @@ def sandbox_config(host, db_path, extra: str = "", reboot_timeout: float = 20):
         "reboot": f"timeout_seconds = {reboot_timeout}",
         "winrm": "",
         "installer": "",
+        "workspace_one": f'url = "{ws1_url}"' if ws1_url else "",
     }
     for line in extra.strip().splitlines():
         section, _, setting = line.partition(":")
@@ -68,6 +75,8 @@ scheme = "http"
 transport = "basic"
 poll_seconds = 0.1
 {sections["winrm"]}
+[workspace_one]
+{sections["workspace_one"]}
 [hosts.host01]
 address = "{url.hostname}"
 port = {url.port}
@@ -80,34 +89,37 @@ def upgrade(tmp_path):
     """upgrade(scenario, decision=..., extra=...) -> (engine, host, clicker, run) after the run ended."""
     cleanups = []
 
-    async def go(scenario="default", *, decision="approve", extra="", check_only=False, tweak=None):
+    async def go(scenario="default", *, decision="approve", extra="", check_only=False, tweak=None, ws1=None):
+        """ws1: a running WorkspaceOneStandIn (STARTTLS through the API), or None (console by hand)."""
         reboot_timeout = 3 if scenario == "reboot-never-returns" else 20
         context = running_host(scenario)
         host = context.__enter__()
         cleanups.append(lambda: context.__exit__(None, None, None))
         if tweak:
             tweak(host.state)
-        config = sandbox_config(host, tmp_path / f"{scenario}.db", extra, reboot_timeout)
-        executor = WinRMExecutor(
-            config,
-            Secrets.from_env({"WINRM_USERNAME": host.username, "WINRM_PASSWORD": host.password}),
-            retry_delays=(0.1, 0.2),
-        )
-        clicker = Clicker(decision)
+        config = sandbox_config(host, tmp_path / f"{scenario}.db", extra, reboot_timeout, ws1.url if ws1 else None)
+        secrets = {"WINRM_USERNAME": host.username, "WINRM_PASSWORD": host.password}
+        if ws1:
+            secrets |= {"WS1_CLIENT_ID": ws1.client_id, "WS1_CLIENT_SECRET": ws1.client_secret}
+        secrets = Secrets.from_env(secrets)
+        services = build_services(config, secrets)
+        services["winrm"].close()
+        services["winrm"] = WinRMExecutor(config, secrets, retry_delays=(0.1, 0.2))
+        clicker = Clicker(decision) if isinstance(decision, str) else Clicker("approve", decision)
         engine = Engine(
             Store(config.database.path),
             config,
             upgrade_plan(),
             policy=ApprovalPolicy(config.slack),
             sinks=[clicker],
-            services={"winrm": executor},
+            services=services,
             approval_poll_seconds=0.05,
         )
         clicker.engine = engine
-        cleanups.append(executor.close)
         [run] = await engine.submit(["host01"], REQUESTER, check_only=check_only)
         await engine.join()
         await engine.stop()
+        await close_services(services)
         return engine, host, clicker, engine.store.get_run(run.id)
 
     yield go

@@ -15,6 +15,7 @@ from bot.store import Store
 from bot.winrm import WinRMExecutor
 from sandbox.host import NEW_JRE_HOME, OLD_JRE_HOME
 from sandbox.threaded import running_host
+from sandbox.workspace_one import WorkspaceOneStandIn
 from steps.plan import upgrade_plan
 from tests.support.configs import REQUESTER
 from tests.upgrade.conftest import Clicker, sandbox_config
@@ -31,30 +32,22 @@ def scripts_run(host) -> dict[str, int]:
 
 
 async def test_default_scenario_end_to_end(upgrade):
-    engine, host, clicker, run = await upgrade("default")
+    async with WorkspaceOneStandIn() as ws1:
+        engine, host, clicker, run = await upgrade("default", ws1=ws1)
+        assert len(ws1.updates) == 1 and ws1.updates[0].document["useStartTls"] is False
     assert run.state is RunState.succeeded, run.result
     assert [s.step for s in engine.store.steps(run.id)] == PLAN
-    assert states(engine, run) == {
-        "preflight": StepState.succeeded,
-        "snapshot": StepState.unavailable,
-        "starttls": StepState.unavailable,
-        "stage": StepState.succeeded,
-        "install": StepState.succeeded,
-        "service": StepState.succeeded,
-        "reboot": StepState.succeeded,
-        "verify": StepState.succeeded,
-        "postcheck": StepState.unavailable,
-    }
-    assert "not done by the bot, check by hand: snapshot, starttls, postcheck" in run.result
+    assert set(states(engine, run).values()) == {StepState.succeeded}
+    assert "revert the VM to snapshot 'idm-upgrade run-" in run.result
     # the host: upgraded, the new JRE in JAVA_HOME after exactly one installer and one reboot
     assert host.state.connector.version == "19.03.0.1"
     assert host.state.java_home == NEW_JRE_HOME != OLD_JRE_HOME
     assert host.state.service.state == "Running"
     assert host.stats["installs_started"] == 1 and host.stats["reboots_requested"] == 1
-    # the reboot only after its approval: exactly one gate, and the reboot script ran after the grant
-    assert [a["gate"] for a in clicker.asked] == ["reboot"]
+    # the reboot only after its approval, and the reboot script ran after the grant
+    assert [a["gate"] for a in clicker.asked] == ["snapshot", "STARTTLS", "reboot"]
     events = engine.store.audit_events(run.id)
-    granted = next(e for e in events if e.event == "approval.granted")
+    granted = next(e for e in events if e.event == "approval.granted" and e.step == "reboot")
     reboot_requests = [r for r in host.requests if r.script == "reboot"]
     assert len(reboot_requests) == 1
     assert reboot_requests[0].at > datetime.fromisoformat(granted.at).timestamp()
@@ -67,7 +60,9 @@ async def test_default_scenario_end_to_end(upgrade):
 async def test_physical_without_jre_change_needs_no_reboot(upgrade):
     engine, host, clicker, run = await upgrade("physical")
     assert run.state is RunState.succeeded, run.result
-    assert clicker.asked == []
+    # no snapshot on a physical server; STARTTLS by hand (no Workspace ONE API here); no reboot
+    assert [a["gate"] for a in clicker.asked] == ["STARTTLS", "STARTTLS console"]
+    assert engine.store.step(run.id, "snapshot").state is StepState.skipped
     reboot = engine.store.step(run.id, "reboot")
     assert reboot.state is StepState.skipped and "no reboot needed" in reboot.reason
     assert host.stats["reboots_requested"] == 0 and "reboot" not in scripts_run(host)
@@ -124,12 +119,13 @@ async def test_failure_scenarios_stop_at_the_right_step_and_say_why(upgrade, sce
 
 async def test_pending_reboot_can_be_put_to_an_approver(upgrade):
     _engine, _host, clicker, run = await upgrade("pending-reboot", extra='preflight: pending_reboot = "ask"')
-    assert [a["gate"] for a in clicker.asked] == ["pending reboot", "reboot"]
+    gates = [a["gate"] for a in clicker.asked]
+    assert gates[0] == "pending reboot" and gates[-1] == "reboot"
     assert run.state is RunState.succeeded, run.result
 
 
 async def test_denied_reboot_says_the_upgrade_is_installed_but_not_rebooted(upgrade):
-    _engine, host, _clicker, run = await upgrade("default", decision="deny")
+    _engine, host, _clicker, run = await upgrade("default", decision={"reboot": "deny"})
     assert run.state is RunState.failed
     assert "reboot approval denied" in run.result
     assert "IS INSTALLED" in run.result and "NOT been rebooted" in run.result

@@ -1,5 +1,5 @@
 // Command vcsim serves govmomi's vCenter simulator (github.com/vmware/govmomi/simulator) on
-// 127.0.0.1 for the tests. It prints one line of JSON (url, username, password, vms) on stdout
+// 127.0.0.1 for the tests. It prints one line of JSON (url, username, password, vms, ...) on stdout
 // when it is ready, then serves until SIGINT or SIGTERM.
 //
 // The simulator comes from Debian's golang-github-vmware-govmomi-dev; build with
@@ -9,7 +9,7 @@
 // Flags shape the inventory and inject faults (VM names are the simulator's, after -rename):
 //
 //	-username/-password   only this login is accepted (default: any non-empty user and password)
-//	-tls                  https with the simulator's self-signed certificate (default: plain http)
+//	-tls                  https with a fresh self-signed certificate, its PEM in the JSON line (default: http)
 //	-rename OLD=NEW,...   rename virtual machines
 //	-tools-running VM,... VMware Tools reported running (quiesced snapshots)
 //	-fail-snapshot VM,... CreateSnapshot_Task returns a task that ends in error (quiesce failure)
@@ -18,10 +18,18 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"fmt"
+	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -64,6 +72,33 @@ func (vm *hangingVM) CreateSnapshotTask(req *types.CreateSnapshot_Task) soap.Has
 	return &methods.CreateSnapshot_TaskBody{Res: &types.CreateSnapshot_TaskResponse{Returnval: task.Self}}
 }
 
+// certificate: a fresh self-signed ECDSA certificate for 127.0.0.1, ::1 and localhost (the simulator's
+// built-in one is RSA-1024, which OpenSSL refuses as too weak), and its PEM for the clients to trust.
+func certificate() (tls.Certificate, string) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		fatal("generating a key: %v", err)
+	}
+	template := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "vcsim"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	if err != nil {
+		fatal("creating a certificate: %v", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
+		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
 func list(value string) []string {
 	var out []string
 	for _, item := range strings.Split(value, ",") {
@@ -74,8 +109,11 @@ func list(value string) []string {
 	return out
 }
 
+var cleanup = func() {}
+
 func fatal(format string, args ...interface{}) {
 	fmt.Fprintf(os.Stderr, "vcsim: "+format+"\n", args...)
+	cleanup()
 	os.Exit(2)
 }
 
@@ -98,6 +136,7 @@ func main() {
 	if err := model.Create(); err != nil {
 		fatal("creating the inventory: %v", err)
 	}
+	cleanup = model.Remove // the datastores' temporary directories
 	defer model.Remove()
 
 	vms := map[string]*simulator.VirtualMachine{}
@@ -142,8 +181,11 @@ func main() {
 	if *username != "" {
 		model.Service.Listen.User = url.UserPassword(*username, *password)
 	}
+	certPEM := ""
 	if *useTLS {
-		model.Service.TLS = new(tls.Config)
+		var cert tls.Certificate
+		cert, certPEM = certificate()
+		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	server := model.Service.NewServer()
 	defer server.Close()
@@ -162,9 +204,10 @@ func main() {
 		"username": user,
 		"password": pass,
 		// without -username/-password the simulator accepts any non-empty user and password
-		"any_login": *username == "",
-		"vms":       names,
-		"pid":       os.Getpid(),
+		"any_login":   *username == "",
+		"vms":         names,
+		"pid":         os.Getpid(),
+		"certificate": certPEM, // PEM of the self-signed certificate with -tls, else empty
 	})
 	fmt.Println(string(ready))
 

@@ -1,0 +1,82 @@
+"""snapshot: before anything changes, a VM snapshot, by vCenter (pyvmomi) or by a person who confirms.
+
+Physical servers are skipped. The snapshot is named with the run id, so a resumed run finds it instead
+of taking a second one, and the run's final summary says which snapshot to revert to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.models import StepRecord
+from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+
+
+def snapshot_name(ctx: StepContext) -> str:
+    return f"idm-upgrade {ctx.run.id} before connector {ctx.config.installer.version}"
+
+
+def vm_name(ctx: StepContext) -> str:
+    return ctx.config.hosts[ctx.host].vm_name or ctx.host
+
+
+class Snapshot(Step):
+    id = "snapshot"
+    title = "Snapshot the virtual machine"
+
+    async def check(self, ctx: StepContext) -> CheckResult:
+        machine = ctx.facts.get("preflight", {}).get("machine", {})
+        if not machine.get("virtual"):
+            return CheckResult(
+                False, f"physical server ({machine.get('manufacturer')} {machine.get('model')}): no VM snapshot"
+            )
+        vcenter = ctx.services.get("vcenter")
+        if vcenter is None:
+            return CheckResult(True, f"take a snapshot of VM {vm_name(ctx)} by hand, then confirm", {"manual": True})
+        existing = await vcenter.find_snapshot(vm_name(ctx), snapshot_name(ctx))
+        if existing:
+            return CheckResult(False, f"snapshot '{existing.name}' already taken", {"snapshot": _facts(existing)})
+        return CheckResult(True, f"snapshot VM {vm_name(ctx)} in vCenter", {"vm": vm_name(ctx)})
+
+    def gate_for(self, ctx: StepContext, check: CheckResult) -> str | None:
+        return "snapshot" if check.facts.get("manual") else None
+
+    def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
+        return {
+            "what_to_do": f"take a snapshot of VM {vm_name(ctx)} (without memory) named '{snapshot_name(ctx)}', "
+            "then click Snapshot taken",
+            "why": "the vendor procedure: snapshot a virtual connector before upgrading it",
+        }
+
+    async def apply(self, ctx: StepContext) -> dict[str, Any]:
+        vcenter = ctx.services.get("vcenter")
+        if vcenter is None:
+            return {"manual": True, "snapshot": {"name": snapshot_name(ctx), "taken_by": "a person (confirmed)"}}
+        taken = await vcenter.take_snapshot(
+            vm_name(ctx),
+            snapshot_name(ctx),
+            f"Taken by idm-upgrade before upgrading the connector; run {ctx.run.id}",
+            deadline=ctx.config.vcenter.snapshot_timeout_seconds,
+        )
+        return {"snapshot": _facts(taken)}
+
+    async def verify(self, ctx: StepContext) -> VerifyResult:
+        vcenter = ctx.services.get("vcenter")
+        if vcenter is None:
+            return VerifyResult(True, f"a person confirmed the snapshot of VM {vm_name(ctx)}")
+        found = await vcenter.find_snapshot(vm_name(ctx), snapshot_name(ctx))
+        if found is None:
+            raise StepFailed(f"no snapshot named '{snapshot_name(ctx)}' on VM {vm_name(ctx)} after taking it")
+        return VerifyResult(
+            True, f"snapshot '{found.name}' ({found.id}) is on VM {vm_name(ctx)}", {"snapshot": _facts(found)}
+        )
+
+    def closing_note(self, record: StepRecord) -> str | None:
+        snapshot = record.facts.get("snapshot")
+        if snapshot and record.state.value in ("succeeded", "skipped"):
+            return f"If something is wrong, revert the VM to snapshot '{snapshot['name']}'"
+        return None
+
+
+def _facts(snapshot) -> dict[str, Any]:
+    return {"name": snapshot.name, "id": snapshot.id, "vm": snapshot.vm, "quiesced": snapshot.quiesced}

@@ -1,0 +1,148 @@
+"""starttls: turn STARTTLS off on every AD-over-IWA directory, after approval, and read it back.
+
+The change is tenant-wide: the second host of a batch finds it already off. Where the API cannot do
+it (directory_change = "manual", no tenant URL, or the service rejects the update) a person makes the
+change in the console and confirms, and the bot reads it back where it can.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.workspace_one import Directory, WorkspaceOneClient, WorkspaceOneRejected
+from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+
+CONSOLE_PATH = (
+    "Identity & Access Management > Manage > Directories > select the directory > clear "
+    "'This directory requires all connections to use STARTTLS' > Save"
+)
+ALREADY_OFF = "STARTTLS already off (the KB 77158 hotfix may have done this)"
+
+
+def workspace_one(ctx: StepContext) -> WorkspaceOneClient | None:
+    return ctx.services.get("workspace_one")
+
+
+def describe(directories: list[Directory]) -> list[dict[str, Any]]:
+    return [{"name": d.name, "id": d.id, "useStartTls": bool(d.document.get("useStartTls"))} for d in directories]
+
+
+def still_on(directories: list[Directory]) -> list[Directory]:
+    return [d for d in directories if d.document.get("useStartTls")]
+
+
+class StartTls(Step):
+    id = "starttls"
+    title = "Turn STARTTLS off on AD-over-IWA directories"
+    gate = "STARTTLS"
+
+    async def check(self, ctx: StepContext) -> CheckResult:
+        client = workspace_one(ctx)
+        if client is None:
+            return CheckResult(
+                True,
+                "Workspace ONE Access is not configured (workspace_one.url, WS1_CLIENT_ID/SECRET): "
+                "a person checks STARTTLS in the console",
+                {"manual": True},
+            )
+        directories = await client.iwa_directories()
+        on = still_on(directories)
+        facts = {"iwa_directories": describe(directories)}
+        if not on:
+            return CheckResult(False, ALREADY_OFF if directories else "no AD-over-IWA directory in this tenant", facts)
+        names = ", ".join(f"{d.name} ({d.id})" for d in on)
+        return CheckResult(True, f"STARTTLS is on for {names}", {**facts, "to_change": describe(on)})
+
+    def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
+        if check.facts.get("manual"):
+            return {"what_changes": "STARTTLS off on every AD-over-IWA directory, by a person in the console"}
+        return {
+            "what_changes": "useStartTls: true → false on these directories, nothing else in their configuration; "
+            "the change is tenant-wide (every connector)",
+            "directories": check.facts["to_change"],
+            "why": "after the upgrade, AD over IWA does not work with STARTTLS (vendor procedure)",
+        }
+
+    async def apply(self, ctx: StepContext) -> dict[str, Any]:
+        client = workspace_one(ctx)
+        if client is None or ctx.config.workspace_one.directory_change == "manual":
+            await self._by_hand(ctx, "directory_change = manual" if client else "no API access")
+            return {"changed_by": "a person in the console"}
+        changed, rejected = [], None
+        for directory in still_on(await client.iwa_directories()):
+            try:
+                await client.update_directory(directory, {"useStartTls": False})
+                changed.append({"name": directory.name, "id": directory.id})
+            except WorkspaceOneRejected as exc:
+                rejected = exc
+                break
+        if rejected is not None:
+            ctx.note(f"the service rejected the update ({rejected}); asking a person to use the console")
+            await self._by_hand(ctx, f"the API rejected the update (HTTP {rejected.status})")
+            return {"changed_by_api": changed, "changed_by": "a person in the console", "api_rejected": str(rejected)}
+        return {"changed_by_api": changed}
+
+    async def _by_hand(self, ctx: StepContext, why: str) -> None:
+        await ctx.confirm(
+            "STARTTLS console",
+            f"turn STARTTLS off by hand ({why}): {CONSOLE_PATH}, for every AD-over-IWA directory; then confirm",
+            {"what_to_do": CONSOLE_PATH, "why": why},
+        )
+
+    async def verify(self, ctx: StepContext) -> VerifyResult:
+        client = workspace_one(ctx)
+        if client is None:
+            return VerifyResult(True, "confirmed by a person (not read back: no API access)")
+        directories = await client.iwa_directories()
+        on = still_on(directories)
+        if on:
+            raise StepFailed(
+                "STARTTLS is still on for "
+                + ", ".join(f"{d.name} ({d.id})" for d in on)
+                + f"; turn it off in the console ({CONSOLE_PATH}) and run again",
+                {"iwa_directories": describe(directories)},
+            )
+        return VerifyResult(
+            True,
+            "STARTTLS is off on every AD-over-IWA directory (read back)",
+            {"iwa_directories": describe(directories)},
+        )
+
+
+class PostCheck(Step):
+    id = "postcheck"
+    title = "STARTTLS stays off"
+    always_run = True
+
+    def unavailable(self, config) -> str | None:
+        if not config.workspace_one.url:
+            return "workspace_one.url is not set; by hand: confirm STARTTLS is still off on every AD-over-IWA directory"
+        return None
+
+    async def check(self, ctx: StepContext) -> CheckResult:
+        return CheckResult(True, "read the AD-over-IWA directories again")
+
+    async def apply(self, ctx: StepContext) -> dict[str, Any]:
+        return {}
+
+    async def verify(self, ctx: StepContext) -> VerifyResult:
+        client = workspace_one(ctx)
+        if client is None:
+            raise StepFailed("Workspace ONE Access credentials are missing (WS1_CLIENT_ID / WS1_CLIENT_SECRET)")
+        directories = await client.iwa_directories()
+        on = still_on(directories)
+        facts = {"iwa_directories": describe(directories)}
+        if on:
+            raise StepFailed(
+                "STARTTLS is back ON for "
+                + ", ".join(f"{d.name} ({d.id})" for d in on)
+                + ": AD over IWA does not work with STARTTLS on the upgraded connector. Turn it off again: "
+                + CONSOLE_PATH,
+                facts,
+            )
+        return VerifyResult(
+            True,
+            "STARTTLS is off on every AD-over-IWA directory. Reminder: do not enable STARTTLS for these "
+            "directories again; AD over IWA does not work with it",
+            facts,
+        )
