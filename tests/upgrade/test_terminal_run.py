@@ -108,7 +108,9 @@ def test_terminal_upgrade_with_a_person_answering(tmp_path, sandbox_host):
     seen = stats(info)
     assert seen["installs_started"] == 1 and seen["reboots_requested"] == 1
     conn = sqlite3.connect(tmp_path / "idm-upgrade.db")
-    actors = {row[0] for row in conn.execute("SELECT actor FROM audit WHERE event IN ('approval.granted', 'approval.denied')")}
+    actors = {
+        row[0] for row in conn.execute("SELECT actor FROM audit WHERE event IN ('approval.granted', 'approval.denied')")
+    }
     assert actors == {f"cli:{getpass.getuser()}"}
 
 
