@@ -90,6 +90,8 @@ class SlackConfig(_Section):
     allow_self_approval: bool = False
     min_approvals: int = Field(default=1, ge=1, le=10)
     approval_timeout_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
+    messages_per_second: float = Field(default=1.0, gt=0, le=10)
+    max_hosts_per_request: int = Field(default=20, ge=1, le=200)
 
     @field_validator("channel")
     @classmethod

@@ -146,7 +146,18 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["outbox"].create_index(["state", "channel", "id"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    # The Slack thread of each run: where its card is, and how far the audit trail has been projected.
+    db.execute(
+        """CREATE TABLE slack_threads (
+            run_id TEXT PRIMARY KEY REFERENCES runs(id), channel TEXT NOT NULL, card_ts TEXT,
+            projected_seq INTEGER NOT NULL DEFAULT 0)"""
+    )
+    db.execute("ALTER TABLE outbox ADD COLUMN approval_id TEXT")
+    db["outbox"].create_index(["approval_id"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

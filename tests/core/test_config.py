@@ -36,6 +36,8 @@ approvers = ["W0ENTUSER1"]
 allow_self_approval = true
 min_approvals = 2
 approval_timeout_minutes = 15
+messages_per_second = 0.5
+max_hosts_per_request = 5
 [preflight]
 min_free_disk_gb = 7.5
 pending_reboot = "ask"
@@ -122,6 +124,8 @@ def test_every_key_is_parsed():
         "allow_self_approval": True,
         "min_approvals": 2,
         "approval_timeout_minutes": 15,
+        "messages_per_second": 0.5,
+        "max_hosts_per_request": 5,
     }
     assert config.preflight.min_free_disk_gb == 7.5 and config.preflight.pending_reboot == "ask"
     assert config.database.path == "/tmp/x.db"

@@ -1,0 +1,187 @@
+"""Slack messages for a run, built with slack_sdk's Block Kit models and kept within Slack's limits.
+
+Pure functions of stored records: the card (updated in place), thread replies, approval requests.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+
+from bot.models import Approval, AuditEvent, Run, RunState, StepRecord, StepState
+
+SECTION_LIMIT = 2900  # Slack allows 3,000 characters in a section's text
+TEXT_LIMIT = 3500  # the fallback `text` of a message; Slack truncates beyond 40,000
+
+MARKS = {
+    StepState.pending: "⬜",
+    StepState.checking: "⏳",
+    StepState.applying: "⏳",
+    StepState.verifying: "⏳",
+    StepState.waiting_approval: "✋",
+    StepState.succeeded: "✅",
+    StepState.skipped: "⏭️",
+    StepState.failed: "❌",
+    StepState.cancelled: "🚫",
+    StepState.unavailable: "⚠️",
+}
+RUN_MARKS = {
+    RunState.queued: "🕒",
+    RunState.running: "⏳",
+    RunState.waiting_approval: "✋",
+    RunState.succeeded: "✅",
+    RunState.failed: "❌",
+    RunState.cancelled: "🚫",
+}
+
+
+def fit(text: str, limit: int = SECTION_LIMIT) -> str:
+    if len(text) <= limit:
+        return text
+    note = f"… (truncated: {len(text) - limit} more characters; `idm-upgrade audit export` has all of it)"
+    return text[: limit - len(note)] + note
+
+
+def section(text: str) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=fit(text)))
+
+
+def context(text: str) -> ContextBlock:
+    return ContextBlock(elements=[MarkdownTextObject(text=fit(text))])
+
+
+def message(text: str, blocks: list[Block]) -> dict[str, Any]:
+    return {"text": fit(text, TEXT_LIMIT), "blocks": [b.to_dict() for b in blocks]}
+
+
+def card(run: Run, steps: list[StepRecord], titles: dict[str, str], target: str) -> dict[str, Any]:
+    """The run card: host, versions, requester, state (one of the contract's words), step checklist."""
+    preflight = next((s.facts for s in steps if s.step == "preflight"), {})
+    current = (preflight.get("connector") or {}).get("version") or "?"
+    checklist = "\n".join(
+        f"{MARKS[s.state]} {titles.get(s.step, s.step)}"
+        + (f" — {s.state.label}" if s.state not in (StepState.pending, StepState.succeeded) else "")
+        for s in steps
+    )
+    blocks: list[Block] = [
+        HeaderBlock(text=f"Connector upgrade: {run.host}"),
+        section(
+            f"*State:* {RUN_MARKS[run.state]} {run.state.label}\n"
+            f"*Version:* {current} → {target}{'  (check only)' if run.check_only else ''}\n"
+            f"*Requested by:* <@{run.requester}>\n*Run:* `{run.id}`"
+        ),
+        section(checklist),
+    ]
+    if run.result and not run.state.active:
+        blocks.append(section(f"*Result:* {run.result}"))
+    if run.state.active:
+        blocks.append(
+            ActionsBlock(
+                elements=[
+                    ButtonElement(text="Cancel run", action_id="cancel_run", value=run.id, style="danger"),
+                ]
+            )
+        )
+    text = f"Connector upgrade on {run.host}: {run.state.label} ({run.id})"
+    return message(text, blocks)
+
+
+def _facts_line(facts: dict[str, Any]) -> str:
+    """The few facts that matter, in words: exit codes, versions, durations, snapshot names."""
+    keep = []
+    for key in ("exit_code", "attempts", "seconds", "jre_changed", "reboot_required", "boot_time_after"):
+        if key in facts:
+            keep.append(f"{key.replace('_', ' ')}: {facts[key]}")
+    if "snapshot" in facts and isinstance(facts["snapshot"], dict):
+        keep.append(f"snapshot: {facts['snapshot'].get('name')}")
+    if "java_after" in facts:
+        keep.append(f"JRE: {facts['java_before'].get('version')} → {facts['java_after'].get('version')}")
+    if facts.get("log_tail"):
+        keep.append("log: " + " | ".join(facts["log_tail"][-5:]))
+    return "; ".join(keep)
+
+
+def step_reply(event: AuditEvent, record: StepRecord | None, title: str) -> dict[str, Any]:
+    reason = event.detail.get("reason") or ""
+    if event.event == "step.started":
+        attempt = record.attempts if record else 1
+        text = f"▶️ *{title}*: started" + (f" (attempt {attempt}, after a restart)" if attempt > 1 else "")
+        return message(f"{title}: started", [section(text)])
+    mark = {"step.succeeded": "✅", "step.skipped": "⏭️", "step.failed": "❌"}[event.event]
+    if event.detail.get("not_available"):
+        mark = "⚠️"
+    word = {"step.succeeded": "done", "step.skipped": "skipped", "step.failed": "FAILED"}[event.event]
+    duration = ""
+    if record and record.started_at and record.finished_at:
+        duration = f" in {(record.finished_at - record.started_at).total_seconds():.0f} s"
+    blocks: list[Block] = [section(f"{mark} *{title}*: {word}{duration}\n{reason}")]
+    if record and (facts := _facts_line(record.facts)):
+        blocks.append(context(facts))
+    return message(f"{title}: {word}: {reason}", blocks)
+
+
+def approval_request(approval: Approval, run: Run, title: str) -> dict[str, Any]:
+    """What an approver needs: what changes, why, what was verified so far, who asked; and the buttons."""
+    evidence = dict(approval.evidence)
+    kind = evidence.pop("kind", "approval")
+    lines = [f"*{approval.gate} {kind} needed* for `{run.host}` ({title})"]
+    for key in ("what_changes", "what_to_do", "why", "directories", "verified_so_far"):
+        if key in evidence:
+            value = evidence[key]
+            if isinstance(value, list):
+                value = "\n".join(f"• {json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v}" for v in value)
+            elif isinstance(value, dict):
+                value = ", ".join(f"{k}: {v}" for k, v in value.items())
+            lines.append(f"*{key.replace('_', ' ').capitalize()}:* {value}")
+    lines.append(f"*Asked by:* <@{run.requester}> · expires {approval.expires_at:%Y-%m-%d %H:%M} UTC")
+    if approval.min_approvals > 1:
+        lines.append(f"*Needs:* {approval.min_approvals} different approvers")
+    if kind == "confirmation":
+        action = "snapshot_taken" if approval.gate == "snapshot" else "approve"
+        label = "Snapshot taken" if approval.gate == "snapshot" else "Done"
+        buttons = [
+            ButtonElement(text=label, action_id=action, value=approval.id, style="primary"),
+            ButtonElement(text="Cannot do it", action_id="deny", value=approval.id, style="danger"),
+        ]
+    else:
+        buttons = [
+            ButtonElement(text="Approve", action_id="approve", value=approval.id, style="primary"),
+            ButtonElement(text="Deny", action_id="deny", value=approval.id, style="danger"),
+        ]
+    blocks: list[Block] = [section("\n".join(lines)), ActionsBlock(block_id=f"decide-{approval.id}", elements=buttons)]
+    return message(f"{approval.gate} {kind} needed for {run.host}", blocks)
+
+
+def approval_decided(approval: Approval, run: Run, title: str) -> dict[str, Any]:
+    """The request again, its buttons replaced by who decided and when."""
+    request = approval_request(approval, run, title)
+    blocks = [b for b in request["blocks"] if b["type"] != "actions"]
+    if approval.decisions:
+        who = ", ".join(
+            f"{'approved' if d.decision == 'approve' else 'denied'} by <@{d.user}> at {d.at:%H:%M:%S} UTC"
+            + (f" ({d.comment})" if d.comment else "")
+            for d in approval.decisions
+        )
+    else:
+        who = approval.state.value
+    blocks.append(context(f"*{approval.state.value.upper()}*: {who}"))
+    return {"text": f"{approval.gate}: {approval.state.value}", "blocks": blocks}
+
+
+def run_finished(run: Run) -> dict[str, Any]:
+    text = f"{RUN_MARKS[run.state]} *{run.host}: {run.state.label}* — {run.result or ''} (`{run.id}`)"
+    return message(f"{run.host}: {run.state.label}: {run.result or ''}", [section(text)])
+
+
+def note(text: str, title: str) -> dict[str, Any]:
+    return message(f"{title}: {text}", [context(f"_{title}_: {text}")])
