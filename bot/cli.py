@@ -153,7 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(config, str(config_path(args.config)))
     if args.command == "serve":
-        return _not_built("the Slack front end", "issue 6")
+        import asyncio
+
+        from bot.serve import serve
+
+        try:
+            return asyncio.run(serve(config, socket_mode=args.socket_mode, http=args.http, port=args.port))
+        except KeyboardInterrupt:
+            return EXIT_OK
     if args.command == "run":
         import asyncio
 

@@ -32,7 +32,6 @@ def test_audit_help_lists_export_and_verify(capsys):
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["serve"], "the Slack front end is not built yet"),
         (["sandbox"], "the sandbox upgrade is not built yet"),
     ],
 )

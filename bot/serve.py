@@ -1,0 +1,36 @@
+"""Run the Slack bot until interrupted: Socket Mode when SLACK_APP_TOKEN is set, HTTP otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from bot.config import Config, Secrets
+from bot.lease import EngineBusy
+from bot.services import ServicesError
+from bot.slack_app import SlackBot, StartupError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+async def serve(config: Config, *, socket_mode: bool = False, http: bool = False, port: int = 3000) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    secrets = Secrets.from_env()
+    use_socket = socket_mode or (secrets.slack_app_token is not None and not http)
+    try:
+        bot = SlackBot(config, secrets, socket_mode=use_socket)
+    except (StartupError, ServicesError, EngineBusy, ValueError) as exc:
+        sys.stderr.write(f"idm-upgrade: {exc}\n")
+        return EXIT_USAGE
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await bot.start(port=port, host="0.0.0.0")
+    try:
+        await stop.wait()
+    finally:
+        await bot.stop()
+    return EXIT_OK

@@ -1,0 +1,148 @@
+"""`idm-upgrade serve`: wiring only. Bolt app, handlers, engine, progress thread; HTTP or Socket Mode."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.approvals import ApprovalPolicy
+from bot.config import Config, Secrets
+from bot.engine import Engine
+from bot.lease import EngineLease
+from bot.progress import SlackProgress
+from bot.services import build_services, close_services
+from bot.slack_context import SlackContext, SlackGroups
+from bot.store import Store
+from handlers import actions, commands
+from steps.plan import upgrade_plan
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(ValueError):
+    """Something the bot needs to start is missing; the message names it."""
+
+
+def web_client(token: str, api_url: str | None = None) -> AsyncWebClient:
+    base = api_url or os.environ.get("SLACK_API_URL") or "https://slack.com/api/"
+    return AsyncWebClient(
+        token=token,
+        base_url=base if base.endswith("/") else base + "/",
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def require(secrets: Secrets, *names: str) -> dict[str, str]:
+    values = {}
+    for name in names:
+        value = getattr(secrets, name.lower())
+        if value is None:
+            raise StartupError(f"{name} is not set in the environment; the Slack app needs it (see README)")
+        values[name] = value.get_secret_value()
+    return values
+
+
+class SlackBot:
+    def __init__(
+        self,
+        config: Config,
+        secrets: Secrets,
+        *,
+        socket_mode: bool,
+        api_url: str | None = None,
+        services: dict[str, Any] | None = None,
+    ):
+        names = ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"] + (["SLACK_APP_TOKEN"] if socket_mode else [])
+        tokens = require(secrets, *names)
+        self.config, self.socket_mode = config, socket_mode
+        self.app_token = tokens.get("SLACK_APP_TOKEN")
+        self.lease = EngineLease(config.database.path).acquire()
+        try:
+            self.services = services if services is not None else build_services(config, secrets)
+        except BaseException:
+            self.lease.release()
+            raise
+        self.client = web_client(tokens["SLACK_BOT_TOKEN"], api_url)
+        self.policy = ApprovalPolicy(config.slack, SlackGroups(self.client))
+        self.store = Store(config.database.path)
+        self.engine = Engine(self.store, config, upgrade_plan(), policy=self.policy, services=self.services)
+        self.progress = SlackProgress(self.engine, self.client, config)
+        self.engine.progress.sinks.append(self.progress)
+        self.app = AsyncApp(
+            client=self.client, signing_secret=tokens["SLACK_SIGNING_SECRET"], process_before_response=False
+        )
+        deps = SlackContext(self.engine, config, self.policy, self.progress.titles)
+        commands.register(self.app, deps)
+        actions.register(self.app, deps)
+        self._runner: web.AppRunner | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._slack_ok: tuple[float, bool] = (0.0, False)
+        self.url: str | None = None
+
+    async def start(self, port: int = 3000, host: str = "127.0.0.1") -> None:
+        await self.engine.start()
+        self.progress.start()
+        await self.progress.catch_up()
+        if self.socket_mode:
+            self._socket = AsyncSocketModeHandler(self.app, self.app_token, web_client=self.client)
+            await self._socket.connect_async()
+            log.info("connected to Slack with Socket Mode")
+            return
+        web_app = web.Application()
+        web_app.router.add_post("/slack/events", self._events)
+        web_app.router.add_get("/healthz", self._health)
+        self._runner = web.AppRunner(web_app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = self._runner.addresses[0][1]
+        self.url = f"http://{host}:{bound}"
+        log.info("serving Slack at %s/slack/events", self.url)
+
+    async def _events(self, request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await self.app.async_dispatch(await to_bolt_request(request)))
+
+    async def _health(self, request: web.Request) -> web.Response:
+        try:
+            await self.engine.db(lambda: self.store.conn.execute("SELECT 1").fetchone())
+            database = "ok"
+        except Exception as exc:
+            database = f"error: {type(exc).__name__}"
+        checked, ok = self._slack_ok
+        if time.monotonic() - checked > 30:
+            try:
+                ok = bool((await self.client.auth_test()).get("ok"))
+            except Exception:
+                ok = False
+            self._slack_ok = (time.monotonic(), ok)
+        body = {"database": database, "slack": "ok" if ok else "unreachable"}
+        healthy = database == "ok" and ok
+        return web.json_response({"ok": healthy, **body}, status=200 if healthy else 503)
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.progress.stop()
+        await self.engine.stop()
+        await close_services(self.services)
+        self.store.close()
+        self.lease.release()

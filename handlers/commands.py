@@ -1,0 +1,50 @@
+"""`/idm-upgrade`: ack at once, parse, authorize, hand to the engine, answer the person ephemerally."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.commands import USAGE, Command, CommandError, parse
+from bot.slack_context import SlackContext
+from bot.store import HostBusy
+
+log = logging.getLogger(__name__)
+
+
+def register(app: AsyncApp, deps: SlackContext) -> None:
+    @app.command("/idm-upgrade")
+    async def idm_upgrade(ack, command, respond) -> None:
+        await ack()
+        user = command["user_id"]
+        try:
+            parsed = parse(command.get("text") or "", list(deps.config.hosts), deps.config.slack.max_hosts_per_request)
+            reply = await _run(parsed, user, deps)
+        except CommandError as exc:
+            reply = str(exc)
+        await respond(text=reply, response_type="ephemeral")
+
+
+async def _run(command: Command, user: str, deps: SlackContext) -> str:
+    engine = deps.engine
+    if command.verb == "help":
+        return USAGE
+    if command.verb in ("upgrade", "check"):
+        verdict = await deps.policy.may_request(user)
+        if not verdict.allowed:
+            log.info("refused /idm-upgrade from %s: %s", user, verdict.reason)
+            return f"Not started: {verdict.reason}."
+        try:
+            runs = await engine.submit(list(command.hosts), user, check_only=command.verb == "check")
+        except HostBusy as exc:
+            return f"Not started: {exc}."
+        what = "Preflight check" if command.verb == "check" else "Upgrade"
+        ids = ", ".join(f"`{r.id}` ({r.host})" for r in runs)
+        order = " one after another, stopping at the first failure" if len(runs) > 1 else ""
+        return f"{what} queued{order}: {ids}. Follow it in <#{deps.config.slack.channel}>."
+    if command.verb == "cancel":
+        return (await engine.cancel(command.run_id, user)).message
+    if command.verb == "status":
+        return await deps.status_text(command.run_id)
+    return await deps.history_text(command.hosts[0] if command.hosts else None)
