@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 
 from bot.approvals import ApprovalPolicy, gate_kind
 from bot.config import Config
+from bot.errors import ExternalSystemError
 from bot.models import ApprovalState, Run, RunState, StepState, utcnow
 from bot.sink import ProgressEvent, SinkDispatcher
 from bot.store import DecisionOutcome, Store, UnknownRecord
-from bot.winrm import ExecutorError
 from steps.base import CheckResult, Step, StepContext, StepFailed
 
 log = logging.getLogger(__name__)
@@ -329,7 +329,7 @@ class Engine:
             await self._fail(run, step.id, exc.reason, exc.facts)
         except (asyncio.CancelledError, RunStopped):
             raise
-        except ExecutorError as exc:  # the host could not be worked on; the message says why
+        except ExternalSystemError as exc:  # a host or service refused or was away; the message says why
             await self._fail(run, step.id, f"during {phase}: {exc}")
         except Exception as exc:
             log.exception("%s %s raised during %s", run.id, step.id, phase)

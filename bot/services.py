@@ -35,13 +35,12 @@ def build_services(config: Config, secrets: Secrets) -> dict[str, Any]:
                     "vcenter.url is set but VCENTER_USERNAME / VCENTER_PASSWORD are not; set them, or remove "
                     "vcenter.url to have a person take the snapshots"
                 )
+            from bot.vcenter import VCenterClient, VCenterError
+
             try:
-                from bot.vcenter import VCenterClient
-            except ImportError:
-                raise ServicesError(
-                    "vcenter.url is set but pyvmomi is not installed: pip install 'idm-upgrade-bot[vcenter]'"
-                ) from None
-            services["vcenter"] = VCenterClient(config.vcenter, secrets)
+                services["vcenter"] = VCenterClient(config.vcenter, secrets)
+            except VCenterError as exc:  # pyVmomi missing: the message says which extra to install
+                raise ServicesError(str(exc)) from None
     except BaseException:
         services["winrm"].close()
         raise

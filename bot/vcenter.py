@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from bot.config import Secrets, VCenterConfig
+from bot.errors import ExternalSystemError
 
 try:  # the optional "vcenter" extra; the errors and Snapshot stay importable without it
     from pyVim.connect import Disconnect, SmartConnect
@@ -46,7 +47,7 @@ CALL_TIMEOUT_SECONDS = 120.0  # any one SOAP call once connected
 TOOLS_RUNNING = "guestToolsRunning"
 
 
-class VCenterError(Exception):
+class VCenterError(ExternalSystemError):
     """vCenter did not do what was asked. The message is for people: no user name, no password."""
 
 

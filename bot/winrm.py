@@ -40,6 +40,7 @@ from winrm.exceptions import (
 from winrm.protocol import Protocol
 
 from bot.config import Config, Secrets
+from bot.errors import ExternalSystemError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ TRANSPORT_EXTRAS = {
 }
 
 
-class ExecutorError(Exception):
+class ExecutorError(ExternalSystemError):
     """A command on a host did not give a result. ``retryable`` marks transport trouble worth retrying."""
 
     retryable = False

@@ -32,6 +32,7 @@ from urllib.parse import quote
 import aiohttp
 
 from bot.config import Secrets, WorkspaceOneConfig
+from bot.errors import ExternalSystemError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ TOKEN_MARGIN_SECONDS = 30.0  # refresh this long before the token's announced ex
 _EXCERPT_LIMIT = 200
 
 
-class WorkspaceOneError(Exception):
+class WorkspaceOneError(ExternalSystemError):
     """A Workspace ONE Access call failed; the message names the call and the reason, never a secret."""
 
     def __init__(self, message: str, *, call: str | None = None, status: int | None = None) -> None:

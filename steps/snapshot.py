@@ -33,7 +33,7 @@ class Snapshot(Step):
         vcenter = ctx.services.get("vcenter")
         if vcenter is None:
             return CheckResult(True, f"take a snapshot of VM {vm_name(ctx)} by hand, then confirm", {"manual": True})
-        existing = await vcenter.find_snapshot(vm_name(ctx), snapshot_name(ctx))
+        existing = await vcenter.find_snapshot(vm_name(ctx), snapshot_name(ctx), host=ctx.host)
         if existing:
             return CheckResult(False, f"snapshot '{existing.name}' already taken", {"snapshot": _facts(existing)})
         return CheckResult(True, f"snapshot VM {vm_name(ctx)} in vCenter", {"vm": vm_name(ctx)})
@@ -57,6 +57,7 @@ class Snapshot(Step):
             snapshot_name(ctx),
             f"Taken by idm-upgrade before upgrading the connector; run {ctx.run.id}",
             deadline=ctx.config.vcenter.snapshot_timeout_seconds,
+            host=ctx.host,
         )
         return {"snapshot": _facts(taken)}
 
@@ -64,7 +65,7 @@ class Snapshot(Step):
         vcenter = ctx.services.get("vcenter")
         if vcenter is None:
             return VerifyResult(True, f"a person confirmed the snapshot of VM {vm_name(ctx)}")
-        found = await vcenter.find_snapshot(vm_name(ctx), snapshot_name(ctx))
+        found = await vcenter.find_snapshot(vm_name(ctx), snapshot_name(ctx), host=ctx.host)
         if found is None:
             raise StepFailed(f"no snapshot named '{snapshot_name(ctx)}' on VM {vm_name(ctx)} after taking it")
         return VerifyResult(

@@ -330,3 +330,16 @@ async def test_terminal_sink_reports_each_step(engine_factory):
     assert f"[{run.id} host01 bravo] STARTTLS approval needed: bravo will be set" in lines
     assert lines[-1] == f"[{run.id} host01] succeeded: all steps done"
     await engine.stop()
+
+
+async def test_confirmations_are_open_to_the_requester_and_approvers_only(make_config):
+    from bot.models import Run
+
+    config = make_config()
+    policy = ApprovalPolicy(config.slack, StaticGroups({GROUP: {GROUP_MEMBER}}))
+    run = Run.model_construct(requester=REQUESTER)
+    assert (await policy.may_decide(REQUESTER, run, "approve", "snapshot")).allowed
+    assert (await policy.may_decide(GROUP_MEMBER, run, "approve", "STARTTLS console")).allowed
+    refused = await policy.may_decide(OUTSIDER, run, "approve", "snapshot")
+    assert not refused.allowed and "may confirm" in refused.reason
+    assert not (await policy.may_decide(REQUESTER, run, "approve", "reboot")).allowed  # an approval stays one

@@ -40,8 +40,18 @@ class Clicker:
                 await self.engine.decide(event.data["approval_id"], APPROVER, decision)
 
 
-def sandbox_config(host, db_path, extra: str = "", reboot_timeout: float = 20, ws1_url: str | None = None):
-    url = urlsplit(host.endpoint)
+def sandbox_config(
+    host,
+    db_path,
+    extra: str = "",
+    reboot_timeout: float = 20,
+    ws1_url: str | None = None,
+    *,
+    more_hosts: tuple = (),
+    vcenter_url: str | None = None,
+    vm_name: str | None = None,
+):
+    """A real configuration for simulated hosts (host01, host02, ...): what an operator would write."""
     sections = {
         "preflight": "",
         "connector": "",
@@ -49,14 +59,22 @@ def sandbox_config(host, db_path, extra: str = "", reboot_timeout: float = 20, w
         "winrm": "",
         "installer": "",
         "workspace_one": f'url = "{ws1_url}"' if ws1_url else "",
+        "vcenter": f'url = "{vcenter_url}"' if vcenter_url else "",
     }
     for line in extra.strip().splitlines():
         section, _, setting = line.partition(":")
         sections[section.strip()] += "\n" + setting.strip()
+    tables = ""
+    for index, each in enumerate((host, *more_hosts), start=1):
+        url = urlsplit(each.endpoint)
+        tables += f'[hosts.host{index:02d}]\naddress = "{url.hostname}"\nport = {url.port}\n'
+        if vm_name and index == 1:
+            tables += f'vm_name = "{vm_name}"\n'
     text = f"""
 [slack]
 channel = "C0OPSCHANL"
 approvers = ["{APPROVER}"]
+approval_timeout_minutes = 1
 [database]
 path = "{db_path}"
 [installer]
@@ -77,9 +95,9 @@ poll_seconds = 0.1
 {sections["winrm"]}
 [workspace_one]
 {sections["workspace_one"]}
-[hosts.host01]
-address = "{url.hostname}"
-port = {url.port}
+[vcenter]
+{sections["vcenter"]}
+{tables}
 """
     return parse_config(tomllib.loads(text))
 
@@ -89,23 +107,41 @@ def upgrade(tmp_path):
     """upgrade(scenario, decision=..., extra=...) -> (engine, host, clicker, run) after the run ended."""
     cleanups = []
 
-    async def go(scenario="default", *, decision="approve", extra="", check_only=False, tweak=None, ws1=None):
-        """ws1: a running WorkspaceOneStandIn (STARTTLS through the API), or None (console by hand)."""
+    async def go(
+        scenario="default", *, decision="approve", extra="", check_only=False, tweak=None, ws1=None, vcenter=None
+    ):
+        """ws1: a running WorkspaceOneStandIn (STARTTLS through the API), or None (console by hand);
+        vcenter: a running vCenter simulator (tests.vcsim), or None (snapshot by hand)."""
         reboot_timeout = 3 if scenario == "reboot-never-returns" else 20
         context = running_host(scenario)
         host = context.__enter__()
         cleanups.append(lambda: context.__exit__(None, None, None))
         if tweak:
             tweak(host.state)
-        config = sandbox_config(host, tmp_path / f"{scenario}.db", extra, reboot_timeout, ws1.url if ws1 else None)
+        config = sandbox_config(
+            host,
+            tmp_path / f"{scenario}.db",
+            extra,
+            reboot_timeout,
+            ws1.url if ws1 else None,
+            vcenter_url=vcenter["url"] if vcenter else None,
+            vm_name="DC0_H0_VM0" if vcenter else None,
+        )
         secrets = {"WINRM_USERNAME": host.username, "WINRM_PASSWORD": host.password}
         if ws1:
             secrets |= {"WS1_CLIENT_ID": ws1.client_id, "WS1_CLIENT_SECRET": ws1.client_secret}
+        if vcenter:
+            secrets |= {"VCENTER_USERNAME": vcenter["username"], "VCENTER_PASSWORD": vcenter["password"]}
         secrets = Secrets.from_env(secrets)
         services = build_services(config, secrets)
         services["winrm"].close()
         services["winrm"] = WinRMExecutor(config, secrets, retry_delays=(0.1, 0.2))
-        clicker = Clicker(decision) if isinstance(decision, str) else Clicker("approve", decision)
+        if isinstance(decision, Clicker):
+            clicker = decision
+        elif isinstance(decision, str):
+            clicker = Clicker(decision)
+        else:
+            clicker = Clicker("approve", decision)
         engine = Engine(
             Store(config.database.path),
             config,
