@@ -53,6 +53,7 @@ def sandbox_config(
 ):
     """A real configuration for simulated hosts (host01, host02, ...): what an operator would write."""
     sections = {
+        "slack": "",
         "preflight": "",
         "connector": "",
         "reboot": f"timeout_seconds = {reboot_timeout}",
@@ -75,6 +76,7 @@ def sandbox_config(
 channel = "C0OPSCHANL"
 approvers = ["{APPROVER}"]
 approval_timeout_minutes = 1
+{sections["slack"]}
 [database]
 path = "{db_path}"
 [installer]

@@ -1,0 +1,95 @@
+"""The bot as a real HTTP server (or Socket Mode client), the stand-in as Slack, simulated hosts behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from bot.config import Secrets
+from bot.models import ApprovalState
+from bot.slack_app import SlackBot
+from sandbox.slack import SlackStandIn
+from sandbox.slack_state import OPS_CHANNEL
+from sandbox.threaded import running_host
+from sandbox.workspace_one import WorkspaceOneStandIn
+from tests.upgrade.conftest import sandbox_config
+
+SIGNING_SECRET = "sandbox-signing-secret-7f3a"
+
+
+class Harness:
+    def __init__(self, slack, bot, host, ws1):
+        self.slack, self.bot, self.host, self.ws1 = slack, bot, host, ws1
+        self.sender = slack.sender(f"{bot.url}/slack/events", SIGNING_SECRET) if bot.url else None
+        self.store = bot.store
+
+    def runs(self):
+        return self.store.runs()
+
+    def ephemeral_texts(self, user: str) -> list[str]:
+        return [e.text for e in self.slack.ephemerals(user=user)]
+
+    async def settle(self, run_id: str, *, approver: str, timeout: float = 60, socket: bool = False) -> None:
+        """Click every open request's button as `approver` until the run ends and the thread is sent."""
+        clicked: set[str] = set()
+        for _ in range(int(timeout / 0.05)):
+            run = self.store.get_run(run_id)
+            if not run.state.active:
+                break
+            for approval in self.store.approvals(run_id):
+                if approval.state is not ApprovalState.open or approval.id in clicked:
+                    continue
+                action = "snapshot_taken" if approval.gate == "snapshot" else "approve"
+                found = self.slack.latest_button(OPS_CHANNEL, action, value=approval.id)
+                if found is None:
+                    continue  # not delivered to Slack yet
+                message, _button = found
+                if socket:
+                    await self.slack.socket_click_button(approver, action, value=approval.id, message_ts=message.ts)
+                else:
+                    response = await self.sender.click_button(
+                        approver, action, value=approval.id, message_ts=message.ts
+                    )
+                    assert response.status == 200
+                clicked.add(approval.id)
+            await asyncio.sleep(0.05)
+        assert not self.store.get_run(run_id).state.active, "the run did not finish"
+        assert await self.bot.progress.idle(timeout=60), "the outbox did not drain"
+
+
+@pytest.fixture
+async def slack_bot(tmp_path):
+    """slack_bot(scenario=..., socket_mode=..., ws1=True, extra=..., messages_per_second=...) -> Harness."""
+    stack = contextlib.AsyncExitStack()
+
+    async def start(scenario="default", *, socket_mode=False, ws1=True, extra="", messages_per_second=10):
+        slack = await stack.enter_async_context(SlackStandIn(signing_secret=SIGNING_SECRET))
+        host = stack.enter_context(running_host(scenario))
+        stand_in = await stack.enter_async_context(WorkspaceOneStandIn()) if ws1 else None
+        config = sandbox_config(
+            host,
+            tmp_path / "bot.db",
+            f"slack: messages_per_second = {messages_per_second}\n{extra}",
+            ws1_url=stand_in.url if stand_in else None,
+        )
+        env = {
+            "SLACK_BOT_TOKEN": "xoxb-sandbox",
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "WINRM_USERNAME": host.username,
+            "WINRM_PASSWORD": host.password,
+        }
+        if socket_mode:
+            env["SLACK_APP_TOKEN"] = "xapp-sandbox"
+        if stand_in:
+            env |= {"WS1_CLIENT_ID": stand_in.client_id, "WS1_CLIENT_SECRET": stand_in.client_secret}
+        bot = SlackBot(config, Secrets.from_env(env), socket_mode=socket_mode, api_url=slack.api_url)
+        await bot.start(port=0)
+        stack.push_async_callback(bot.stop)
+        if socket_mode:
+            await slack.wait_socket_connected(10)
+        return Harness(slack, bot, host, stand_in)
+
+    yield start
+    await stack.aclose()

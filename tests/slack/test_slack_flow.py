@@ -1,0 +1,167 @@
+"""Slack end to end: signed requests to the bot's HTTP endpoint (or Socket Mode), the stand-in as Slack."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from bot.models import RunState
+from sandbox.slack_state import APPROVER, OPS_CHANNEL, OUTSIDER, REQUESTER
+
+RUN_ID = re.compile(r"run-[0-9a-f]{8}")
+
+
+def checklist_matches_audit(harness, run_id: str) -> None:
+    """The card's checklist says for each step what the audit trail says."""
+    [card] = [m for m in harness.slack.top_level(OPS_CHANNEL) if run_id in m.text]
+    text = "\n".join(b["text"]["text"] for b in card.blocks if b.get("type") == "section")
+    events = harness.store.audit_events(run_id)
+    for step in harness.store.steps(run_id):
+        title = harness.bot.progress.titles[step.step]
+        line = next(line for line in text.splitlines() if title in line)
+        last = [e.event for e in events if e.step == step.step and e.event.startswith("step.")][-1]
+        mark = {"step.succeeded": "✅", "step.skipped": "⏭️", "step.failed": "❌"}[last]
+        assert line.startswith(mark), (line, last)
+
+
+async def test_upgrade_from_slack_end_to_end(slack_bot, tmp_path):
+    h = await slack_bot("default")
+    response = await h.sender.send_slash_command(REQUESTER, "host01")
+    assert response.status == 200 and response.seconds < 1.0
+    [run] = h.runs()
+    await h.settle(run.id, approver=APPROVER)
+    run = h.store.get_run(run.id)
+    assert run.state is RunState.succeeded, run.result
+    # the requester got an ephemeral ack naming the run; nothing else went to them
+    assert any(run.id in text for text in h.ephemeral_texts(REQUESTER))
+    # one card, updated in place, showing the final state in words
+    cards = h.slack.top_level(OPS_CHANNEL)
+    card = next(m for m in cards if m.thread_ts is None and "Connector upgrade" in m.text)
+    assert "succeeded" in card.text and card.edited
+    thread = h.slack.thread(OPS_CHANNEL, card.ts)[1:]
+    texts = [m.text for m in thread]
+    for title in ("Preflight checks", "Download the installer", "Run the connector installer", "Reboot the server"):
+        assert any(t.startswith(title) for t in texts), title
+    # approvals carried their evidence; decided requests lost their buttons
+    reboot = next(m for m in thread if "*reboot approval needed*" in str(m.blocks))
+    assert reboot.edited and reboot.text == "reboot: granted"
+    assert not any(b["type"] == "actions" for b in reboot.blocks)
+    assert "approved by <@U0APPROVER1>" in str(reboot.blocks)
+    # the final result is also broadcast to the channel
+    assert thread[-1].reply_broadcast and "succeeded" in thread[-1].text
+    checklist_matches_audit(h, run.id)
+    assert h.store.verify_audit().ok
+    transcript = h.slack.render_channel(OPS_CHANNEL)
+    (tmp_path / "slack-transcript.txt").write_text(transcript)
+    print(transcript)
+    assert "Connector upgrade: host01" in transcript
+
+
+async def test_socket_mode_end_to_end(slack_bot):
+    h = await slack_bot("physical", socket_mode=True)
+    ack = await h.slack.socket_send_slash_command(REQUESTER, "host01")
+    assert ack.envelope_id
+    for _ in range(100):
+        if h.runs():
+            break
+        import asyncio
+
+        await asyncio.sleep(0.05)
+    [run] = h.runs()
+    await h.settle(run.id, approver=APPROVER, socket=True)
+    assert h.store.get_run(run.id).state is RunState.succeeded
+    assert h.host.state.connector.version == "19.03.0.1"
+
+
+async def test_forged_and_stale_requests_are_rejected_and_change_nothing(slack_bot):
+    h = await slack_bot("default")
+    forged = await h.sender.send_slash_command(REQUESTER, "host01", signature="v0=" + "0" * 64)
+    stale = await h.sender.send_slash_command(REQUESTER, "host01", timestamp=int(time.time()) - 600)
+    assert forged.status == 401 and stale.status == 401
+    assert h.runs() == [] and h.host.requests == [] and h.slack.messages(OPS_CHANNEL) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("hostXX", "Unknown host"),
+        ("host01;whoami", "is not a host name"),
+        ("$(x)", "is not a host name"),
+        (" ".join(f"h{i}" for i in range(200)), "200 hosts in one request"),
+        ("", "Which host?"),
+        ("hοst01", "is not a host name"),
+    ],
+)
+async def test_bad_command_text_gets_an_ephemeral_error_and_touches_nothing(slack_bot, text, says):
+    h = await slack_bot("default", ws1=False)
+    response = await h.sender.send_slash_command(REQUESTER, text)
+    assert response.status == 200
+    for _ in range(100):
+        if h.ephemeral_texts(REQUESTER):
+            break
+        import asyncio
+
+        await asyncio.sleep(0.02)
+    assert any(says in t for t in h.ephemeral_texts(REQUESTER))
+    assert h.runs() == [] and h.host.requests == []
+    assert h.slack.messages(OPS_CHANNEL) == []
+
+
+async def test_approval_refusals_double_clicks_and_finished_runs(slack_bot):
+    h = await slack_bot("physical", ws1=False, extra=f'slack: requesters = ["{REQUESTER}", "{OUTSIDER}"]')
+    await h.sender.send_slash_command(REQUESTER, "host01")
+    [run] = h.runs()
+    import asyncio
+
+    for _ in range(200):  # wait for the STARTTLS request (no Workspace ONE here: approval, then console)
+        approvals = h.store.approvals(run.id)
+        if approvals and h.slack.latest_button(OPS_CHANNEL, "approve", value=approvals[0].id):
+            break
+        await asyncio.sleep(0.05)
+    [approval] = h.store.approvals(run.id)
+    message, _ = h.slack.latest_button(OPS_CHANNEL, "approve", value=approval.id)
+    await h.sender.click_button(REQUESTER, "approve", value=approval.id, message_ts=message.ts)
+    await h.sender.click_button(OUTSIDER, "approve", value=approval.id, message_ts=message.ts)
+    for _ in range(100):
+        if len(h.ephemeral_texts(OUTSIDER)) >= 1 and len(h.ephemeral_texts(REQUESTER)) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert any(t.startswith("Not accepted:") for t in h.ephemeral_texts(REQUESTER))
+    assert any("not an approver" in t for t in h.ephemeral_texts(OUTSIDER))
+    refused = [e for e in h.store.audit_events(run.id) if e.event == "approval.refused"]
+    assert {e.actor for e in refused} == {REQUESTER, OUTSIDER}
+    assert h.store.get_approval(approval.id).state.value == "open"
+    # double click by an approver counts once
+    await h.sender.click_button(APPROVER, "approve", value=approval.id, message_ts=message.ts)
+    await h.sender.click_button(APPROVER, "approve", value=approval.id, message_ts=message.ts)
+    assert [d.user for d in h.store.get_approval(approval.id).decisions] == [APPROVER]
+    await h.settle(run.id, approver=APPROVER)
+    assert h.store.get_run(run.id).state is RunState.succeeded
+    # a click on a finished run's old button changes nothing
+    before = len(h.store.audit_events())
+    await h.sender.click_button(APPROVER, "approve", value=approval.id, message_ts=message.ts)
+    await asyncio.sleep(0.2)
+    assert len(h.store.audit_events()) == before
+    assert any("already granted" in t for t in h.ephemeral_texts(APPROVER))
+
+
+async def test_status_history_help_and_cancel(slack_bot):
+    h = await slack_bot("physical", ws1=False)
+    await h.sender.send_slash_command(REQUESTER, "host01")
+    [run] = h.runs()
+    await h.sender.send_slash_command(REQUESTER, "status")
+    await h.sender.send_slash_command(REQUESTER, f"cancel {run.id}")
+    import asyncio
+
+    for _ in range(200):
+        if not h.store.get_run(run.id).state.active:
+            break
+        await asyncio.sleep(0.05)
+    await h.sender.send_slash_command(REQUESTER, "history host01")
+    await h.sender.send_slash_command(REQUESTER, "help")
+    await asyncio.sleep(0.3)
+    texts = "\n".join(h.ephemeral_texts(REQUESTER))
+    assert run.id in texts and "Usage:" in texts and "Cancel" in texts
+    assert h.store.get_run(run.id).state is RunState.cancelled
