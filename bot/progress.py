@@ -33,7 +33,7 @@ from bot.store import Store
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 8.0
 FATAL_ERRORS = frozenset(
     {
         "channel_not_found",

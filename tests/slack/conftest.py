@@ -64,10 +64,12 @@ async def slack_bot(tmp_path):
     """slack_bot(scenario=..., socket_mode=..., ws1=True, extra=..., messages_per_second=...) -> Harness."""
     stack = contextlib.AsyncExitStack()
 
-    async def start(scenario="default", *, socket_mode=False, ws1=True, extra="", messages_per_second=10):
+    async def start(
+        scenario="default", *, socket_mode=False, ws1=True, extra="", messages_per_second=10, ws1_directories=None
+    ):
         slack = await stack.enter_async_context(SlackStandIn(signing_secret=SIGNING_SECRET))
         host = stack.enter_context(running_host(scenario))
-        stand_in = await stack.enter_async_context(WorkspaceOneStandIn()) if ws1 else None
+        stand_in = await stack.enter_async_context(WorkspaceOneStandIn(ws1_directories)) if ws1 else None
         config = sandbox_config(
             host,
             tmp_path / "bot.db",
