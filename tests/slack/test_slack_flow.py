@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.models import RunState
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, OUTSIDER, REQUESTER
 
 RUN_ID = re.compile(r"run-[0-9a-f]{8}")
+ROOT = Path(__file__).resolve().parents[2]
+SCOPE_OF = {
+    "auth.test": None,
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "usergroups.users.list": "usergroups:read",
+}
+
+
+def test_manifest_is_valid_and_asks_for_what_the_bot_uses():
+    manifest = yaml.safe_load((ROOT / "manifest.yml").read_text())
+    assert manifest["settings"]["socket_mode_enabled"] is True
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    [command] = manifest["features"]["slash_commands"]
+    assert command["command"] == "/idm-upgrade"
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert scopes == {"commands"} | {s for s in SCOPE_OF.values() if s}
 
 
 def checklist_matches_audit(harness, run_id: str) -> None:
@@ -53,6 +72,9 @@ async def test_upgrade_from_slack_end_to_end(slack_bot, tmp_path):
     assert thread[-1].reply_broadcast and "succeeded" in thread[-1].text
     checklist_matches_audit(h, run.id)
     assert h.store.verify_audit().ok
+    # every Web API method the bot used is covered by the scopes manifest.yml asks for
+    used = {call.method for call in h.slack.calls}
+    assert used <= set(SCOPE_OF), used - set(SCOPE_OF)
     transcript = h.slack.render_channel(OPS_CHANNEL)
     (tmp_path / "slack-transcript.txt").write_text(transcript)
     print(transcript)
