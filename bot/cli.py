@@ -133,17 +133,29 @@ def _serve_sandbox_host(name: str, port: int, scenario: str) -> int:
     return EXIT_OK
 
 
-def _not_built(what: str, issue: str) -> int:
-    sys.stderr.write(f"idm-upgrade: {what} is not built yet ({issue}); nothing was done.\n")
-    return EXIT_FAILED
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "sandbox":
         if args.sandbox_command == "host":
             return _serve_sandbox_host(args.name, args.port, args.scenario)
-        return _not_built("the sandbox upgrade", "issue 7; `idm-upgrade sandbox host` serves one simulated host")
+        import asyncio
+
+        from sandbox.host import SCENARIOS
+        from sandbox.run import run_sandbox
+
+        if args.scenario not in SCENARIOS:
+            sys.stderr.write(
+                f"idm-upgrade: unknown scenario {args.scenario!r}; choose one of: {', '.join(SCENARIOS)}\n"
+            )
+            return EXIT_USAGE
+        if not 1 <= args.hosts <= 50:
+            sys.stderr.write("idm-upgrade: --hosts must be 1-50\n")
+            return EXIT_USAGE
+        try:
+            return asyncio.run(run_sandbox(args.hosts, args.scenario, args.approve))
+        except KeyboardInterrupt:
+            sys.stderr.write("\nsandbox stopped\n")
+            return EXIT_FAILED
     try:
         config = load_config(args.config)
     except ConfigError as exc:

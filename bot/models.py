@@ -63,7 +63,7 @@ class StepState(StrEnum):
 
     @property
     def label(self) -> str:
-        return "not available" if self is StepState.unavailable else self.value
+        return "not available" if self is StepState.unavailable else self.value.replace("_", " ")
 
 
 class ApprovalState(StrEnum):

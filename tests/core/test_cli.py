@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from bot import cli
-from tests.support.configs import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,20 +26,6 @@ def test_audit_help_lists_export_and_verify(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "export" in out and "verify" in out
-
-
-@pytest.mark.parametrize(
-    ("argv", "says"),
-    [
-        (["sandbox"], "the sandbox upgrade is not built yet"),
-    ],
-)
-def test_unbuilt_commands_say_so_and_touch_nothing(tmp_path, capsys, argv, says):
-    config = write_config(tmp_path)
-    extra = [] if argv == ["sandbox"] else ["--config", str(config)]
-    assert cli.main([*argv, *extra]) == 1
-    assert says in capsys.readouterr().err
-    assert not (tmp_path / "idm-upgrade.db").exists()
 
 
 def test_usage_error_exits_2(capsys):

@@ -1,0 +1,173 @@
+"""`idm-upgrade sandbox`: a complete upgrade in Slack form, with no Slack, no Windows and no credentials.
+
+Everything speaks the real protocols on 127.0.0.1: the Slack stand-in, N simulated connector hosts over
+WinRM, the Workspace ONE Access stand-in, and the bot itself in HTTP mode. A signed `/idm-upgrade` is sent
+as the requester; each approval is clicked as an approver (or asked at this terminal); the channel is drawn
+here as Slack would show it; the run ends with the audit chain verified and a one-line result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from bot.config import Config, Secrets, parse_config
+from bot.models import ApprovalState
+from bot.slack_app import SlackBot
+from sandbox.slack import SlackStandIn
+from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
+from sandbox.winrm_server import WinRMHostServer, start_hosts
+from sandbox.workspace_one import WorkspaceOneStandIn
+
+SIGNING_SECRET = "sandbox-" + secrets.token_hex(8)
+REDRAW_SECONDS = 0.5
+
+
+def sandbox_config(hosts: list[WinRMHostServer], ws1_url: str, database: Path) -> Config:
+    tables = "".join(
+        f'[hosts.host{i:02d}]\naddress = "127.0.0.1"\nport = {urlsplit(h.endpoint).port}\n'
+        for i, h in enumerate(hosts, start=1)
+    )
+    text = f"""
+[slack]
+channel = "{OPS_CHANNEL}"
+approvers = ["{APPROVER}"]
+approval_timeout_minutes = 10
+messages_per_second = 10
+[database]
+path = "{database}"
+[installer]
+url = "{hosts[0].installer_url}"
+sha256 = "{hosts[0].installer_sha256}"
+version = "19.03.0.1"
+[winrm]
+scheme = "http"
+transport = "basic"
+poll_seconds = 0.5
+connect_timeout_seconds = 1
+[reboot]
+timeout_seconds = 60
+[workspace_one]
+url = "{ws1_url}"
+{tables}"""
+    return parse_config(tomllib.loads(text))
+
+
+class Screen:
+    """Draws the channel: redrawn in place on a terminal; on a pipe, each new line once, like a log."""
+
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.tty = out.isatty()
+        self._seen: set[str] = set()
+
+    def draw(self, rendered: str, status: str) -> None:
+        if self.tty:
+            self.out.write("\x1b[H\x1b[2J" + rendered + "\n\n" + status + "\n")
+        else:
+            for line in rendered.splitlines():
+                if line.strip() and line not in self._seen:
+                    self._seen.add(line)
+                    self.out.write(line + "\n")
+        self.out.flush()
+
+    def final(self, rendered: str) -> None:
+        if self.tty:
+            self.draw(rendered, "")
+        else:
+            self.out.write("\n--- the channel at the end ---\n" + rendered + "\n")
+
+
+class Clicker:
+    """Answers each approval request in the thread: as the approver at once, or by asking here."""
+
+    def __init__(self, mode: str, stdin: TextIO, out: TextIO):
+        self.mode, self.stdin, self.out = mode, stdin, out
+        self.answered: set[str] = set()
+
+    async def answer(self, bot: SlackBot, slack: SlackStandIn, sender) -> None:
+        for run in await bot.engine.db(bot.store.runs, active=True):
+            for approval in await bot.engine.db(bot.store.approvals, run.id):
+                if approval.state is not ApprovalState.open or approval.id in self.answered:
+                    continue
+                action = "snapshot_taken" if approval.gate == "snapshot" else "approve"
+                found = slack.latest_button(OPS_CHANNEL, action, value=approval.id)
+                if found is None:
+                    continue
+                self.answered.add(approval.id)
+                if self.mode == "prompt":
+                    self.out.write(f"\n{approval.gate} for {run.host}: approve? [y/N] ")
+                    self.out.flush()
+                    line = await asyncio.to_thread(self.stdin.readline)
+                    if line.strip().lower() not in ("y", "yes"):
+                        action = "deny"
+                await sender.click_button(APPROVER, action, value=approval.id, message_ts=found[0].ts)
+
+
+async def run_sandbox(
+    hosts: int = 1,
+    scenario: str = "default",
+    approve: str = "auto",
+    out: TextIO | None = None,
+    stdin: TextIO | None = None,
+    timeout: float = 300,
+) -> int:
+    out = out or sys.stdout
+    logging.basicConfig(level=logging.ERROR)
+    started = time.monotonic()
+    async with contextlib.AsyncExitStack() as stack:
+        slack = await stack.enter_async_context(SlackStandIn(signing_secret=SIGNING_SECRET))
+        password = secrets.token_urlsafe(12)
+        servers = await start_hosts(hosts, scenario, password=password, time_scale=0.1)
+        for server in servers:
+            stack.push_async_callback(server.stop)
+            server.state.artifact_url = servers[0].installer_url  # one artifact store for the fleet
+        ws1 = await stack.enter_async_context(WorkspaceOneStandIn())
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idm-upgrade-sandbox-")))
+        config = sandbox_config(servers, ws1.url, directory / "sandbox.db")
+        env = Secrets.from_env(
+            {
+                "SLACK_BOT_TOKEN": "xoxb-sandbox",
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "WINRM_USERNAME": servers[0].username,
+                "WINRM_PASSWORD": password,
+                "WS1_CLIENT_ID": ws1.client_id,
+                "WS1_CLIENT_SECRET": ws1.client_secret,
+            }
+        )
+        bot = SlackBot(config, env, socket_mode=False, api_url=slack.api_url)
+        await bot.start(port=0)
+        stack.push_async_callback(bot.stop)
+        sender = slack.sender(f"{bot.url}/slack/events", SIGNING_SECRET)
+        names = " ".join(config.hosts)
+        screen = Screen(out)
+        out.write(f"$ /idm-upgrade {names}    (as @requester, scenario {scenario})\n")
+        await sender.send_slash_command(REQUESTER, names)
+        clicker = Clicker(approve, stdin or sys.stdin, out)
+        while time.monotonic() - started < timeout:
+            await clicker.answer(bot, slack, sender)
+            runs = await bot.engine.db(bot.store.runs)
+            done = runs and not any(r.state.active for r in runs)
+            screen.draw(slack.render_channel(OPS_CHANNEL), f"sandbox: {time.monotonic() - started:.0f} s")
+            if done and await bot.progress.idle(timeout=10):
+                break
+            await asyncio.sleep(REDRAW_SECONDS)
+        screen.final(slack.render_channel(OPS_CHANNEL))
+        runs = await bot.engine.db(bot.store.runs)
+        verdict = await bot.engine.db(bot.store.verify_audit)
+        states = ", ".join(f"{r.host} {r.state.label}" for r in sorted(runs, key=lambda r: r.batch_position))
+        ok = bool(runs) and all(r.state.value == "succeeded" for r in runs) and verdict.ok
+        out.write(
+            f"\nsandbox: {states or 'no run was started'} in {time.monotonic() - started:.0f} s; "
+            f"audit chain {'verified' if verdict.ok else 'BROKEN'} ({verdict.checked} events)\n"
+        )
+        return 0 if ok else 1

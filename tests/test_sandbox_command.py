@@ -1,0 +1,55 @@
+"""`idm-upgrade sandbox`: the whole upgrade in Slack form from one command; Ctrl-C stops it cleanly."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sandbox(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", "sandbox", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def test_sandbox_default_scenario_succeeds_within_a_minute():
+    started = time.monotonic()
+    proc = sandbox()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    assert time.monotonic() - started < 60
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("sandbox: host01 succeeded in ") and "audit chain verified" in last
+    assert "reboot approval needed" in out and "host01: succeeded" in out
+
+
+def test_sandbox_failure_scenario_exits_1_and_shows_why():
+    proc = sandbox("--scenario", "low-disk")
+    out, _err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "GB free on C:" in out and "sandbox: host01 failed" in out
+
+
+def test_sandbox_ctrl_c_stops_cleanly():
+    proc = sandbox()
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1 and "sandbox stopped" in err
+    assert "Traceback" not in err
+
+
+def test_sandbox_rejects_an_unknown_scenario():
+    proc = sandbox("--scenario", "nope")
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "unknown scenario 'nope'" in err
