@@ -24,8 +24,11 @@ vcsim: $(VCSIM)
 
 $(VCSIM): tests/vcsim/main.go
 	@if ! command -v go >/dev/null 2>&1 || [ ! -d $(GOVMOMI)/simulator ]; then \
-	  echo "make vcsim: the vCenter simulator needs Go and govmomi's sources; run:" >&2; \
-	  echo "  apt-get install -y golang-go golang-github-vmware-govmomi-dev" >&2; exit 1; fi
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && apt-get install -y -qq golang-go golang-github-vmware-govmomi-dev; \
+	  else \
+	    echo "make vcsim: the vCenter simulator needs Go and govmomi's sources; run as root:" >&2; \
+	    echo "  apt-get install -y golang-go golang-github-vmware-govmomi-dev" >&2; exit 1; fi; fi
 	cd tests/vcsim && GOPATH=$(GOPATH_DEBIAN) GO111MODULE=off GOFLAGS= \
 	  GOCACHE="$${GOCACHE:-/tmp/idm-upgrade-go-cache}" go build -o vcsim .
 
