@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from bot import audit
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--hosts", type=int, default=1)
     sandbox.add_argument("--scenario", default="default")
     sandbox.add_argument("--approve", choices=["auto", "prompt"], default="auto")
+    sandbox.add_argument("--database", metavar="PATH", help="keep the sandbox's database (and its audit trail) here")
     sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", metavar="host")
     one_host = sandbox_sub.add_parser(
         "host",
@@ -152,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write("idm-upgrade: --hosts must be 1-50\n")
             return EXIT_USAGE
         try:
-            return asyncio.run(run_sandbox(args.hosts, args.scenario, args.approve))
+            return asyncio.run(run_sandbox(args.hosts, args.scenario, args.approve, database=_absolute(args.database)))
         except KeyboardInterrupt:
             sys.stderr.write("\nsandbox stopped\n")
             return EXIT_FAILED
@@ -198,3 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK if result.ok else EXIT_FAILED
     finally:
         store.close()
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None

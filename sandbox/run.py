@@ -120,6 +120,7 @@ async def run_sandbox(
     out: TextIO | None = None,
     stdin: TextIO | None = None,
     timeout: float = 300,
+    database: str | None = None,
 ) -> int:
     out = out or sys.stdout
     logging.basicConfig(level=logging.ERROR)
@@ -132,8 +133,12 @@ async def run_sandbox(
             stack.push_async_callback(server.stop)
             server.state.artifact_url = servers[0].installer_url  # one artifact store for the fleet
         ws1 = await stack.enter_async_context(WorkspaceOneStandIn())
-        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idm-upgrade-sandbox-")))
-        config = sandbox_config(servers, ws1.url, directory / "sandbox.db")
+        if database:
+            db_path = Path(database)
+        else:
+            temporary = stack.enter_context(tempfile.TemporaryDirectory(prefix="idm-upgrade-sandbox-"))
+            db_path = Path(temporary) / "sandbox.db"
+        config = sandbox_config(servers, ws1.url, db_path)
         env = Secrets.from_env(
             {
                 "SLACK_BOT_TOKEN": "xoxb-sandbox",

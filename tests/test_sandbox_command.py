@@ -53,3 +53,46 @@ def test_sandbox_rejects_an_unknown_scenario():
     proc = sandbox("--scenario", "nope")
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "unknown scenario 'nope'" in err
+
+
+def test_sandbox_two_hosts_leaves_a_verifiable_audit(tmp_path):
+    import json
+    import sqlite3
+
+    database = tmp_path / "sandbox.db"
+    proc = sandbox("--hosts", "2", "--database", str(database))
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    assert "host01 succeeded, host02 succeeded" in out.strip().splitlines()[-1]
+    conn = sqlite3.connect(database)
+    events = [(run, event) for run, event in conn.execute("SELECT run_id, event FROM audit ORDER BY seq")]
+    hosts = dict(conn.execute("SELECT id, host FROM runs"))
+    finished = [hosts[run] for run, event in events if event == "run.succeeded"]
+    assert finished == ["host01", "host02"]  # one after another
+    config = tmp_path / "c.toml"
+    config.write_text(f"""
+[slack]
+channel = "C0OPSCHANL"
+[database]
+path = "{database}"
+[installer]
+url = "http://127.0.0.1/x.exe"
+sha256 = "{"ab" * 32}"
+version = "19.03.0.1"
+[hosts.host01]
+address = "127.0.0.1"
+""")
+    verify = subprocess.run(
+        [sys.executable, "-m", "bot", "audit", "verify", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert verify.returncode == 0 and "intact" in verify.stdout
+    exported = subprocess.run(
+        [sys.executable, "-m", "bot", "audit", "export", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert len(json.loads(exported.stdout)) == len(events)
