@@ -476,7 +476,8 @@ class Engine:
         self._wakeup(run.id).set()
         approval = result.approval
         messages = {
-            DecisionOutcome.granted: f"{approval.gate} approved for {run.host}; the run goes on.",
+            DecisionOutcome.granted: f"{approval.gate} {'confirmed' if gate_kind(approval.gate) == 'confirmation' else 'approved'}"
+            f" for {run.host}; the run goes on.",
             DecisionOutcome.recorded: f"Approval recorded ({len(approval.approvers)} of {approval.min_approvals});"
             " waiting for another approver.",
             DecisionOutcome.denied: f"{approval.gate} denied for {run.host}; the run stops.",
