@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: sandbox test bench lint format clean vcsim
+.PHONY: sandbox test bench lint format clean vcsim reliability
 
 # govmomi's vCenter simulator for the tests, from Debian's packages (never fetched from the network).
 GOPATH_DEBIAN := /usr/share/gocode
@@ -35,6 +35,10 @@ $(VCSIM): tests/vcsim/main.go
 # pytest exits 5 when no test ran; that is a failure here, not a pass.
 test: $(STAMP) vcsim
 	$(BIN)/python -m pytest
+
+# The whole reliability suite: 30 random kill points through Slack and every other category (< 20 min).
+reliability: $(STAMP) vcsim
+	RELIABILITY_KILL_POINTS=30 $(BIN)/python -m pytest tests/reliability -v
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -33,14 +33,18 @@ class KillPoints:
 
     def before_commit(self, transition: str) -> None:
         self.count += 1
-        self._maybe_kill("before")
+        self._maybe_kill("before", transition)
 
     def after_commit(self, transition: str) -> None:
+        self._trace(transition)
+        self._maybe_kill("after", transition)
+
+    def _trace(self, line: str) -> None:
         if self.trace_path:
             with open(self.trace_path, "a", encoding="utf-8") as trace:
-                trace.write(transition + "\n")
-        self._maybe_kill("after")
+                trace.write(line + "\n")
 
-    def _maybe_kill(self, when: str) -> None:
+    def _maybe_kill(self, when: str, transition: str) -> None:
         if self.kill_at == (self.count, when):
+            self._trace(f"KILLED {self.count}:{when} {transition}")  # which transition a random index hit
             os.kill(os.getpid(), signal.SIGKILL)

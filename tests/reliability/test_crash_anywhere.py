@@ -1,0 +1,251 @@
+"""Crash anywhere: SIGKILL the Slack bot (`idm-upgrade serve`) at persisted transitions of a full default
+upgrade, restart it, and check nothing was repeated on the host, nothing lost from the audit trail, and the
+Slack thread has no gaps (at most a bounded few duplicates).
+
+Everything is a separate process or a real server: the bot subprocess, `idm-upgrade sandbox host`, the Slack
+and Workspace ONE Access stand-ins. Kill points are chosen from a traced clean run with a recorded seed.
+CI runs a few (RELIABILITY_KILL_POINTS, default 3); `make reliability` runs at least 30.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
+from sandbox.slack_thread import running_slack
+from sandbox.workspace_one import WorkspaceOneStandIn
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "crash-signing-secret"
+KILL_POINTS = int(os.environ.get("RELIABILITY_KILL_POINTS", "3"))
+SEED = int(os.environ.get("RELIABILITY_SEED", "20261128"))
+STEP_TITLES = [
+    "Preflight checks",
+    "Snapshot the virtual machine",
+    "Turn STARTTLS off",
+    "Download the installer",
+    "Run the connector installer",
+    "Connector service running",
+    "Reboot the server",
+    "Verify the installed version",
+    "STARTTLS stays off",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class World:
+    """One trial's world: a simulated host process, Slack and Workspace ONE stand-ins, a config, a database."""
+
+    def __init__(self, tmp: Path, slack, ws1):
+        self.tmp, self.slack, self.ws1 = tmp, slack, ws1
+        self.host = subprocess.Popen(
+            [sys.executable, "-m", "bot", "sandbox", "host", "--name", "host01", "--port", "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        self.info = json.loads(self.host.stdout.readline())
+        self.port = free_port()
+        self.db = tmp / "bot.db"
+        url = urlsplit(self.info["endpoint"])
+        self.config = tmp / "idm-upgrade.toml"
+        self.config.write_text(f"""
+[slack]
+channel = "{OPS_CHANNEL}"
+approvers = ["{APPROVER}"]
+approval_timeout_minutes = 10
+messages_per_second = 10
+[database]
+path = "{self.db}"
+[installer]
+url = "{self.info["installer_url"]}"
+sha256 = "{self.info["installer_sha256"]}"
+version = "19.03.0.1"
+[winrm]
+scheme = "http"
+transport = "basic"
+poll_seconds = 0.3
+connect_timeout_seconds = 1
+[reboot]
+timeout_seconds = 60
+[workspace_one]
+url = "{ws1.url}"
+[hosts.host01]
+address = "{url.hostname}"
+port = {url.port}
+""")
+        self.sender = slack.standin.sender(f"http://127.0.0.1:{self.port}/slack/events", SECRET)
+        self.bot: subprocess.Popen | None = None
+
+    def start_bot(self, env_extra: dict[str, str] | None = None) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("IDM_UPGRADE_", "SLACK_"))}
+        env |= {
+            "SLACK_BOT_TOKEN": "xoxb-sandbox",
+            "SLACK_SIGNING_SECRET": SECRET,
+            "SLACK_API_URL": self.slack.api_url,
+            "WINRM_USERNAME": self.info["username"],
+            "WINRM_PASSWORD": self.info["password"],
+            "WS1_CLIENT_ID": self.ws1.client_id,
+            "WS1_CLIENT_SECRET": self.ws1.client_secret,
+            **(env_extra or {}),
+        }
+        self.bot = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve", "--http", "--port", str(self.port), "--config", str(self.config)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+                    return
+            except OSError:
+                if self.bot.poll() is not None:
+                    return  # killed already (a kill point during start-up)
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.bot and self.bot.poll() is None:
+            self.bot.send_signal(signal.SIGTERM)
+            self.bot.wait(30)
+        self.host.send_signal(signal.SIGINT)
+        self.host.wait(10)
+
+    def query(self, sql: str, *params):
+        if not self.db.exists():
+            return []
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            conn.close()
+
+    def stats(self) -> dict:
+        base = self.info["endpoint"].rsplit("/wsman", 1)[0]
+        with urllib.request.urlopen(f"{base}/_sandbox/stats", timeout=5) as response:
+            return json.loads(response.read())
+
+    def drive(self, until_dead: bool, timeout: float = 120) -> bool:
+        """Send the command if no run exists, click open requests; until the run ends (or the bot dies)."""
+        stop = time.monotonic() + timeout
+        sent_at = 0.0
+        clicked: set[str] = set()
+        while time.monotonic() < stop:
+            if self.bot.poll() is not None:
+                return False
+            runs = self.query("SELECT id, state FROM runs")
+            if not runs and time.monotonic() - sent_at > 5:
+                self.slack.call(self.sender.send_slash_command(REQUESTER, "host01"))
+                sent_at = time.monotonic()
+            if runs and runs[0][1] in ("succeeded", "failed", "cancelled"):
+                pending = self.query("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+                if not until_dead and pending and pending[0][0] == 0:
+                    return True
+            for approval_id, gate in self.query("SELECT id, gate FROM approvals WHERE state = 'open'"):
+                action = "snapshot_taken" if gate == "snapshot" else "approve"
+                found = self.slack.standin.latest_button(OPS_CHANNEL, action, value=approval_id)
+                if found and (approval_id, found[0].ts) not in clicked:
+                    clicked.add((approval_id, found[0].ts))
+                    # the bot may die mid-click: the restart resumes the request
+                    with contextlib.suppress(Exception):
+                        self.slack.call(
+                            self.sender.click_button(APPROVER, action, value=approval_id, message_ts=found[0].ts)
+                        )
+            time.sleep(0.1)
+        raise AssertionError("the run did not finish in time")
+
+    def check(self) -> dict:
+        [(run_id, state, result)] = self.query("SELECT id, state, result FROM runs")
+        assert state == "succeeded", result
+        seen = self.stats()
+        assert seen["installs_started"] == 1, seen
+        assert seen["reboots_requested"] == 1, seen
+        assert len(self.ws1.updates) == 1
+        verify = subprocess.run(
+            [sys.executable, "-m", "bot", "audit", "verify", "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert verify.returncode == 0, verify.stderr
+        events = [e for (e,) in self.query("SELECT event FROM audit ORDER BY seq")]
+        assert events.count("run.requested") == 1 and events.count("run.succeeded") == 1
+        assert events.count("step.succeeded") == len(STEP_TITLES)
+        # the thread: every step's result is there; duplicates are bounded (one per crash at most)
+        thread = [m for m in self.slack.standin.messages(OPS_CHANNEL) if m.thread_ts]
+        texts = [m.text for m in thread]
+        for title in STEP_TITLES:
+            done = [t for t in texts if t.startswith(title) and ": done" in t]
+            assert 1 <= len(done) <= 2, (title, done)
+        duplicates = len(texts) - len(set(texts))
+        assert duplicates <= 3, duplicates
+        return {"run": run_id, "thread_messages": len(texts), "duplicates": duplicates}
+
+
+def trial(tmp: Path, kill_at: str | None) -> dict:
+    tmp.mkdir(parents=True)
+    with running_slack(signing_secret=SECRET) as slack:
+        ws1 = WorkspaceOneStandIn()
+        slack.call(ws1.start())
+        world = World(tmp, slack, ws1)
+        trace = tmp / "trace.txt"
+        try:
+            env = {"IDM_UPGRADE_TRACE": str(trace)}
+            if kill_at:
+                env["IDM_UPGRADE_KILL_AT"] = kill_at
+            world.start_bot(env)
+            finished = world.drive(until_dead=bool(kill_at))
+            if kill_at:
+                assert not finished and world.bot.wait(10) == -signal.SIGKILL
+                world.start_bot()
+                world.drive(until_dead=False)
+            outcome = world.check()
+            lines = trace.read_text().splitlines() if trace.exists() else []
+            outcome["killed_at"] = next((line for line in lines if line.startswith("KILLED")), None)
+            outcome["transitions"] = len([line for line in lines if not line.startswith("KILLED")])
+            return outcome
+        finally:
+            world.stop()
+            slack.call(ws1.stop())
+
+
+def test_crash_anywhere_through_slack(tmp_path):
+    clean = trial(tmp_path / "clean", None)
+    total = clean["transitions"]
+    assert total >= 40
+    rng = random.Random(SEED)
+    candidates = list(range(1, total + 1))
+    chosen = sorted(rng.sample(candidates, min(KILL_POINTS, total)))
+    tried = []
+    for index in chosen:
+        when = rng.choice(["before", "after"])
+        outcome = trial(tmp_path / f"kill-{index}-{when}", f"{index}:{when}")
+        assert outcome["killed_at"], f"kill point {index}:{when} was not reached"
+        tried.append({"kill_point": f"{index}:{when}", **outcome})
+    results = ROOT / "tests" / "reliability" / ".results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "crash_anywhere.json").write_text(
+        json.dumps({"seed": SEED, "transitions_in_clean_run": total, "kill_points": tried}, indent=1)
+    )
+    print(json.dumps(tried, indent=1))
