@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import ack_latency
+from bench import ack_latency, audit_scale
 
 
 def machine() -> str:
@@ -28,11 +28,13 @@ def main(argv: list[str]) -> int:
     smoke = "--smoke" in argv
     count = 5 if smoke else 300
     results = asyncio.run(ack_latency.run(count))
+    audit_rows = audit_scale.run((1_000, 5_000) if smoke else (10_000, 100_000, 1_000_000))
     text = (
         f"# Benchmark results\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.\n\n"
         f"## Ack latency (signed HTTP slash commands, measured, not asserted)\n\n{ack_latency.report(results)}\n\n"
-        "Not measured yet (issue 9): latency with runs in flight, per-run overhead against a plain pywinrm "
-        "loop, fleet scale, Slack pace over a fleet, audit export/verify at 10^4-10^6 events.\n"
+        f"## Audit export and verify (streaming: peak memory flat, time linear)\n\n{audit_scale.report(audit_rows)}\n\n"
+        "Not measured yet (issue 9): ack latency with runs in flight, per-run overhead against a plain pywinrm "
+        "loop, fleet scale, Slack pace over a fleet.\n"
     )
     print(text)
     if not smoke:
