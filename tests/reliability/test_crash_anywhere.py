@@ -114,7 +114,7 @@ port = {url.port}
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(200):
+        for _ in range(1200):  # up to 60 s on a loaded machine
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
                     return
@@ -156,8 +156,10 @@ port = {url.port}
                 return False
             runs = self.query("SELECT id, state FROM runs")
             if not runs and time.monotonic() - sent_at > 5:
-                self.slack.call(self.sender.send_slash_command(REQUESTER, "host01"))
                 sent_at = time.monotonic()
+                # a bot that is still starting or just died drops the request; it is sent again
+                with contextlib.suppress(Exception):
+                    self.slack.call(self.sender.send_slash_command(REQUESTER, "host01"))
             if runs and runs[0][1] in ("succeeded", "failed", "cancelled"):
                 pending = self.query("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
                 if not until_dead and pending and pending[0][0] == 0:
