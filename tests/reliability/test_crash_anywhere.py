@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from sandbox.slack_thread import running_slack
 from sandbox.workspace_one import WorkspaceOneStandIn
@@ -232,6 +234,7 @@ def trial(tmp: Path, kill_at: str | None) -> dict:
             slack.call(ws1.stop())
 
 
+@pytest.mark.timeout(max(300, 60 * (KILL_POINTS + 1)))
 def test_crash_anywhere_through_slack(tmp_path):
     clean = trial(tmp_path / "clean", None)
     total = clean["transitions"]
