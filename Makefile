@@ -39,6 +39,7 @@ test: $(STAMP) vcsim
 # The whole reliability suite: 30 random kill points through Slack and every other category (< 20 min).
 reliability: $(STAMP) vcsim
 	RELIABILITY_KILL_POINTS=30 $(BIN)/python -m pytest tests/reliability -v
+	$(BIN)/python -m tests.reliability.report
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
