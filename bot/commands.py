@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-HOST = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-RUN_ID = re.compile(r"^run-[0-9a-f]{8}$")
+HOST = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+RUN_ID = re.compile(r"run-[0-9a-f]{8}")
 MAX_TEXT = 2000
 
 USAGE = (
@@ -40,7 +40,7 @@ def parse(text: str, known_hosts: list[str], max_hosts: int) -> Command:
     if verb in ("status", "cancel"):
         if len(rest) > 1 or (verb == "cancel" and not rest):
             raise CommandError(f"`{verb}` takes {'one run id' if verb == 'cancel' else 'at most one run id'}. {USAGE}")
-        if rest and not RUN_ID.match(rest[0]):
+        if rest and not RUN_ID.fullmatch(rest[0]):
             raise CommandError(f"`{_show(rest[0])}` is not a run id (they look like `run-1a2b3c4d`).")
         return Command(verb, run_id=rest[0] if rest else None)
     if verb == "history":
@@ -61,7 +61,7 @@ def _hosts(words: list[str], known: list[str], max_hosts: int) -> list[str]:
             "Split the fleet into several requests."
         )
     hosts = [w.lower() if w.isascii() else w for w in words]
-    bad = [h for h in hosts if not HOST.match(h)]
+    bad = [h for h in hosts if not HOST.fullmatch(h)]
     if bad:
         raise CommandError(
             f"`{_show(bad[0])}` is not a host name (letters, digits and '-' only). "
@@ -79,6 +79,7 @@ def _hosts(words: list[str], known: list[str], max_hosts: int) -> list[str]:
 
 
 def _show(word: str) -> str:
-    """Echo user input safely: no backticks or mentions, and not too long."""
-    cleaned = re.sub(r"[`<>@&*_~]", "?", word)
-    return cleaned[:40] + ("…" if len(cleaned) > 40 else "")
+    """Echo user input safely: no mentions or formatting, invisible and look-alike characters spelled out."""
+    cleaned = re.sub(r"[`<>@&*_~]", "?", word[:40])
+    spelled = "".join(c if c.isascii() and c.isprintable() else f"\\u{ord(c):04x}" for c in cleaned)
+    return spelled + ("…" if len(word) > 40 else "")

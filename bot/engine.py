@@ -461,6 +461,10 @@ class Engine:
         approval = await self.db(self.store.find_approval, approval_id)
         if approval is None:
             return Reply(False, f"There is no approval request {approval_id!r}; it may belong to another bot.")
+        if approval.state is ApprovalState.open and approval.expires_at <= utcnow():
+            # Past its deadline but not yet marked (the bot was restarting): it is expired, not decided now.
+            await self.db(self.store.expire_approval, approval_id)
+            approval = await self.db(self.store.get_approval, approval_id)
         if approval.state is not ApprovalState.open:
             by = ", ".join(d.user for d in approval.decisions) or "the bot"
             return Reply(

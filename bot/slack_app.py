@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
 import os
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.approvals import ApprovalPolicy
@@ -30,6 +36,28 @@ from handlers import actions, commands
 from steps.plan import upgrade_plan
 
 log = logging.getLogger(__name__)
+
+
+def slack_shaped(body: str) -> bool:
+    """A button payload must look the way Slack sends it before Bolt's middleware reads it."""
+    form = parse_qs(body)
+    if "payload" not in form:
+        return True  # slash commands: Bolt and the handlers read them defensively
+    try:
+        payload = json.loads(form["payload"][0])
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(payload, dict):
+        return False
+    if payload.get("type") != "block_actions":
+        return True
+    actions, user = payload.get("actions"), payload.get("user")
+    return (
+        isinstance(user, dict)
+        and isinstance(actions, list)
+        and bool(actions)
+        and all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)
+    )
 
 
 class StartupError(ValueError):
@@ -85,6 +113,8 @@ class SlackBot:
         self.engine = Engine(self.store, config, upgrade_plan(), policy=self.policy, services=self.services)
         self.progress = SlackProgress(self.engine, self.client, config)
         self.engine.progress.sinks.append(self.progress)
+        self._verifier = SignatureVerifier(tokens["SLACK_SIGNING_SECRET"])
+        self._signing_secret = tokens["SLACK_SIGNING_SECRET"].encode()
         self.app = AsyncApp(
             client=self.client, signing_secret=tokens["SLACK_SIGNING_SECRET"], process_before_response=False
         )
@@ -117,7 +147,45 @@ class SlackBot:
         log.info("serving Slack at %s/slack/events", self.url)
 
     async def _events(self, request: web.Request) -> web.Response:
-        return await to_aiohttp_response(await self.app.async_dispatch(await to_bolt_request(request)))
+        # The signature is checked on the raw bytes before anything is parsed, so junk from anyone is a
+        # quiet 401, never a crash; Bolt checks it again.
+        raw = await request.read()
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # Slack only sends UTF-8: signed junk is malformed (400), anything else is unsigned (401).
+            signed = self._signed_bytes(raw, request.headers)
+            return web.json_response({"error": "malformed request"}, status=400 if signed else 401)
+        try:
+            valid = self._verifier.is_valid(
+                body, request.headers.get("X-Slack-Request-Timestamp", ""), request.headers.get("X-Slack-Signature", "")
+            )
+        except Exception:
+            valid = False
+        if not valid:
+            return web.json_response({"error": "invalid signature or timestamp"}, status=401)
+        if not slack_shaped(body):
+            log.warning("refused a signed request that is not shaped as Slack sends it")
+            return web.json_response({"error": "malformed request"}, status=400)
+        try:
+            bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=request.headers)
+            return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+        except Exception as exc:  # signed but not a shape Slack sends
+            log.warning("refused a malformed Slack request (%s)", type(exc).__name__)
+            return web.json_response({"error": "malformed request"}, status=400)
+
+    def _signed_bytes(self, raw: bytes, headers) -> bool:
+        timestamp = headers.get("X-Slack-Request-Timestamp", "")
+        try:
+            if abs(time.time() - int(timestamp)) > 300:
+                return False
+        except ValueError:
+            return False
+        digest = hmac.new(self._signing_secret, b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
+        try:
+            return hmac.compare_digest(f"v0={digest}".encode(), headers.get("X-Slack-Signature", "").encode())
+        except (TypeError, ValueError, UnicodeEncodeError):
+            return False
 
     async def _health(self, request: web.Request) -> web.Response:
         try:
