@@ -7,7 +7,7 @@ $d = $Params.Drive
 if ($d -notmatch '^[A-Za-z]:$') { throw 'preflight: Drive must look like C:' }
 $os = Get-CimInstance Win32_OperatingSystem
 $cs = Get-CimInstance Win32_ComputerSystem
-# Never Win32_Product: querying it makes MSI repair every product
+# Uninstall keys, never the WMI product class: querying that makes MSI repair every product
 $u = 'Microsoft\Windows\CurrentVersion\Uninstall\*'
 $p = Get-ItemProperty "HKLM:\SOFTWARE\$u", "HKLM:\SOFTWARE\WOW6432Node\$u" -ErrorAction SilentlyContinue |
     Where-Object { $_.DisplayName -like $Params.ProductNamePattern } | Select-Object -First 1
