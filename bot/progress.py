@@ -175,7 +175,11 @@ class SlackProgress:
         row = self.store.conn.execute(
             "SELECT o.id, o.run_id, o.channel, o.kind, o.payload, o.approval_id, t.card_ts "
             "FROM outbox o LEFT JOIN slack_threads t ON t.run_id = o.run_id "
-            "WHERE o.state = 'pending' ORDER BY o.id LIMIT 1"
+            "WHERE o.state = 'pending' "
+            # A thread that waits for a person goes first (in its own order), so approval requests are not
+            # stuck behind other runs' progress when a large fleet fills the paced queue.
+            "ORDER BY o.run_id IN (SELECT run_id FROM outbox WHERE state = 'pending' AND kind = 'approval') DESC, "
+            "o.id LIMIT 1"
         ).fetchone()
         if row is None:
             return None

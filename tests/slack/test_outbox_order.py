@@ -1,0 +1,34 @@
+"""The outbox: each thread in its own order, and a thread waiting for a person ahead of the others."""
+
+from __future__ import annotations
+
+import json
+
+from bot.config import load_config
+from bot.engine import Engine
+from bot.progress import SlackProgress
+from bot.store import Store
+from tests.support.configs import REQUESTER, write_config
+from tests.support.fake_steps import gated_plan
+
+
+def test_a_thread_with_a_pending_approval_is_delivered_first(tmp_path):
+    config = load_config(str(write_config(tmp_path)))
+    store = Store(config.database.path)
+    engine = Engine(store, config, gated_plan(tmp_path))
+    progress = SlackProgress(engine, client=None, config=config)
+    [busy] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"])
+    [waiting] = store.create_runs(["host02"], requester=REQUESTER, plan=["alpha"])
+    with store.transaction() as conn:
+        for i in range(5):
+            progress._insert(conn, busy.id, "reply", {"text": f"busy {i}"}, None)
+        progress._insert(conn, waiting.id, "reply", {"text": "waiting: started"}, None)
+        progress._insert(conn, waiting.id, "approval", None, "apr-00000000")
+    order = []
+    while (entry := progress._next_pending()) is not None:
+        order.append((entry["run_id"], entry["kind"], json.loads(entry["payload"]).get("text")))
+        progress._mark(entry["id"], "sent", "1.0", None)
+    # the waiting thread first, still in its own order; then the busy one, in order
+    assert order[:2] == [(waiting.id, "reply", "waiting: started"), (waiting.id, "approval", None)]
+    assert [text for _, _, text in order[2:]] == [f"busy {i}" for i in range(5)]
+    store.close()
