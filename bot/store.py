@@ -323,9 +323,6 @@ class Store:
         rows = self.db["approvals"].rows_where(where, params, order_by="requested_at")
         return [self._approval(r) for r in rows]
 
-    def open_approvals(self) -> list[Approval]:
-        return [self._approval(r) for r in self.db["approvals"].rows_where("state = 'open'")]
-
     def _approval(self, row: dict[str, Any]) -> Approval:
         decisions = [
             Decision(**{**d, "at": _dt(d["at"])})

@@ -17,21 +17,20 @@ def clicker(body: dict) -> str | None:
     return user.get("id") if isinstance(user, dict) and isinstance(user.get("id"), str) else None
 
 
+async def tell(respond, text: str) -> None:
+    """Answer only the person who clicked, leaving the message as it is."""
+    await respond(text=text, response_type="ephemeral", replace_original=False)
+
+
 def register(app: AsyncApp, deps: SlackContext) -> None:
     async def decide(ack, body, action, respond) -> None:
         await ack()
-        value = str(action.get("value", ""))
-        user = clicker(body)
+        value, user = str(action.get("value", "")), clicker(body)
         if not APPROVAL_ID.fullmatch(value) or user is None:
-            await respond(
-                text="This button does not belong to an idm-upgrade request.",
-                response_type="ephemeral",
-                replace_original=False,
-            )
+            await tell(respond, "This button does not belong to an idm-upgrade request.")
             return
         decision = "deny" if action["action_id"] == "deny" else "approve"
-        reply = await deps.engine.decide(value, user, decision)
-        await respond(text=reply.message, response_type="ephemeral", replace_original=False)
+        await tell(respond, (await deps.engine.decide(value, user, decision)).message)
 
     for action_id in ("approve", "deny", "snapshot_taken"):
         app.action(action_id)(decide)
@@ -39,24 +38,16 @@ def register(app: AsyncApp, deps: SlackContext) -> None:
     @app.action("cancel_run")
     async def cancel_run(ack, body, action, respond) -> None:
         await ack()
-        value = str(action.get("value", ""))
-        user = clicker(body)
+        value, user = str(action.get("value", "")), clicker(body)
         if not RUN_ID.fullmatch(value) or user is None:
-            await respond(
-                text="This button does not belong to an idm-upgrade run.",
-                response_type="ephemeral",
-                replace_original=False,
-            )
+            await tell(respond, "This button does not belong to an idm-upgrade run.")
             return
-        reply = await deps.engine.cancel(value, user)
-        await respond(text=reply.message, response_type="ephemeral", replace_original=False)
+        await tell(respond, (await deps.engine.cancel(value, user)).message)
 
     @app.action(re.compile(".*"))
     async def unknown_button(ack, respond) -> None:
         # Registered last: any other action id (a stale button from another version) gets a plain answer.
         await ack()
-        await respond(
-            text="Not accepted: this button is not one idm-upgrade knows; use the buttons on the run's thread.",
-            response_type="ephemeral",
-            replace_original=False,
+        await tell(
+            respond, "Not accepted: this button is not one idm-upgrade knows; use the buttons on the run's thread."
         )

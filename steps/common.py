@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from bot.winrm import ScriptResult, WinRMExecutor
-from steps.base import StepContext, StepFailed
+from steps.base import StepContext
 
 T = TypeVar("T")
 GiB = 1024**3
@@ -78,7 +78,6 @@ async def wait_until(
     done: Callable[[T], bool],
     *,
     timeout: float,
-    what: str,
 ) -> tuple[T, bool]:
     """Re-read the host until ``done`` or ``timeout``; every wait is bounded. Returns (last, done)."""
     stop_at = time.monotonic() + timeout
@@ -89,8 +88,3 @@ async def wait_until(
         if time.monotonic() >= stop_at:
             return value, False
         await asyncio.sleep(min(poll_seconds(ctx), max(0.0, stop_at - time.monotonic())))
-
-
-def require(condition: bool, reason: str, facts: dict[str, Any] | None = None) -> None:
-    if not condition:
-        raise StepFailed(reason, facts)

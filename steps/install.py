@@ -69,7 +69,6 @@ class Install(Step):
                 lambda sf=state_file: self._status(ctx, sf),
                 lambda s: s.get("exitCode") is not None or not s.get("running", False),
                 timeout=config.timeout_minutes * 60,
-                what="installer",
             )
             if not finished:
                 raise StepFailed(

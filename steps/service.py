@@ -41,7 +41,7 @@ class Service(Step):
             status = await service_status(ctx, start=True)
         timeout = ctx.config.connector.service_timeout_seconds
         status, ok = await wait_until(
-            ctx, lambda: service_status(ctx), lambda s: s.get("state") == RUNNING, timeout=timeout, what=name
+            ctx, lambda: service_status(ctx), lambda s: s.get("state") == RUNNING, timeout=timeout
         )
         if not ok:
             raise StepFailed(
