@@ -83,13 +83,20 @@ class SlackProgress:
             if row is None:
                 conn.execute("INSERT INTO slack_threads (run_id, channel) VALUES (?, ?)", (run_id, self.channel))
             last = row[0] if row else 0
-            events = [e for e in self.store.audit_events(run_id) if e.seq > last]
+            history = list(self.store.audit_events(run_id))
+            events = [e for e in history if e.seq > last]
             if not events:
                 return 0
             run = self.store.get_run(run_id)
             steps = {s.step: s for s in self.store.steps(run_id)}
+            first_starts = {}
+            for e in history:
+                if e.event == "step.started":
+                    first_starts.setdefault(e.step, e.seq)
             rows: list[tuple[str, dict | None, str | None]] = []
             for event in events:
+                if event.event == "step.started" and first_starts[event.step] == event.seq:
+                    continue  # the card shows the step in progress; a restart's second start gets a line
                 rows.extend(self._rows_for(event, run, steps))
             pending_update = conn.execute(
                 "SELECT 1 FROM outbox WHERE run_id = ? AND kind = 'card_update' AND state = 'pending'", (run_id,)
@@ -106,7 +113,7 @@ class SlackProgress:
         if event.event == "run.requested":
             return [("card", None, None)]
         if event.event == "run.started":
-            return [("reply", msg.message("Run started", [msg.context(f"Run `{run.id}` started by the bot")]), None)]
+            return []  # the card's state says it; a reply would spend one of the channel's paced posts
         if event.event.startswith("step."):
             return [("reply", msg.step_reply(event, steps.get(event.step), title), None)]
         if event.event == "approval.requested":
