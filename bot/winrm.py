@@ -429,9 +429,12 @@ class WinRMExecutor:
         """Wait, bounded by ``timeout``, until the host answers with a boot time other than before.
 
         Like Ansible's win_reboot: a short probe per attempt, the boot time compared (a host that
-        answers with the old boot time has not gone down yet), backoff 2^n with jitter, capped.
+        answers with the old boot time has not gone down yet), backoff with jitter, capped. The backoff
+        starts at winrm.poll_seconds, not at seconds: a host that is back is noticed within one poll
+        (benchmarked: a fixed 2 s first wait was most of a fast run's time).
         """
         stop_at = time.monotonic() + timeout
+        base = self.config.winrm.poll_seconds
         probe = self.config.winrm.connect_timeout_seconds * 2
         attempt, last = 0, "no answer yet"
         while (remaining := stop_at - time.monotonic()) > 0:
@@ -443,7 +446,7 @@ class WinRMExecutor:
             except ExecutorError as exc:
                 last = str(exc)
             attempt += 1
-            delay = min(2**attempt, max_delay) + random.uniform(0, 1)
+            delay = min(base * 2 ** (attempt - 1), max_delay) + random.uniform(0, min(base, 1.0))
             await sleep(min(delay, max(0.0, stop_at - time.monotonic())))
         raise RebootTimedOut(host, timeout, last)
 

@@ -280,6 +280,26 @@ async def test_wait_for_reboot_returns_once_the_boot_time_changed():
         executor.close()
 
 
+async def test_wait_for_reboot_backs_off_from_the_poll_interval_up_to_the_cap():
+    with running_host("reboot-never-returns") as host:
+        executor = executor_for(host, "connect_timeout_seconds = 1\npoll_seconds = 0.25")
+        before = await executor.boot_time("host01")
+        host.begin_reboot()
+        waits: list[float] = []
+
+        async def record(seconds: float) -> None:
+            waits.append(seconds)
+            await asyncio.sleep(0.01)
+
+        with pytest.raises(RebootTimedOut):
+            await executor.wait_for_reboot("host01", before, timeout=1.5, max_delay=1.0, sleep=record)
+        assert len(waits) >= 3
+        # 0.25, 0.5, 1.0, 1.0 ... each plus up to 0.25 of jitter: a host that is back is seen within a poll
+        for wait, floor in zip(waits, [0.25, 0.5, 1.0, 1.0, 1.0, 1.0], strict=False):
+            assert floor <= wait <= floor + 0.25, waits
+        executor.close()
+
+
 async def test_wait_for_reboot_times_out_cleanly_when_the_host_never_returns():
     with running_host("reboot-never-returns") as host:
         executor = executor_for(host, "connect_timeout_seconds = 1")
