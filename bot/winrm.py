@@ -48,6 +48,7 @@ SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "steps" / "ps"
 CMD_LINE_LIMIT = 8191  # cmd.exe's limit on a whole command line
 STDERR_LIMIT = 2000
 ACCESS_DENIED_FAULTS = frozenset({5, 0x80070005})
+SHELL_NOT_FOUND_FAULT = 0x8033805B  # w:InvalidSelectors: the host no longer knows the shell (it restarted)
 # transport -> (pywinrm's flag that its library imported, the pip requirement that brings it)
 TRANSPORT_EXTRAS = {
     "ntlm": ("HAVE_NTLM", "pywinrm"),
@@ -103,6 +104,10 @@ class ServerError(ExecutorError):
     """The WinRM service answered with an error that is not about us (HTTP 5xx)."""
 
     retryable = True
+
+
+class ShellLost(HostUnreachable):
+    """The host answered that our shell does not exist: it restarted (or its WinRM service did)."""
 
 
 class CommandOutcomeUnknown(HostUnreachable):
@@ -344,7 +349,8 @@ class WinRMExecutor:
                     lost += 1
                     if not exc.retryable:
                         raise
-                    if lost > self.receive_retries:
+                    # Polling a shell the host says it no longer has can never succeed: stop at once.
+                    if lost > self.receive_retries or isinstance(exc, ShellLost):
                         if retry_safe:
                             raise
                         raise CommandOutcomeUnknown(
@@ -400,6 +406,8 @@ class WinRMExecutor:
             code = exc.wsman_fault_code or exc.fault_code
             if exc.wsman_fault_code in ACCESS_DENIED_FAULTS:
                 raise AuthenticationFailed(host, f"access denied by the WinRM service (fault {code})") from None
+            if exc.wsman_fault_code == SHELL_NOT_FOUND_FAULT:
+                raise ShellLost(host, "the host no longer has the command's shell (it restarted)") from None
             # Other faults (out of memory, quota, service busy) pass; retrying is bounded and phase-safe.
             raise ServerError(host, f"WinRM fault {code}: {exc.reason}") from None
         except WinRMTransportError as exc:

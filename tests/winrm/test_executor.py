@@ -188,6 +188,22 @@ async def test_receive_dropped_too_often_is_reported_and_not_rerun():
         executor.close()
 
 
+async def test_a_shell_lost_to_a_restart_is_not_polled_again():
+    with running_host() as host:
+        host.faults.command_delay_seconds = 1.0
+        executor = executor_for(host, receive_retries=10)
+        running = asyncio.create_task(executor.run("host01", "boottime"))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(host.begin_reboot)  # the host restarts while the command runs
+        with pytest.raises(CommandOutcomeUnknown) as caught:
+            await running
+        assert "no longer has the command's shell" in str(caught.value)
+        lost = [r for r in host.requests if r.action == "Receive" and "InvalidSelectors" in r.detail]
+        assert len(lost) == 1  # polling a shell the host does not have could never succeed
+        assert len([r for r in host.requests if r.action == "Command"]) == 1
+        executor.close()
+
+
 async def test_server_error_before_the_command_is_retried():
     with running_host() as host:
         host.faults.server_errors = 1  # the shell Create fails once: nothing has run yet
