@@ -1,136 +1,135 @@
-"""Ack latency of /idm-upgrade over signed HTTP: the bot versus a bare Bolt app that only acks.
+"""Ack latency: `/idm-upgrade status` and a button click sent as signed HTTP, at 0, 10 and 50 runs in flight.
 
-Both run in this process, on the same loop, against the same Slack stand-in, with the same sender;
-the figure is the ratio of their percentiles. Measured, never asserted.
+The bot is `idm-upgrade serve --http` in its own process, working on N runs against simulated hosts
+(every run active: max_parallel = N). The baseline is a bare Bolt app in its own process whose handlers
+only ack, on the same machine at the same moment: the two are asked in turn, request by request.
+The click names an approval that does not exist, so every sample takes the same path (ack, then the
+engine looks it up and answers the clicker); the real approval clicks of the runs are reported too.
+Measured, never asserted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
+import contextlib
+import json
 import tempfile
-import tomllib
 from pathlib import Path
+from typing import Any
 
-from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
-from slack_bolt.async_app import AsyncApp
-
-from bot.config import Secrets, parse_config
-from bot.slack_app import SlackBot, web_client
+from bench.rig import (
+    SIGNING_SECRET,
+    Approver,
+    BareBolt,
+    BotProcess,
+    HostFleet,
+    Observer,
+    bot_config,
+    host_names,
+    percentiles,
+    request_runs,
+    until,
+)
 from sandbox.slack import SlackStandIn
-from sandbox.slack_state import REQUESTER
+from sandbox.slack_sender import block_actions_payload
+from sandbox.slack_state import APPROVER, REQUESTER
+from sandbox.workspace_one import WorkspaceOneStandIn
 
-SECRET = "bench-signing-secret"
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "mean": statistics.fmean(ordered) * 1000}
+LEVELS = (0, 10, 50)
+TIME_SCALE = 0.5  # a run lasts about 45 s: longer than the measurement, so the runs stay in flight
+KINDS = ("bare_command", "bot_command", "bare_click", "bot_click")
 
 
-async def bare_bolt(slack: SlackStandIn) -> tuple[web.AppRunner, str]:
-    app = AsyncApp(client=web_client("xoxb-sandbox", slack.api_url), signing_secret=SECRET)
-
-    @app.command("/idm-upgrade")
-    async def only_ack(ack):
-        await ack()
-
-    async def events(request: web.Request) -> web.Response:
-        return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
-
-    web_app = web.Application()
-    web_app.router.add_post("/slack/events", events)
-    runner = web.AppRunner(web_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
-
-
-def bot_config(directory: Path):
-    text = f"""
-[slack]
-channel = "C0OPSCHANL"
-approvers = ["U0APPROVER1"]
-[database]
-path = "{directory / "bench.db"}"
-[installer]
-url = "http://127.0.0.1:1/connector.exe"
-sha256 = "{"ab" * 32}"
-version = "19.03.0.1"
-[winrm]
-scheme = "http"
-transport = "basic"
-[hosts.host01]
-address = "127.0.0.1"
-port = 1
-"""
-    return parse_config(tomllib.loads(text))
-
-
-async def measure(sender, text: str, count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        result = await sender.send_slash_command(REQUESTER, text)
-        assert result.status == 200, result.status
-        samples.append(result.seconds)
-    return samples
-
-
-async def run(count: int = 300) -> dict:
-    async with SlackStandIn(signing_secret=SECRET) as slack:
-        runner, bare_url = await bare_bolt(slack)
-        with tempfile.TemporaryDirectory() as tmp:
-            env = {
-                "SLACK_BOT_TOKEN": "xoxb-sandbox",
-                "SLACK_SIGNING_SECRET": SECRET,
-                "WINRM_USERNAME": "bench",
-                "WINRM_PASSWORD": "bench",
-            }
-            bot = SlackBot(bot_config(Path(tmp)), Secrets.from_env(env), socket_mode=False, api_url=slack.api_url)
-            await bot.start(port=0)
+async def level(in_flight: int, count: int) -> dict[str, Any]:
+    hosts = HostFleet(max(in_flight, 1), "default", TIME_SCALE)
+    with contextlib.ExitStack() as stack:
+        stack.callback(hosts.stop)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ack-")))
+        async with SlackStandIn(signing_secret=SIGNING_SECRET) as slack, WorkspaceOneStandIn() as ws1:
+            config = bot_config(tmp / "bot.toml", hosts.hosts, ws1.url, max_parallel=max(in_flight, 1))
+            bot = BotProcess(config, slack, ws1, hosts.hosts[0])
+            stack.callback(bot.stop)
+            bare = BareBolt(slack)
+            stack.callback(bare.stop)
+            await bot.ready()
+            await bare.ready()
+            observer = Observer(bot.database)
+            stack.callback(observer.close)
+            approver = Approver(slack, observer, bot.url)
+            clicking = asyncio.get_running_loop().create_task(approver.run())
             try:
-                bare_sender = slack.sender(bare_url, SECRET)
-                bot_sender = slack.sender(f"{bot.url}/slack/events", SECRET)
-                await measure(bare_sender, "help", 10)  # warm both up
-                await measure(bot_sender, "help", 10)
-                results = {"count": count}
-                # interleave the two so load on the machine hits both alike
-                bare, bot_help, bot_status = [], [], []
+                senders = {"bare": slack.sender(bare.url, SIGNING_SECRET), "bot": slack.sender(bot.url, SIGNING_SECRET)}
+                anchor = slack.post_as_user(APPROVER, "benchmark clicks").ts
+                click = json.dumps(block_actions_payload(slack, APPROVER, "approve", "apr-00000000", anchor))
+
+                async def ask(kind: str) -> float:
+                    who, what = kind.split("_")
+                    sender = senders[who]
+                    if what == "command":
+                        result = await sender.send_slash_command(REQUESTER, "status")
+                    else:
+                        result = await sender.replay(sender.build({"payload": click}))
+                    if result.status != 200:
+                        raise RuntimeError(f"{kind} answered {result.status}")
+                    return result.seconds
+
+                for kind in KINDS * 5:  # warm both up
+                    await ask(kind)
+                if in_flight:
+                    await request_runs(slack, bot.url, host_names(in_flight))
+                    await until(
+                        lambda: (
+                            observer.rows("SELECT COUNT(*) FROM audit WHERE event = 'step.started'")[0][0] >= in_flight
+                        ),
+                        "every run to start working",
+                        120,
+                    )
+                samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
+                active: list[int] = []
                 for _ in range(count):
-                    bare += await measure(bare_sender, "help", 1)
-                    bot_help += await measure(bot_sender, "help", 1)
-                    bot_status += await measure(bot_sender, "status", 1)
-                results["bare_bolt"] = percentiles(bare)
-                results["bot_help"] = percentiles(bot_help)
-                results["bot_status"] = percentiles(bot_status)
-                results["ratio_p99_help"] = results["bot_help"]["p99"] / results["bare_bolt"]["p99"]
-                results["ratio_p99_status"] = results["bot_status"]["p99"] / results["bare_bolt"]["p99"]
+                    for kind in KINDS:
+                        samples[kind].append(await ask(kind))
+                    active.append(observer.active())
+                    await asyncio.sleep(0.02)
             finally:
-                await bot.stop()
-                await runner.cleanup()
-    return results
+                clicking.cancel()
+                await asyncio.gather(clicking, return_exceptions=True)
+    result: dict[str, Any] = {kind: percentiles(values) for kind, values in samples.items()}
+    result["approval_clicks"] = percentiles(approver.latencies)
+    result["in_flight"] = in_flight
+    result["active_min"], result["active_max"] = min(active), max(active)
+    result["ratio_command"] = result["bot_command"]["p99"] / result["bare_command"]["p99"]
+    result["ratio_click"] = result["bot_click"]["p99"] / result["bare_click"]["p99"]
+    return result
 
 
-def report(results: dict) -> str:
-    rows = ["| request | p50 ms | p95 ms | p99 ms | mean ms |", "|---|---|---|---|---|"]
-    for key, label in (
-        ("bare_bolt", "bare Bolt, ack only (baseline)"),
-        ("bot_help", "bot: `/idm-upgrade help`"),
-        ("bot_status", "bot: `/idm-upgrade status`"),
-    ):
-        p = results[key]
-        rows.append(f"| {label} | {p['p50']:.1f} | {p['p95']:.1f} | {p['p99']:.1f} | {p['mean']:.1f} |")
+async def run(count: int = 150, levels: tuple[int, ...] = LEVELS) -> list[dict[str, Any]]:
+    return [await level(n, count) for n in levels]
+
+
+def report(results: list[dict[str, Any]]) -> str:
+    rows = [
+        "| runs in flight | request | bare Bolt p50 / p95 / p99 ms | bot p50 / p95 / p99 ms | p99 ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        flight = f"{r['in_flight']}" + (f" (seen {r['active_min']}-{r['active_max']})" if r["in_flight"] else "")
+        for what, label in (("command", "`/idm-upgrade status`"), ("click", "button click")):
+            bare, bot = r[f"bare_{what}"], r[f"bot_{what}"]
+            rows.append(
+                f"| {flight} | {label} | {bare['p50']:.1f} / {bare['p95']:.1f} / {bare['p99']:.1f} "
+                f"| {bot['p50']:.1f} / {bot['p95']:.1f} / {bot['p99']:.1f} | {r[f'ratio_{what}']:.2f} |"
+            )
     rows.append("")
-    rows.append(
-        f"p99 ratio to bare Bolt: help {results['ratio_p99_help']:.2f}, status {results['ratio_p99_status']:.2f} "
-        f"({results['count']} requests each, 0 runs in flight)"
-    )
+    samples = results[0]["bot_command"]["n"]
+    rows.append(f"{samples} requests of each kind per level, bot and baseline asked in turn.")
+    for r in results:
+        clicks = r["approval_clicks"]
+        if clicks["n"]:
+            rows.append(
+                f"Real approval clicks at {r['in_flight']} in flight: {clicks['n']}, p50 {clicks['p50']:.1f} ms, "
+                f"p99 {clicks['p99']:.1f} ms, max {clicks['max']:.1f} ms."
+            )
     return "\n".join(rows)
 
 
