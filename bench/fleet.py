@@ -1,0 +1,244 @@
+"""Fleet: 10, 50 and 200 hosts with winrm.max_parallel 20, one `/idm-upgrade HOST` per host.
+
+Each size gets a fresh bot process, hosts process and database. First one host is upgraded alone: its
+time is the baseline, and the ideal for the fleet is ceil(hosts / max_parallel) times it. Then the fleet
+is requested at once. Sampled every SAMPLE_SECONDS: the bot's RSS, the runs in flight, and the hosts
+mid-upgrade (a step started, the run not ended). The Slack calls per channel per second and the thread
+lag (outbox row stored -> delivered) come from the same run. Measured, never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.rig import (
+    SIGNING_SECRET,
+    Approver,
+    BotProcess,
+    HostFleet,
+    Observer,
+    bot_config,
+    host_names,
+    percentiles,
+    request_runs,
+    until,
+)
+from sandbox.slack import SlackStandIn
+from sandbox.slack_state import OPS_CHANNEL
+from sandbox.workspace_one import WorkspaceOneStandIn
+
+SIZES = (10, 50, 200)
+MAX_PARALLEL = 20
+TIME_SCALE = 0.05  # the simulated install takes 2.25 s, the reboot 1.5 s: a run takes a few seconds
+MESSAGES_PER_SECOND = 10.0
+SAMPLE_SECONDS = 0.25
+FLEET_TIMEOUT = 600.0
+DRAIN_SECONDS = 20.0  # after the fleet ends, the thread backlog is given this long, then measured as is
+
+
+def at(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def run_span(observer: Observer, hosts: list[str]) -> float:
+    marks = ",".join("?" * len(hosts))
+    [(first, last)] = observer.rows(
+        "SELECT MIN(a.at), MAX(a.at) FROM audit a JOIN runs r ON r.id = a.run_id "
+        f"WHERE r.host IN ({marks}) AND a.event IN ('run.requested', 'run.succeeded', 'run.failed')",
+        *hosts,
+    )
+    return at(last) - at(first)
+
+
+def max_per_window(times: list[float], window: float = 1.0) -> int:
+    """The most calls in any `window` seconds (a sliding window over the call times)."""
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def one_fleet(size: int) -> dict[str, Any]:
+    hosts = HostFleet(size + 1, "default", TIME_SCALE)
+    with contextlib.ExitStack() as stack:
+        stack.callback(hosts.stop)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-")))
+        async with SlackStandIn(signing_secret=SIGNING_SECRET) as slack, WorkspaceOneStandIn() as ws1:
+            config = bot_config(
+                tmp / "bot.toml",
+                hosts.hosts,
+                ws1.url,
+                max_parallel=MAX_PARALLEL,
+                messages_per_second=MESSAGES_PER_SECOND,
+            )
+            bot = BotProcess(config, slack, ws1, hosts.hosts[0])
+            stack.callback(bot.stop)
+            await bot.ready()
+            observer = Observer(bot.database)
+            stack.callback(observer.close)
+            approver = Approver(slack, observer, bot.url)
+            clicking = asyncio.get_running_loop().create_task(approver.run())
+            names = host_names(size + 1)
+            solo, fleet = names[:1], names[1:]
+            try:
+                await request_runs(slack, bot.url, solo)
+                await until(lambda: observer.active() == 0 and observer.states(), "the single run to end", 120)
+                await until(
+                    lambda: not observer.rows("SELECT 1 FROM outbox WHERE state = 'pending'"),
+                    "the single run's thread",
+                    120,
+                )
+                one_host = run_span(observer, solo)
+                idle_kib = bot.memory_kib()["VmRSS"]
+                db_before = bot.database_bytes()
+                calls_before = len(slack.calls)
+                samples: list[tuple[float, int, int, int]] = []  # (t, rss KiB, in flight, mid-upgrade)
+
+                async def sample() -> None:
+                    while True:
+                        in_flight = observer.active()
+                        mid = observer.rows(
+                            "SELECT COUNT(DISTINCT s.run_id) FROM steps s JOIN runs r ON r.id = s.run_id "
+                            "WHERE r.state IN ('running', 'waiting_approval') AND s.state != 'pending'"
+                        )
+                        samples.append(
+                            (time.monotonic(), bot.memory_kib()["VmRSS"], in_flight, mid[0][0] if mid else 0)
+                        )
+                        await asyncio.sleep(SAMPLE_SECONDS)
+
+                sampling = asyncio.get_running_loop().create_task(sample())
+                cpu_before = bot.cpu_seconds()
+                started = time.monotonic()
+                ack = await request_runs(slack, bot.url, fleet)
+                await until(
+                    lambda: observer.active() == 0 and sum(observer.states().values()) == size + 1,
+                    f"{size} runs to end",
+                    FLEET_TIMEOUT,
+                    interval=0.2,
+                )
+                wall = time.monotonic() - started
+                cpu = bot.cpu_seconds() - cpu_before
+                sampling.cancel()
+                await asyncio.gather(sampling, return_exceptions=True)
+                backlog_at_end = observer.rows("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0]
+                with contextlib.suppress(TimeoutError):
+                    await until(
+                        lambda: not observer.rows("SELECT 1 FROM outbox WHERE state = 'pending'"),
+                        "the threads",
+                        DRAIN_SECONDS,
+                    )
+                peak_kib = bot.memory_kib()["VmHWM"]
+            finally:
+                clicking.cancel()
+                await asyncio.gather(clicking, return_exceptions=True)
+            states = observer.states()
+            lags = [
+                at(sent) - at(created)
+                for created, sent in observer.rows(
+                    "SELECT created_at, sent_at FROM outbox WHERE state = 'sent' AND run_id IN "
+                    f"(SELECT id FROM runs WHERE host IN ({','.join('?' * size)}))",
+                    *fleet,
+                )
+            ]
+            pending = observer.rows("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0]
+            calls = slack.calls[calls_before:]
+            channel_times = sorted(c.time for c in calls if c.channel == OPS_CHANNEL)
+            span = run_span(observer, fleet)
+            db_bytes = bot.database_bytes()
+    ideal = math.ceil(size / MAX_PARALLEL) * one_host
+    peak_flight = max(s[2] for s in samples) if samples else 0
+    rss_peak_sampled = max(s[1] for s in samples) if samples else idle_kib
+    return {
+        "hosts": size,
+        "states": states,
+        "one_host_s": one_host,
+        "fleet_s": span,
+        "wall_s": wall,
+        "ideal_s": ideal,
+        "vs_ideal": span / ideal,
+        "cpu_s": cpu,
+        "idle_mib": idle_kib / 1024,
+        "peak_rss_mib": peak_kib / 1024,
+        "per_run_kib": (rss_peak_sampled - idle_kib) / max(1, peak_flight),
+        "peak_in_flight": peak_flight,
+        "peak_mid_upgrade": max(s[3] for s in samples) if samples else 0,
+        "db_mib": db_bytes / 2**20,
+        "db_kib_per_run": (db_bytes - db_before) / 1024 / size,
+        "ack_p99_ms": percentiles(ack)["p99"],
+        "slack_calls": len(calls),
+        "max_calls_per_second": max_per_window(channel_times),
+        "pace": MESSAGES_PER_SECOND,
+        "lag": percentiles(lags),
+        "backlog_at_end": backlog_at_end,
+        "pending_after_drain": pending,
+    }
+
+
+async def run(sizes: tuple[int, ...] = SIZES) -> list[dict[str, Any]]:
+    return [await one_fleet(size) for size in sizes]
+
+
+def slope(rows: list[dict[str, Any]], key: str) -> float:
+    """Least-squares slope of `key` per host."""
+    xs = [r["hosts"] for r in rows]
+    ys = [r[key] for r in rows]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    denominator = sum((x - mean_x) ** 2 for x in xs) or 1
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / denominator
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| hosts | one host alone s (baseline) | fleet s | ideal s | fleet / ideal | bot CPU s | peak RSS MiB "
+        "| KiB per run in flight | peak in flight | peak mid-upgrade | DB MiB | DB KiB per run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['hosts']} | {r['one_host_s']:.2f} | {r['fleet_s']:.2f} | {r['ideal_s']:.2f} | {r['vs_ideal']:.2f} "
+            f"| {r['cpu_s']:.1f} | {r['peak_rss_mib']:.1f} | {r['per_run_kib']:.0f} | {r['peak_in_flight']} "
+            f"| {r['peak_mid_upgrade']} | {r['db_mib']:.2f} | {r['db_kib_per_run']:.0f} |"
+        )
+    lines.append("")
+    if len(rows) > 1:
+        lines.append(
+            f"Slopes per host (least squares): fleet time {slope(rows, 'fleet_s'):.3f} s, bot CPU "
+            f"{slope(rows, 'cpu_s'):.3f} s, peak RSS {slope(rows, 'peak_rss_mib') * 1024:.0f} KiB, "
+            f"database {slope(rows, 'db_mib') * 1024:.0f} KiB."
+        )
+    lines.append(
+        f"max_parallel {MAX_PARALLEL}; hosts of the default scenario at time scale {TIME_SCALE}; approvals "
+        "clicked the moment they open. 'Mid-upgrade': runs with a step started and not ended."
+    )
+    lines += [
+        "",
+        f"Pace and thread lag (slack.messages_per_second = {rows[0]['pace']:g} for the channel):",
+        "",
+        "| hosts | Slack calls | most calls in any 1 s in the channel | lag p50 s | lag p99 s | lag max s "
+        "| backlog when the fleet ended | still pending after "
+        f"{DRAIN_SECONDS:.0f} s more |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lag = r["lag"]
+        lines.append(
+            f"| {r['hosts']} | {r['slack_calls']} | {r['max_calls_per_second']} | {lag['p50'] / 1000:.1f} "
+            f"| {lag['p99'] / 1000:.1f} | {lag['max'] / 1000:.1f} | {r['backlog_at_end']} "
+            f"| {r['pending_after_drain']} |"
+        )
+    lines.append("")
+    lines.append("Lag is over the messages delivered; those still pending are counted in the last column.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(report(asyncio.run(run())))
