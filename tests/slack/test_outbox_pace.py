@@ -26,7 +26,7 @@ class SlowThenFastSlack:
         self._delays = itertools.cycle([0.08, 0.0])
         self._ts = itertools.count(1)
 
-    async def chat_postMessage(self, **kwargs):  # noqa: N802 - slack_sdk's name
+    async def chat_postMessage(self, **kwargs):
         await asyncio.sleep(next(self._delays))
         self.arrivals.append(time.monotonic())
         return {"ts": f"{next(self._ts)}.000100"}
