@@ -289,6 +289,38 @@ async def test_max_parallel_bounds_steps_across_hosts(engine_factory, tmp_path):
     await engine.stop()
 
 
+async def test_a_fleet_is_upgraded_max_parallel_hosts_at_a_time(engine_factory):
+    """Six single-host runs, max_parallel = 2, approvals answered at once: a host that has started is
+    finished before another host is started, so at most two hosts are ever part-way through (plus any
+    that wait on a person), never the whole fleet in lockstep."""
+    approver = Approver()
+    engine = await engine_factory(approver, winrm="max_parallel = 2", hosts=6)
+    mid_upgrade: list[int] = []
+    for step in engine.steps.values():
+        original = step.check
+
+        async def observed(ctx, original=original):
+            runs = engine.store.runs()
+            started = [
+                r for r in runs if r.state.active and any(s.state.value != "pending" for s in engine.store.steps(r.id))
+            ]
+            mid_upgrade.append(len(started))
+            await asyncio.sleep(0.02)
+            return await original(ctx)
+
+        step.check = observed
+    runs = [(await engine.submit([f"host{i:02d}"], REQUESTER))[0] for i in range(1, 7)]
+    await engine.join()
+    assert all(engine.store.get_run(r.id).state is RunState.succeeded for r in runs)
+    # two working, and two more let in while the first two waited on a person: never the whole fleet
+    assert max(mid_upgrade) <= 4, mid_upgrade
+    # and the first two hosts finished before the last two began
+    ended = {r.host: engine.store.get_run(r.id).finished_at for r in runs}
+    first_started = {r.host: engine.store.steps(r.id)[0].started_at for r in runs}
+    assert max(ended["host01"], ended["host02"]) <= min(first_started["host05"], first_started["host06"])
+    await engine.stop()
+
+
 async def test_slow_sink_never_blocks_the_engine(engine_factory):
     class SlowSink:
         async def deliver(self, event):
