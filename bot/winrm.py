@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import math
@@ -136,13 +137,19 @@ def powershell_literal(params: dict[str, Any]) -> str:
     return "'" + json.dumps(params, separators=(",", ":"), default=str).replace("'", "''") + "'"
 
 
+@functools.lru_cache(maxsize=128)
+def script_body(path: Path) -> str:
+    """A script's text, read once: build_script runs on the event loop, which must not wait on the disk
+    (the ack benchmark caught reads stalling behind the database's fsyncs with 50 runs in flight)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"no PowerShell script {path.name} in {path.parent}") from None
+
+
 def build_script(name: str, params: dict[str, Any] | None = None, scripts_dir: Path = SCRIPTS_DIR) -> str:
     """steps/ps/NAME.ps1 with one line prepended that sets $Params from a JSON literal."""
-    path = scripts_dir / f"{name}.ps1"
-    try:
-        body = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"no PowerShell script {path.name} in {scripts_dir}") from None
+    body = script_body(scripts_dir / f"{name}.ps1")
     return f"$Params = {powershell_literal(params or {})} | ConvertFrom-Json\n{body}"
 
 

@@ -420,3 +420,11 @@ def test_certificates_are_validated_by_default():
     executor = WinRMExecutor(config, Secrets.from_env({"WINRM_USERNAME": "u", "WINRM_PASSWORD": "p"}))
     assert executor._protocol("host01").server_cert_validation == "validate"
     executor.close()
+
+
+def test_each_script_is_read_from_disk_once(tmp_path):
+    """build_script runs on the event loop: after the first read it must not touch the disk again."""
+    (tmp_path / "once.ps1").write_text("# idm-upgrade: once\n@{} | ConvertTo-Json\n")
+    first = build_script("once", {"A": 1}, tmp_path)
+    (tmp_path / "once.ps1").unlink()
+    assert build_script("once", {"A": 1}, tmp_path) == first
