@@ -37,13 +37,13 @@ from sandbox.workspace_one import WorkspaceOneStandIn
 
 SIZES = (10, 50, 200)
 MAX_PARALLEL = 20
-# The simulated install takes 9 s and the reboot 6 s (a real one takes minutes): the hosts' time dominates,
+# The simulated install takes 7 s and the reboot 4.5 s (real ones take minutes): the hosts' time dominates,
 # as it does in production, while 200 hosts still fit in a few minutes.
-TIME_SCALE = 0.2
+TIME_SCALE = 0.15
 MESSAGES_PER_SECOND = 10.0
 SAMPLE_SECONDS = 0.25
 FLEET_TIMEOUT = 600.0
-DRAIN_SECONDS = 20.0  # after the fleet ends, the thread backlog is given this long, then measured as is
+DRAIN_SECONDS = 15.0  # after the fleet ends, the thread backlog is given this long, then measured as is
 
 
 def at(value: str) -> float:

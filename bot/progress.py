@@ -34,6 +34,10 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 8.0
+# When the channel's backlog would take this long to send at the pace, a thread's consecutive pending
+# replies go out as one message: a fleet's threads catch up sooner, and nothing is dropped or reordered.
+MERGE_BACKLOG_SECONDS = 30.0
+MERGE_MAX_BLOCKS = 40  # Slack allows 50 blocks in a message
 FATAL_ERRORS = frozenset(
     {
         "channel_not_found",
@@ -65,6 +69,7 @@ class SlackProgress:
         self._task: asyncio.Task | None = None
         self._last_call: dict[str, float] = {}
         self.delivered = 0
+        self.merge_backlog_seconds = MERGE_BACKLOG_SECONDS
 
     # -- projection (runs on the store's thread) -------------------------------------------------
 
@@ -203,6 +208,8 @@ class SlackProgress:
                     await asyncio.wait_for(self._wakeup.wait(), timeout=5)
                 continue
             await self._pace(entry["channel"])
+            if entry["kind"] == "reply":
+                entry = await self.engine.db(self._merge_backlog, entry)
             try:
                 ts = await self._send(entry)
             except SlackApiError as exc:
@@ -231,7 +238,31 @@ class SlackProgress:
             self._called(entry["channel"])
             backoff = 1.0
             self.delivered += 1
-            await self.engine.db(self._mark, entry["id"], "sent", ts, None)
+            await self.engine.db(self._mark, entry.get("merged", entry["id"]), "sent", ts, None)
+
+    def _merge_backlog(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """With a long backlog in the channel, this reply and the thread's next pending replies as one."""
+        [(pending,)] = self.store.conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND channel = ?", (entry["channel"],)
+        ).fetchall()
+        if pending / self.config.slack.messages_per_second < self.merge_backlog_seconds:
+            return entry
+        rows = self.store.conn.execute(
+            "SELECT id, kind, payload FROM outbox WHERE run_id = ? AND state = 'pending' AND id >= ? ORDER BY id",
+            (entry["run_id"], entry["id"]),
+        ).fetchall()
+        ids, texts, blocks = [], [], []
+        for entry_id, kind, payload in rows:
+            message = json.loads(payload)
+            if kind != "reply" or len(blocks) + len(message.get("blocks", [])) > MERGE_MAX_BLOCKS:
+                break  # the thread's order: never past a message of another kind
+            ids.append(entry_id)
+            texts.append(message.get("text", ""))
+            blocks.extend(message.get("blocks", []))
+        if len(ids) < 2:
+            return entry
+        text = msg.fit("\n".join(texts), msg.TEXT_LIMIT)
+        return {**entry, "payload": json.dumps({"text": text, "blocks": blocks}), "merged": ids}
 
     async def _pace(self, channel: str) -> None:
         wait = self._last_call.get(channel, 0.0) + self.interval - time.monotonic()
@@ -292,10 +323,12 @@ class SlackProgress:
         with self.store.transaction("slack.card"):
             self.store.conn.execute("UPDATE slack_threads SET card_ts = ? WHERE run_id = ?", (ts, run_id))
 
-    def _mark(self, entry_id: int, state: str, ts: str | None, error: str | None) -> None:
+    def _mark(self, entry_ids: int | list[int], state: str, ts: str | None, error: str | None) -> None:
+        """One row, or the rows merged into one message: all in one transaction."""
         with self.store.transaction("slack.sent"):
-            self.store.conn.execute(
-                "UPDATE outbox SET state = ?, slack_ts = ?, error = ?, sent_at = ?, attempts = attempts + 1 "
-                "WHERE id = ?",
-                (state, ts, error, iso(utcnow()), entry_id),
-            )
+            for entry_id in entry_ids if isinstance(entry_ids, list) else [entry_ids]:
+                self.store.conn.execute(
+                    "UPDATE outbox SET state = ?, slack_ts = ?, error = ?, sent_at = ?, attempts = attempts + 1 "
+                    "WHERE id = ?",
+                    (state, ts, error, iso(utcnow()), entry_id),
+                )

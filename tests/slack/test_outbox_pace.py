@@ -57,3 +57,51 @@ async def test_calls_reach_slack_no_closer_than_the_pace(tmp_path):
     assert min(gaps) >= 1 / PACE, [round(g, 3) for g in gaps]
     # so no one-second window holds more than PACE calls
     assert all(sum(1 for t in slack.arrivals if start <= t < start + 1) <= PACE for start in slack.arrivals)
+
+
+class RecordingSlack:
+    def __init__(self) -> None:
+        self.posts: list[dict] = []
+
+    async def chat_postMessage(self, **kwargs):
+        self.posts.append(kwargs)
+        return {"ts": f"{len(self.posts)}.000100"}
+
+
+async def deliver_all(tmp_path, merge_backlog_seconds: float) -> tuple[RecordingSlack, Store, list]:
+    config = load_config(str(write_config(tmp_path, slack="messages_per_second = 10")))
+    store = Store(config.database.path)
+    engine = Engine(store, config, gated_plan(tmp_path))
+    slack = RecordingSlack()
+    progress = SlackProgress(engine, client=slack, config=config)
+    progress.merge_backlog_seconds = merge_backlog_seconds
+    [a] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"])
+    [b] = store.create_runs(["host02"], requester=REQUESTER, plan=["alpha"])
+    with store.transaction() as conn:  # two threads' replies, interleaved as a fleet makes them
+        for run, text in [(a, "a1"), (a, "a2"), (b, "b1"), (a, "a3"), (b, "b2"), (b, "b3")]:
+            progress._insert(conn, run.id, "reply", {"text": text, "blocks": [{"type": "section"}]}, None)
+    progress.start()
+    try:
+        for _ in range(100):
+            if not progress._next_pending():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await progress.stop()
+        await engine.stop()
+    rows = store.conn.execute("SELECT run_id, state, slack_ts FROM outbox ORDER BY id").fetchall()
+    store.close()
+    return slack, rows, [a.id, b.id]
+
+
+async def test_a_long_backlog_sends_each_threads_pending_replies_as_one_message(tmp_path):
+    slack, rows, _ = await deliver_all(tmp_path, merge_backlog_seconds=0.0)
+    assert [p["text"] for p in slack.posts] == ["a1\na2\na3", "b1\nb2\nb3"]  # each thread in its own order
+    assert [len(p["blocks"]) for p in slack.posts] == [3, 3]  # every reply's content is there
+    assert {state for _, state, _ in rows} == {"sent"}
+
+
+async def test_without_a_backlog_each_reply_is_its_own_message(tmp_path):
+    slack, rows, _ = await deliver_all(tmp_path, merge_backlog_seconds=30.0)
+    assert [p["text"] for p in slack.posts] == ["a1", "a2", "b1", "a3", "b2", "b3"]  # as stored
+    assert len({ts for _, _, ts in rows}) == 6
