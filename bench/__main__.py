@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
     sections.append(("Ack latency (signed HTTP, bot and bare Bolt each in its own process)", ack_latency.report(ack)))
     one = asyncio.run(per_run.run(1 if smoke else 5))
     sections.append(("Per-run overhead (zero-time host, approvals clicked at once)", per_run.report(one)))
-    fleets = asyncio.run(fleet.run((2, 3) if smoke else fleet.SIZES))
+    fleets = asyncio.run(fleet.run((2, 3), time_scale=0.02) if smoke else fleet.run())
     sections.append(("Fleet, pace and thread lag", fleet.report(fleets)))
     audit_rows = audit_scale.run((1_000, 5_000) if smoke else (10_000, 100_000, 1_000_000))
     sections.append(

@@ -82,8 +82,8 @@ def max_per_window(times: list[float], window: float = 1.0) -> int:
     return best
 
 
-async def one_fleet(size: int) -> dict[str, Any]:
-    hosts = HostFleet(size + 2, "default", TIME_SCALE)
+async def one_fleet(size: int, time_scale: float) -> dict[str, Any]:
+    hosts = HostFleet(size + 2, "default", time_scale)
     with contextlib.ExitStack() as stack:
         stack.callback(hosts.stop)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-")))
@@ -180,6 +180,7 @@ async def one_fleet(size: int) -> dict[str, Any]:
     rss_peak_sampled = max(s[1] for s in samples) if samples else idle_kib
     return {
         "hosts": size,
+        "time_scale": time_scale,
         "states": states,
         "one_host_s": one_host,
         "fleet_s": span,
@@ -206,8 +207,8 @@ async def one_fleet(size: int) -> dict[str, Any]:
     }
 
 
-async def run(sizes: tuple[int, ...] = SIZES) -> list[dict[str, Any]]:
-    return [await one_fleet(size) for size in sizes]
+async def run(sizes: tuple[int, ...] = SIZES, time_scale: float = TIME_SCALE) -> list[dict[str, Any]]:
+    return [await one_fleet(size, time_scale) for size in sizes]
 
 
 def slope(rows: list[dict[str, Any]], key: str) -> float:
@@ -248,7 +249,7 @@ def report(rows: list[dict[str, Any]]) -> str:
         + "."
     )
     lines.append(
-        f"max_parallel {MAX_PARALLEL}; hosts of the default scenario at time scale {TIME_SCALE}; approvals "
+        f"max_parallel {MAX_PARALLEL}; hosts of the default scenario at time scale {rows[0]['time_scale']}; approvals "
         "clicked the moment they open. 'Mid-upgrade': runs with a step started and not ended."
     )
     lines += [
