@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from winrm.exceptions import WinRMTransportError
+from winrm.exceptions import WinRMTransportError, WSManFaultError
 from winrm.protocol import Protocol
 
 from bench.rig import (
@@ -45,7 +45,8 @@ RUN_TIMEOUT = 120.0
 
 def plain_pywinrm_loop(host: HostInfo, sequence: list[tuple[str, dict]]) -> float:
     """Send each script as the bot did, back to back. Across the reboot the host drops the connection and
-    refuses new ones for a moment: the reboot command counts as sent, a refused one is tried again at once."""
+    refuses new ones for a moment, or no longer knows the shell: the reboot command counts as sent, another
+    is tried again at once."""
     protocol = Protocol(host.endpoint, transport="basic", username=host.username, password=host.password)
     started = time.perf_counter()
     for script, params in sequence:
@@ -58,7 +59,7 @@ def plain_pywinrm_loop(host: HostInfo, sequence: list[tuple[str, dict]]) -> floa
                 protocol.cleanup_command(shell, command)
                 protocol.close_shell(shell)
                 break
-            except (requests.ConnectionError, WinRMTransportError):
+            except (requests.ConnectionError, WinRMTransportError, WSManFaultError):
                 if script == "reboot":
                     break
                 time.sleep(0.01)
