@@ -65,20 +65,23 @@ def append(
     return AuditEvent(**record, prev_hash=prev_hash, hash=digest)
 
 
-def _rows(conn: sqlite3.Connection, run_id: str | None) -> Iterator[dict[str, Any]]:
+def _rows(conn: sqlite3.Connection, run_id: str | None, after: int | None = None) -> Iterator[dict[str, Any]]:
+    # No seq condition unless asked: an export shows every row, even one inserted with a bogus seq.
+    where = [("run_id = ?", run_id)] if run_id is not None else []
+    if after is not None:
+        where.append(("seq > ?", after))
     sql = f"SELECT {', '.join(COLUMNS)} FROM audit"
-    params: tuple = ()
-    if run_id is not None:
-        sql += " WHERE run_id = ?"
-        params = (run_id,)
-    for row in conn.execute(sql + " ORDER BY seq", params):
+    if where:
+        sql += " WHERE " + " AND ".join(condition for condition, _ in where)
+    for row in conn.execute(sql + " ORDER BY seq", tuple(value for _, value in where)):
         record = dict(zip(COLUMNS, row, strict=True))
         record["detail"] = json.loads(record["detail"])
         yield record
 
 
-def events(conn: sqlite3.Connection, run_id: str | None = None) -> Iterator[AuditEvent]:
-    for record in _rows(conn, run_id):
+def events(conn: sqlite3.Connection, run_id: str | None = None, after: int | None = None) -> Iterator[AuditEvent]:
+    """The events (of one run), in order; only those with seq > ``after``."""
+    for record in _rows(conn, run_id, after):
         yield AuditEvent(**record)
 
 

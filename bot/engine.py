@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from bot.approvals import ApprovalPolicy, gate_kind
 from bot.config import Config
 from bot.errors import ExternalSystemError
-from bot.models import ApprovalState, Run, RunState, StepState, utcnow
+from bot.models import ApprovalState, Run, RunState, StepRecord, StepState, utcnow
 from bot.sink import ProgressEvent, SinkDispatcher
 from bot.store import DecisionOutcome, Store, UnknownRecord
 from steps.base import CheckResult, Step, StepContext, StepFailed
@@ -244,7 +244,9 @@ class Engine:
                 self._publish("run.started", run, f"started: {len(run.plan)} steps")
             try:
                 for step_id in run.plan:
-                    record = await self.db(self.store.step, run.id, step_id)
+                    # One read of the run's steps per step: the record, the skip reason and the context's facts.
+                    records = {r.step: r for r in await self.db(self.store.steps, run.id)}
+                    record = records[step_id]
                     step = self.steps[step_id]
                     if record.state is StepState.failed:  # the process stopped before the run was marked
                         await self._finish(run, RunState.failed, f"{step_id} failed: {record.reason}")
@@ -253,17 +255,18 @@ class Engine:
                         continue
                     if why := step.unavailable(self.config):
                         await self._mark_unavailable(run, step, why)
-                    elif (skipping := await self._skipping(run)) and not step.always_run:
+                    elif (skipping := self._skipping(records.values())) and not step.always_run:
                         await self._skip(run, step, skipping)
                     else:
-                        await self._do_step(run, step, slot)
+                        await self._do_step(run, step, slot, records)
             except RunStopped:
                 return
             await self._finish(run, RunState.succeeded, await self._summary(run))
 
-    async def _skipping(self, run: Run) -> str | None:
+    @staticmethod
+    def _skipping(records: Iterable[StepRecord]) -> str | None:
         """The reason an earlier step gave for skipping the rest of the plan (persisted in its facts)."""
-        for record in await self.db(self.store.steps, run.id):
+        for record in records:
             if record.state.finished and (reason := record.facts.get("skip_rest")):
                 return reason
         return None
@@ -339,8 +342,8 @@ class Engine:
 
     # -- one step: check, gate, apply, verify ----------------------------------------------------
 
-    async def _context(self, run: Run, step: Step, slot: Slot) -> StepContext:
-        records = await self.db(self.store.steps, run.id)
+    def _context(self, run: Run, step: Step, slot: Slot, records: dict[str, StepRecord]) -> StepContext:
+        """What a step sees: its own record as just written, and every step's facts (only this run writes them)."""
 
         async def confirm(gate: str, reason: str, evidence: dict) -> None:
             # A person is asked in the middle of apply: the slot is not held while they think.
@@ -350,8 +353,8 @@ class Engine:
         ctx = StepContext(
             run=run,
             config=self.config,
-            record=next(r for r in records if r.step == step.id),
-            facts={r.step: r.facts for r in records},
+            record=records[step.id],
+            facts={name: r.facts for name, r in records.items()},
             note=lambda text: self._publish("step.note", run, text, step.id),
             services=self.services,
             confirm=confirm,
@@ -371,9 +374,9 @@ class Engine:
             log.exception("%s %s raised during %s", run.id, step.id, phase)
             await self._fail(run, step.id, f"unexpected error during {phase}: {type(exc).__name__}: {exc}")
 
-    async def _do_step(self, run: Run, step: Step, slot: Slot) -> None:
+    async def _do_step(self, run: Run, step: Step, slot: Slot, records: dict[str, StepRecord]) -> None:
         await self._stop_if_cancelled(run, step.id)
-        record = await self.db(
+        record = records[step.id] = await self.db(
             self.store.update_step,
             run.id,
             step.id,
@@ -382,7 +385,7 @@ class Engine:
             detail={"title": step.title},
         )
         self._publish("step.started", run, f"{step.title}: checking", step.id, attempt=record.attempts)
-        ctx = await self._context(run, step, slot)
+        ctx = self._context(run, step, slot, records)
         check: CheckResult = await self._call(run, step, "check", step.check, ctx)
         check_facts = {**check.facts, **({"skip_rest": check.skip_rest} if check.skip_rest else {})}
         if not check.needed and not ctx.resumed_after_apply:
@@ -402,15 +405,22 @@ class Engine:
             async with slot.released():  # nobody's host waits on a person's decision
                 await self._gate(run, step, gate, ctx, check.reason, step.evidence(ctx, check))
         if check.needed:
-            await self._stop_if_cancelled(run, step.id)
-            await self.db(self.store.update_step, run.id, step.id, StepState.applying, facts=check_facts)
-            ctx = await self._context(run, step, slot)
+            if gate:  # someone may have cancelled the run while a person decided
+                await self._stop_if_cancelled(run, step.id)
+            records[step.id] = await self.db(
+                self.store.update_step, run.id, step.id, StepState.applying, facts=check_facts
+            )
+            ctx = self._context(run, step, slot, records)
             applied = await self._call(run, step, "apply", step.apply, ctx)
-            await self.db(self.store.update_step, run.id, step.id, StepState.verifying, facts=applied or {})
+            records[step.id] = await self.db(
+                self.store.update_step, run.id, step.id, StepState.verifying, facts=applied or {}
+            )
         else:
             # apply ran before a restart and the host now shows it done: prove it with verify.
-            await self.db(self.store.update_step, run.id, step.id, StepState.verifying, facts=check_facts)
-        ctx = await self._context(run, step, slot)
+            records[step.id] = await self.db(
+                self.store.update_step, run.id, step.id, StepState.verifying, facts=check_facts
+            )
+        ctx = self._context(run, step, slot, records)
         result = await self._call(run, step, "verify", step.verify, ctx)
         if not result.ok:
             await self._fail(run, step.id, f"verify failed: {result.reason}", result.facts)

@@ -88,19 +88,14 @@ class SlackProgress:
             if row is None:
                 conn.execute("INSERT INTO slack_threads (run_id, channel) VALUES (?, ?)", (run_id, self.channel))
             last = row[0] if row else 0
-            history = list(self.store.audit_events(run_id))
-            events = [e for e in history if e.seq > last]
+            events = self.store.audit_events(run_id, after=last)
             if not events:
                 return 0
             run = self.store.get_run(run_id)
             steps = {s.step: s for s in self.store.steps(run_id)}
-            first_starts = {}
-            for e in history:
-                if e.event == "step.started":
-                    first_starts.setdefault(e.step, e.seq)
             rows: list[tuple[str, dict | None, str | None]] = []
             for event in events:
-                if event.event == "step.started" and first_starts[event.step] == event.seq:
+                if event.event == "step.started" and event.detail.get("attempt", 1) == 1:
                     continue  # the card shows the step in progress; a restart's second start gets a line
                 rows.extend(self._rows_for(event, run, steps))
             pending_update = conn.execute(

@@ -469,6 +469,7 @@ class Store:
         changes: dict[str, Any] = {"state": state.value}
         if state is StepState.checking:
             changes["attempts"] = current.attempts + 1
+            detail = {**(detail or {}), "attempt": current.attempts + 1}
             changes["started_at"] = (current.started_at and iso(current.started_at)) or now
         if state is StepState.applying:
             changes["applied"] = current.applied + 1
@@ -631,8 +632,8 @@ class Store:
 
     # -- audit -----------------------------------------------------------------------------------
 
-    def audit_events(self, run_id: str | None = None) -> list[audit.AuditEvent]:
-        return list(audit.events(self.conn, run_id))
+    def audit_events(self, run_id: str | None = None, after: int | None = None) -> list[audit.AuditEvent]:
+        return list(audit.events(self.conn, run_id, after))
 
     def verify_audit(self) -> audit.VerifyResult:
         return audit.verify(self.conn)

@@ -226,8 +226,13 @@ class WinRMExecutor:
         *,
         deadline: float | None = None,
         retry_safe: bool = False,
+        ends_connection: bool = False,
     ) -> ScriptResult:
-        """Run steps/ps/SCRIPT.ps1 on HOST within ``deadline`` seconds; return its JSON document."""
+        """Run steps/ps/SCRIPT.ps1 on HOST within ``deadline`` seconds; return its JSON document.
+
+        ``ends_connection``: the script restarts the host, so a connection lost while it runs is its
+        expected end (raised at once as HostUnreachable), not trouble worth polling again.
+        """
         if host not in self.config.hosts:
             raise ValueError(f"unknown host {host!r}")
         line = command_line(build_script(script, params, self.scripts_dir))
@@ -247,7 +252,15 @@ class WinRMExecutor:
                 attempt += 1
                 try:
                     exit_code, stdout, stderr = await self._in_thread(
-                        self._execute, self._protocol(host), host, script, line, stop_at, seconds, retry_safe
+                        self._execute,
+                        self._protocol(host),
+                        host,
+                        script,
+                        line,
+                        stop_at,
+                        seconds,
+                        retry_safe,
+                        ends_connection,
                     )
                     break
                 except ExecutorError as exc:
@@ -322,6 +335,7 @@ class WinRMExecutor:
         stop_at: float,
         seconds: float,
         retry_safe: bool,
+        ends_connection: bool = False,
     ) -> tuple[int, bytes, bytes]:
         shell_id = self._call(host, lambda: protocol.open_shell())  # nothing has run yet: any error retryable
         try:
@@ -356,8 +370,10 @@ class WinRMExecutor:
                     lost += 1
                     if not exc.retryable:
                         raise
-                    # Polling a shell the host says it no longer has can never succeed: stop at once.
-                    if lost > self.receive_retries or isinstance(exc, ShellLost):
+                    # Polling a shell the host says it no longer has can never succeed; and for a command that
+                    # restarts the host, losing the connection is how it ends: stop at once in both cases.
+                    gone = isinstance(exc, ShellLost) or (ends_connection and isinstance(exc, HostUnreachable))
+                    if lost > self.receive_retries or gone:
                         if retry_safe:
                             raise
                         raise CommandOutcomeUnknown(

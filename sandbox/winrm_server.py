@@ -163,6 +163,7 @@ class WinRMHostServer:
         app = web.Application()
         app.router.add_post("/wsman", self._wsman)
         app.router.add_get("/_sandbox/stats", self._stats_route)
+        app.router.add_get("/_sandbox/commands", self._commands_route)
         app.router.add_get("/artifacts/{name}", self._artifact_route)
         # A short shutdown timeout: a pending long-poll Receive must not hold up stop() or a reboot.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -573,6 +574,11 @@ class WinRMHostServer:
         record = RequestRecord(at=time.time(), action=action, status=status, **fields)
         with self._requests_lock:
             self._requests.append(record)
+
+    async def _commands_route(self, request: web.Request) -> web.Response:
+        """The scripts this host was sent, in order, with their $Params (a benchmark replays them)."""
+        sent = [{"script": r.script, "params": r.params or {}} for r in self.requests if r.action == "Command"]
+        return web.json_response([c for c in sent if c["script"]])
 
     async def _stats_route(self, request: web.Request) -> web.Response:
         body = self.stats()

@@ -80,7 +80,7 @@ class Reboot(Step):
             "MarkerDirectory": config.installer.work_dir,
         }
         try:
-            issued = (await run_script(ctx, "reboot", params)).data
+            issued = (await run_script(ctx, "reboot", params, ends_connection=True)).data
         except HostUnreachable:
             # The connection dropping while shutdown runs means it worked (win_reboot counts it so).
             issued = {"issued": True, "connectionDropped": True}

@@ -204,6 +204,21 @@ async def test_a_shell_lost_to_a_restart_is_not_polled_again():
         executor.close()
 
 
+async def test_a_command_that_restarts_the_host_ends_when_the_connection_does():
+    with running_host() as host:
+        host.faults.command_delay_seconds = 1.0
+        executor = executor_for(host, receive_retries=10)
+        running = asyncio.create_task(executor.run("host01", "boottime", ends_connection=True))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(host.begin_reboot)
+        with pytest.raises(HostUnreachable):
+            await running
+        assert host.wait_online(10)
+        # it did not poll the lost shell again once the host was back
+        assert not [r for r in host.requests if r.action == "Receive" and "InvalidSelectors" in r.detail]
+        executor.close()
+
+
 async def test_server_error_before_the_command_is_retried():
     with running_host() as host:
         host.faults.server_errors = 1  # the shell Create fails once: nothing has run yet
