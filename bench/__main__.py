@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
     sections = []
     ack = asyncio.run(ack_latency.run(5, (0, 2)) if smoke else ack_latency.run())
     sections.append(("Ack latency (signed HTTP, bot and bare Bolt each in its own process)", ack_latency.report(ack)))
-    one = asyncio.run(per_run.run(1 if smoke else 5))
+    one = asyncio.run(per_run.run(1 if smoke else 9))
     sections.append(("Per-run overhead (zero-time host, approvals clicked at once)", per_run.report(one)))
     fleets = asyncio.run(fleet.run((2, 3), time_scale=0.02) if smoke else fleet.run())
     sections.append(("Fleet, pace and thread lag", fleet.report(fleets)))

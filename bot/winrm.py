@@ -49,6 +49,7 @@ SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "steps" / "ps"
 CMD_LINE_LIMIT = 8191  # cmd.exe's limit on a whole command line
 STDERR_LIMIT = 2000
 ACCESS_DENIED_FAULTS = frozenset({5, 0x80070005})
+REBOOT_PROBE_MAX_SECONDS = 12.0  # the longest wait between two boot-time probes after a reboot
 SHELL_NOT_FOUND_FAULT = 0x8033805B  # w:InvalidSelectors: the host no longer knows the shell (it restarted)
 # transport -> (pywinrm's flag that its library imported, the pip requirement that brings it)
 TRANSPORT_EXTRAS = {
@@ -454,7 +455,7 @@ class WinRMExecutor:
         before_boot_time: datetime,
         timeout: float,
         *,
-        max_delay: float = 12.0,
+        max_delay: float | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> datetime:
         """Wait, bounded by ``timeout``, until the host answers with a boot time other than before.
@@ -466,6 +467,8 @@ class WinRMExecutor:
         """
         stop_at = time.monotonic() + timeout
         base = self.config.winrm.poll_seconds
+        # At most two polls (and never over 12 s) between probes: a host that is back is seen soon after.
+        cap = max_delay if max_delay is not None else min(REBOOT_PROBE_MAX_SECONDS, 2 * base)
         probe = self.config.winrm.connect_timeout_seconds * 2
         attempt, last = 0, "no answer yet"
         while (remaining := stop_at - time.monotonic()) > 0:
@@ -477,7 +480,7 @@ class WinRMExecutor:
             except ExecutorError as exc:
                 last = str(exc)
             attempt += 1
-            delay = min(base * 2 ** (attempt - 1), max_delay) + random.uniform(0, min(base, 1.0))
+            delay = min(base * 2 ** (attempt - 1), cap) + random.uniform(0, min(base, 1.0))
             await sleep(min(delay, max(0.0, stop_at - time.monotonic())))
         raise RebootTimedOut(host, timeout, last)
 

@@ -328,6 +328,12 @@ async def test_wait_for_reboot_backs_off_from_the_poll_interval_up_to_the_cap():
         # 0.25, 0.5, 1.0, 1.0 ... each plus up to 0.25 of jitter: a host that is back is seen within a poll
         for wait, floor in zip(waits, [0.25, 0.5, 1.0, 1.0, 1.0, 1.0], strict=False):
             assert floor <= wait <= floor + 0.25, waits
+        # without a cap given: at most two polls between probes (0.25, 0.5, 0.5, ...)
+        waits.clear()
+        with pytest.raises(RebootTimedOut):
+            await executor.wait_for_reboot("host01", before, timeout=1.5, sleep=record)
+        for wait, floor in zip(waits, [0.25, 0.5, 0.5, 0.5, 0.5, 0.5], strict=False):
+            assert floor <= wait <= floor + 0.25, waits
         executor.close()
 
 
