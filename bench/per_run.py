@@ -134,21 +134,22 @@ async def run(repeats: int = 5) -> dict[str, Any]:
                         raise RuntimeError(f"the benchmark run on {name} ended {state}: {result}")
                     # auth.test is Bolt's, once per process: not part of a run
                     calls = Counter(c.method for c in slack.calls[calls_before:] if c.method != "auth.test")
+                    sequence = await asyncio.to_thread(commands_sent, infos[index])
                     runs.append(
                         {
                             **run_times(observer, run_id),
-                            "sequence": await asyncio.to_thread(commands_sent, infos[index]),
+                            "sequence": sequence,
                             "slack_calls": dict(calls),
                             "response_url_posts": response_url_posts(slack) - posts_before,
+                            # the baseline right after, on a fresh host: the machine is in the same state
+                            "plain": await asyncio.to_thread(plain_pywinrm_loop, infos[repeats + index], sequence),
                         }
                     )
             finally:
                 clicking.cancel()
                 await asyncio.gather(clicking, return_exceptions=True)
-        baseline = [
-            await asyncio.to_thread(plain_pywinrm_loop, infos[repeats + i], r["sequence"]) for i, r in enumerate(runs)
-        ]
     bot_times = [r["bot"] for r in runs]
+    baseline = [r["plain"] for r in runs]
     scripts = Counter(script for script, _ in runs[0]["sequence"])
     web_calls = [sum(r["slack_calls"].values()) for r in runs]
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from bot.config import load_config
@@ -31,4 +32,32 @@ def test_a_thread_with_a_pending_approval_is_delivered_first(tmp_path):
     # the waiting thread first, still in its own order; then the busy one, in order
     assert order[:2] == [(waiting.id, "reply", "waiting: started"), (waiting.id, "approval", None)]
     assert [text for _, _, text in order[2:]] == [f"busy {i}" for i in range(5)]
+    store.close()
+
+
+async def test_a_burst_of_events_is_projected_in_one_transaction_and_a_note_keeps_its_place(tmp_path):
+    from bot.models import StepState
+    from bot.sink import ProgressEvent
+
+    config = load_config(str(write_config(tmp_path)))
+    store = Store(config.database.path)
+    engine = Engine(store, config, gated_plan(tmp_path))
+    progress = SlackProgress(engine, client=None, config=config)
+    projections = []
+    original = progress.project
+    progress.project = lambda run_id: projections.append(run_id) or original(run_id)
+    [run] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha", "bravo"])
+    for step in ("alpha", "bravo"):  # four audit events, as the engine writes them, each published
+        store.update_step(run.id, step, StepState.checking, event="step.started", detail={"attempt": 1})
+        await progress.deliver(ProgressEvent("step.started", run.id, "host01", "", step))
+        store.update_step(run.id, step, StepState.succeeded, event="step.succeeded", reason=f"{step} done")
+        await progress.deliver(ProgressEvent("step.finished", run.id, "host01", "", step))
+    await asyncio.wait_for(progress._projector, 5)  # projected a moment after the burst
+    assert projections == [run.id]  # one transaction for the burst, not one per event
+    await progress.deliver(ProgressEvent("step.note", run.id, "host01", "waiting for the host", "bravo"))
+    texts = [json.loads(p).get("text", "") for (p,) in store.conn.execute("SELECT payload FROM outbox ORDER BY id")]
+    replies = [t for t in texts if t]
+    assert replies[-1].endswith("waiting for the host")  # the note after both steps' results
+    assert [t.split(":")[0] for t in replies[:2]] == ["Step alpha", "Step bravo"]
+    await engine.stop()
     store.close()
