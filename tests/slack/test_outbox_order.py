@@ -7,6 +7,7 @@ import json
 
 from bot.config import load_config
 from bot.engine import Engine
+from bot.models import RunState
 from bot.progress import SlackProgress
 from bot.store import Store
 from tests.support.configs import REQUESTER, write_config
@@ -60,4 +61,25 @@ async def test_a_burst_of_events_is_projected_in_one_transaction_and_a_note_keep
     assert replies[-1].endswith("waiting for the host")  # the note after both steps' results
     assert [t.split(":")[0] for t in replies[:2]] == ["Step alpha", "Step bravo"]
     await engine.stop()
+    store.close()
+
+
+def test_a_first_start_gets_no_reply_but_a_restart_does(tmp_path):
+    """The card shows a step in progress; the thread hears of a start only when it is a second attempt."""
+    from bot.models import StepState
+
+    config = load_config(str(write_config(tmp_path)))
+    store = Store(config.database.path)
+    engine = Engine(store, config, gated_plan(tmp_path))
+    progress = SlackProgress(engine, client=None, config=config)
+    [run] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"])
+    store.set_run_state(run.id, RunState.running, event="run.started")
+    store.update_step(run.id, "alpha", StepState.checking, event="step.started")
+    progress.project(run.id)
+    store.update_step(run.id, "alpha", StepState.checking, event="step.started")  # after a restart
+    progress.project(run.id)
+    rows = store.conn.execute("SELECT kind, payload FROM outbox WHERE run_id = ? ORDER BY id", (run.id,)).fetchall()
+    replies = [json.loads(payload)["text"] for kind, payload in rows if kind == "reply"]
+    assert replies == ["Step alpha: started"]  # one line, for the second attempt only
+    assert [kind for kind, _ in rows].count("card") == 1
     store.close()
