@@ -19,15 +19,13 @@ from typing import Any
 
 from bench.rig import (
     SIGNING_SECRET,
-    Approver,
     BareBolt,
-    BotProcess,
     HostFleet,
-    Observer,
     bot_config,
     host_names,
     percentiles,
     request_runs,
+    running_bot,
     until,
 )
 from sandbox.slack import SlackStandIn
@@ -52,17 +50,10 @@ async def level(in_flight: int, count: int) -> dict[str, Any]:
             config = bot_config(
                 tmp / "bot.toml", hosts.hosts, ws1.url, max_parallel=max(in_flight, 1), poll_seconds=POLL_SECONDS
             )
-            bot = BotProcess(config, slack, ws1, hosts.hosts[0])
-            stack.callback(bot.stop)
             bare = BareBolt(slack)
             stack.callback(bare.stop)
-            await bot.ready()
-            await bare.ready()
-            observer = Observer(bot.database)
-            stack.callback(observer.close)
-            approver = Approver(slack, observer, bot.url)
-            clicking = asyncio.get_running_loop().create_task(approver.run())
-            try:
+            async with running_bot(config, slack, ws1, hosts.hosts[0]) as (bot, observer, approver):
+                await bare.ready()
                 senders = {"bare": slack.sender(bare.url, SIGNING_SECRET), "bot": slack.sender(bot.url, SIGNING_SECRET)}
                 anchor = slack.post_as_user(APPROVER, "benchmark clicks").ts
                 click = json.dumps(block_actions_payload(slack, APPROVER, "approve", "apr-00000000", anchor))
@@ -96,9 +87,6 @@ async def level(in_flight: int, count: int) -> dict[str, Any]:
                         samples[kind].append(await ask(kind))
                     active.append(observer.active())
                     await asyncio.sleep(0.02)
-            finally:
-                clicking.cancel()
-                await asyncio.gather(clicking, return_exceptions=True)
     result: dict[str, Any] = {kind: percentiles(values) for kind, values in samples.items()}
     result["approval_clicks"] = percentiles(approver.latencies)
     result["in_flight"] = in_flight

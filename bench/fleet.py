@@ -13,24 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import statistics
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bench.rig import (
     SIGNING_SECRET,
-    Approver,
-    BotProcess,
     HostFleet,
     Observer,
+    at,
     bot_config,
     host_names,
     percentiles,
+    process_cpu,
     request_runs,
+    running_bot,
     until,
 )
 from sandbox.slack import SlackStandIn
@@ -55,10 +54,6 @@ def poll_seconds(time_scale: float) -> float:
     return max(0.2, 5.0 * time_scale)
 
 
-def at(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
-
-
 def run_span(observer: Observer, hosts: list[str]) -> float:
     marks = ",".join("?" * len(hosts))
     [(first, last)] = observer.rows(
@@ -67,11 +62,6 @@ def run_span(observer: Observer, hosts: list[str]) -> float:
         *hosts,
     )
     return at(last) - at(first)
-
-
-def process_cpu(pid: int) -> float:
-    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy() -> tuple[float, float]:
@@ -93,7 +83,7 @@ def max_per_window(times: list[float], window: float = 1.0) -> int:
 
 async def one_fleet(size: int, time_scale: float) -> dict[str, Any]:
     hosts = HostFleet(size + 1 + SOLO_RUNS, "default", time_scale)
-    with contextlib.ExitStack() as stack:
+    async with contextlib.AsyncExitStack() as stack:
         stack.callback(hosts.stop)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-")))
         async with SlackStandIn(signing_secret=SIGNING_SECRET) as slack, WorkspaceOneStandIn() as ws1:
@@ -105,72 +95,60 @@ async def one_fleet(size: int, time_scale: float) -> dict[str, Any]:
                 messages_per_second=MESSAGES_PER_SECOND,
                 poll_seconds=poll_seconds(time_scale),
             )
-            bot = BotProcess(config, slack, ws1, hosts.hosts[0])
-            stack.callback(bot.stop)
-            await bot.ready()
-            observer = Observer(bot.database)
-            stack.callback(observer.close)
-            approver = Approver(slack, observer, bot.url)
-            clicking = asyncio.get_running_loop().create_task(approver.run())
+            bot, observer, _ = await stack.enter_async_context(running_bot(config, slack, ws1, hosts.hosts[0]))
             names = host_names(size + 1 + SOLO_RUNS)
             warm_up, solo, fleet = names[:1], names[1 : 1 + SOLO_RUNS], names[1 + SOLO_RUNS :]
-            try:
-                for alone in [warm_up] + [[name] for name in solo]:
-                    await request_runs(slack, bot.url, alone)
-                    await until(lambda: observer.active() == 0 and observer.states(), "a single run to end", 120)
-                    await until(
-                        lambda: not observer.rows("SELECT 1 FROM outbox WHERE state = 'pending'"),
-                        "a single run's thread",
-                        120,
-                    )
-                one_host = statistics.median(run_span(observer, [name]) for name in solo)
-                idle_kib = bot.memory_kib()["VmRSS"]
-                db_before = bot.database_bytes()
-                calls_before = len(slack.calls)
-                samples: list[tuple[float, int, int, int]] = []  # (t, rss KiB, in flight, mid-upgrade)
-
-                async def sample() -> None:
-                    while True:
-                        in_flight = observer.active()
-                        mid = observer.rows(
-                            "SELECT COUNT(DISTINCT s.run_id) FROM steps s JOIN runs r ON r.id = s.run_id "
-                            "WHERE r.state IN ('running', 'waiting_approval') AND s.state != 'pending'"
-                        )
-                        samples.append(
-                            (time.monotonic(), bot.memory_kib()["VmRSS"], in_flight, mid[0][0] if mid else 0)
-                        )
-                        await asyncio.sleep(SAMPLE_SECONDS)
-
-                sampling = asyncio.get_running_loop().create_task(sample())
-                cpu_before = bot.cpu_seconds()
-                others_before = process_cpu(hosts.process.pid) + time.process_time()
-                machine_before = machine_busy()
-                started = time.monotonic()
-                ack = await request_runs(slack, bot.url, fleet)
+            for alone in [warm_up] + [[name] for name in solo]:
+                await request_runs(slack, bot.url, alone)
+                await until(lambda: observer.active() == 0 and observer.states(), "a single run to end", 120)
                 await until(
-                    lambda: observer.active() == 0 and sum(observer.states().values()) == size + 1 + SOLO_RUNS,
-                    f"{size} runs to end",
-                    FLEET_TIMEOUT,
-                    interval=0.2,
+                    lambda: observer.pending_messages() == 0,
+                    "a single run's thread",
+                    120,
                 )
-                wall = time.monotonic() - started
-                cpu = bot.cpu_seconds() - cpu_before
-                others = process_cpu(hosts.process.pid) + time.process_time() - others_before
-                machine = machine_busy()
-                busy = (machine[0] - machine_before[0]) / max(1e-9, machine[1] - machine_before[1])
-                sampling.cancel()
-                await asyncio.gather(sampling, return_exceptions=True)
-                backlog_at_end = observer.rows("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0]
-                with contextlib.suppress(TimeoutError):
-                    await until(
-                        lambda: not observer.rows("SELECT 1 FROM outbox WHERE state = 'pending'"),
-                        "the threads",
-                        DRAIN_SECONDS,
+            one_host = statistics.median(run_span(observer, [name]) for name in solo)
+            idle_kib = bot.memory_kib()["VmRSS"]
+            db_before = bot.database_bytes()
+            calls_before = len(slack.calls)
+            samples: list[tuple[float, int, int, int]] = []  # (t, rss KiB, in flight, mid-upgrade)
+
+            async def sample() -> None:
+                while True:
+                    in_flight = observer.active()
+                    mid = observer.rows(
+                        "SELECT COUNT(DISTINCT s.run_id) FROM steps s JOIN runs r ON r.id = s.run_id "
+                        "WHERE r.state IN ('running', 'waiting_approval') AND s.state != 'pending'"
                     )
-                peak_kib = bot.memory_kib()["VmHWM"]
-            finally:
-                clicking.cancel()
-                await asyncio.gather(clicking, return_exceptions=True)
+                    samples.append((time.monotonic(), bot.memory_kib()["VmRSS"], in_flight, mid[0][0] if mid else 0))
+                    await asyncio.sleep(SAMPLE_SECONDS)
+
+            sampling = asyncio.get_running_loop().create_task(sample())
+            cpu_before = bot.cpu_seconds()
+            others_before = process_cpu(hosts.process.pid) + time.process_time()
+            machine_before = machine_busy()
+            started = time.monotonic()
+            ack = await request_runs(slack, bot.url, fleet)
+            await until(
+                lambda: observer.active() == 0 and sum(observer.states().values()) == size + 1 + SOLO_RUNS,
+                f"{size} runs to end",
+                FLEET_TIMEOUT,
+                interval=0.2,
+            )
+            wall = time.monotonic() - started
+            cpu = bot.cpu_seconds() - cpu_before
+            others = process_cpu(hosts.process.pid) + time.process_time() - others_before
+            machine = machine_busy()
+            busy = (machine[0] - machine_before[0]) / max(1e-9, machine[1] - machine_before[1])
+            sampling.cancel()
+            await asyncio.gather(sampling, return_exceptions=True)
+            backlog_at_end = observer.pending_messages()
+            with contextlib.suppress(TimeoutError):
+                await until(
+                    lambda: observer.pending_messages() == 0,
+                    "the threads",
+                    DRAIN_SECONDS,
+                )
+            peak_kib = bot.memory_kib()["VmHWM"]
             states = observer.states()
             lags = [
                 at(sent) - at(created)
@@ -180,7 +158,7 @@ async def one_fleet(size: int, time_scale: float) -> dict[str, Any]:
                     *fleet,
                 )
             ]
-            pending = observer.rows("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0]
+            pending = observer.pending_messages()
             calls = slack.calls[calls_before:]
             channel_times = sorted(c.time for c in calls if c.channel == OPS_CHANNEL)
             span = run_span(observer, fleet)

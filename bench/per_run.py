@@ -16,7 +16,6 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,14 @@ from winrm.protocol import Protocol
 
 from bench.rig import (
     SIGNING_SECRET,
-    Approver,
-    BotProcess,
     HostFleet,
     HostInfo,
     Observer,
+    at,
     bot_config,
     host_names,
     request_runs,
+    running_bot,
     until,
 )
 from bot.winrm import build_script, command_line
@@ -64,10 +63,6 @@ def plain_pywinrm_loop(host: HostInfo, sequence: list[tuple[str, dict]]) -> floa
                     break
                 time.sleep(0.01)
     return time.perf_counter() - started
-
-
-def at(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
 
 
 def run_times(observer: Observer, run_id: str) -> dict[str, float]:
@@ -104,15 +99,8 @@ async def run(repeats: int = 5) -> dict[str, Any]:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-per-run-")))
         async with SlackStandIn(signing_secret=SIGNING_SECRET) as slack, WorkspaceOneStandIn() as ws1:
             config = bot_config(tmp / "bot.toml", infos[:repeats], ws1.url)
-            bot = BotProcess(config, slack, ws1, infos[0])
-            stack.callback(bot.stop)
-            await bot.ready()
-            observer = Observer(bot.database)
-            stack.callback(observer.close)
-            approver = Approver(slack, observer, bot.url)
-            clicking = asyncio.get_running_loop().create_task(approver.run())
             runs = []
-            try:
+            async with running_bot(config, slack, ws1, infos[0]) as (bot, observer, approver):
                 for index, name in enumerate(host_names(repeats)):
                     calls_before, posts_before = len(slack.calls), response_url_posts(slack)
                     await request_runs(slack, bot.url, [name])
@@ -125,7 +113,7 @@ async def run(repeats: int = 5) -> dict[str, Any]:
                         RUN_TIMEOUT,
                     )
                     await until(
-                        lambda: not observer.rows("SELECT 1 FROM outbox WHERE state = 'pending'"),
+                        lambda: observer.pending_messages() == 0,
                         "the thread to be delivered",
                         RUN_TIMEOUT,
                     )
@@ -145,9 +133,6 @@ async def run(repeats: int = 5) -> dict[str, Any]:
                             "plain": await asyncio.to_thread(plain_pywinrm_loop, infos[repeats + index], sequence),
                         }
                     )
-            finally:
-                clicking.cancel()
-                await asyncio.gather(clicking, return_exceptions=True)
     bot_times = [r["bot"] for r in runs]
     baseline = [r["plain"] for r in runs]
     scripts = Counter(script for script, _ in runs[0]["sequence"])

@@ -25,6 +25,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,6 +44,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def wait_healthy(process: subprocess.Popen, port: int, what: str) -> None:
+    """Until GET /healthz answers; an error naming `what` if the process exits or START_TIMEOUT passes."""
+    stop = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < stop:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited ({process.returncode})")
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{what} did not answer /healthz")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def at(value: str) -> float:
+    """An audit timestamp (ISO 8601) as seconds since the epoch."""
+    return datetime.fromisoformat(value).timestamp()
 
 
 @dataclass(frozen=True)
@@ -91,12 +126,7 @@ class HostFleet:
             raise RuntimeError(f"bench.hosts started {len(self.hosts)} of {count} hosts")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
 
 
 def host_names(count: int) -> list[str]:
@@ -171,15 +201,7 @@ class BotProcess:
         )
 
     async def ready(self) -> None:
-        stop = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < stop:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the bot exited ({self.process.returncode}); see {self.log.name}")
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{self.port}/healthz", timeout=1)
-                return
-            await asyncio.sleep(0.05)
-        raise RuntimeError("the bot did not answer /healthz")
+        await wait_healthy(self.process, self.port, f"the bot (log: {self.log.name})")
 
     def memory_kib(self) -> dict[str, int]:
         """VmRSS (now) and VmHWM (peak) of the bot process, in KiB."""
@@ -191,19 +213,13 @@ class BotProcess:
         return fields
 
     def cpu_seconds(self) -> float:
-        parts = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.process.pid)
 
     def database_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.database.parent.glob(self.database.name + "*"))
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
         self.log.close()
 
 
@@ -222,18 +238,10 @@ class BareBolt:
         )
 
     async def ready(self) -> None:
-        stop = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < stop:
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{self.port}/healthz", timeout=1)
-                return
-            await asyncio.sleep(0.05)
-        raise RuntimeError("the bare Bolt app did not start")
+        await wait_healthy(self.process, self.port, "the bare Bolt app")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+        stop_process(self.process)
 
 
 class Observer:
@@ -259,6 +267,11 @@ class Observer:
     def active(self) -> int:
         return sum(n for s, n in self.states().items() if s in ("queued", "running", "waiting_approval"))
 
+    def pending_messages(self) -> int:
+        """Outbox rows not delivered to Slack yet."""
+        found = self.rows("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
+        return found[0][0] if found else 0
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -273,28 +286,44 @@ class Approver:
     bot_url: str
     clicked: set[str] = field(default_factory=set)
     latencies: list[float] = field(default_factory=list)
-    paused: bool = False
-    _anchor_ts: str | None = None
 
     async def run(self) -> None:
         sender = self.slack.sender(self.bot_url, SIGNING_SECRET)
         # The click carries the approval id in its value; the message it comes from is a placeholder, so the
         # click needs no wait for the request to reach the channel (the bot reads only the value).
-        self._anchor_ts = self.slack.post_as_user(APPROVER, "benchmark approver").ts
+        anchor_ts = self.slack.post_as_user(APPROVER, "benchmark approver").ts
         while True:
-            if not self.paused:
-                for approval_id, gate in self.observer.rows("SELECT id, gate FROM approvals WHERE state = 'open'"):
-                    if approval_id in self.clicked:
-                        continue
-                    self.clicked.add(approval_id)
-                    action = "snapshot_taken" if gate == "snapshot" else "approve"
-                    payload = block_actions_payload(self.slack, APPROVER, action, approval_id, self._anchor_ts)
-                    request = sender.build({"payload": json.dumps(payload)})
-                    result = await sender.replay(request, sent_payload=payload)
-                    if result.status != 200:
-                        raise RuntimeError(f"approval click answered {result.status}: {result.body[:200]}")
-                    self.latencies.append(result.seconds)
+            for approval_id, gate in self.observer.rows("SELECT id, gate FROM approvals WHERE state = 'open'"):
+                if approval_id in self.clicked:
+                    continue
+                self.clicked.add(approval_id)
+                action = "snapshot_taken" if gate == "snapshot" else "approve"
+                payload = block_actions_payload(self.slack, APPROVER, action, approval_id, anchor_ts)
+                request = sender.build({"payload": json.dumps(payload)})
+                result = await sender.replay(request, sent_payload=payload)
+                if result.status != 200:
+                    raise RuntimeError(f"approval click answered {result.status}: {result.body[:200]}")
+                self.latencies.append(result.seconds)
             await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running_bot(config: Path, slack: SlackStandIn, ws1: WorkspaceOneStandIn, host: HostInfo):
+    """The bot process, ready; an Observer of its database; an Approver clicking. All stopped on exit."""
+    bot = BotProcess(config, slack, ws1, host)
+    observer = Observer(bot.database)
+    approver = Approver(slack, observer, bot.url)
+    clicking: asyncio.Task | None = None
+    try:
+        await bot.ready()
+        clicking = asyncio.get_running_loop().create_task(approver.run())
+        yield bot, observer, approver
+    finally:
+        if clicking is not None:
+            clicking.cancel()
+            await asyncio.gather(clicking, return_exceptions=True)
+        observer.close()
+        bot.stop()
 
 
 async def request_runs(slack: SlackStandIn, bot_url: str, names: list[str]) -> list[float]:
