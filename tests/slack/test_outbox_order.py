@@ -5,20 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 
-from bot.config import load_config
-from bot.engine import Engine
 from bot.models import RunState
-from bot.progress import SlackProgress
-from bot.store import Store
-from tests.support.configs import REQUESTER, write_config
-from tests.support.fake_steps import gated_plan
+from tests.support.configs import REQUESTER
+from tests.support.outbox import outbox
 
 
 def test_a_thread_with_a_pending_approval_is_delivered_first(tmp_path):
-    config = load_config(str(write_config(tmp_path)))
-    store = Store(config.database.path)
-    engine = Engine(store, config, gated_plan(tmp_path))
-    progress = SlackProgress(engine, client=None, config=config)
+    store, engine, progress = outbox(tmp_path)
     [busy] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"])
     [waiting] = store.create_runs(["host02"], requester=REQUESTER, plan=["alpha"])
     with store.transaction() as conn:
@@ -40,10 +33,7 @@ async def test_a_burst_of_events_is_projected_in_one_transaction_and_a_note_keep
     from bot.models import StepState
     from bot.sink import ProgressEvent
 
-    config = load_config(str(write_config(tmp_path)))
-    store = Store(config.database.path)
-    engine = Engine(store, config, gated_plan(tmp_path))
-    progress = SlackProgress(engine, client=None, config=config)
+    store, engine, progress = outbox(tmp_path)
     projections = []
     original = progress.project
     progress.project = lambda run_id: projections.append(run_id) or original(run_id)
@@ -68,10 +58,7 @@ def test_a_first_start_gets_no_reply_but_a_restart_does(tmp_path):
     """The card shows a step in progress; the thread hears of a start only when it is a second attempt."""
     from bot.models import StepState
 
-    config = load_config(str(write_config(tmp_path)))
-    store = Store(config.database.path)
-    engine = Engine(store, config, gated_plan(tmp_path))
-    progress = SlackProgress(engine, client=None, config=config)
+    store, engine, progress = outbox(tmp_path)
     [run] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"])
     store.set_run_state(run.id, RunState.running, event="run.started")
     store.update_step(run.id, "alpha", StepState.checking, event="step.started")

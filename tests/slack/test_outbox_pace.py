@@ -7,12 +7,8 @@ import asyncio
 import itertools
 import time
 
-from bot.config import load_config
-from bot.engine import Engine
-from bot.progress import SlackProgress
-from bot.store import Store
-from tests.support.configs import REQUESTER, write_config
-from tests.support.fake_steps import gated_plan
+from tests.support.configs import REQUESTER
+from tests.support.outbox import outbox
 
 PACE = 10.0
 MESSAGES = 12
@@ -33,11 +29,8 @@ class SlowThenFastSlack:
 
 
 async def test_calls_reach_slack_no_closer_than_the_pace(tmp_path):
-    config = load_config(str(write_config(tmp_path, slack=f"messages_per_second = {PACE}")))
-    store = Store(config.database.path)
-    engine = Engine(store, config, gated_plan(tmp_path))
     slack = SlowThenFastSlack()
-    progress = SlackProgress(engine, client=slack, config=config)
+    store, engine, progress = outbox(tmp_path, slack, f"messages_per_second = {PACE}")
     [run] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"])
     with store.transaction() as conn:
         for i in range(MESSAGES):
@@ -68,12 +61,9 @@ class RecordingSlack:
         return {"ts": f"{len(self.posts)}.000100"}
 
 
-async def deliver_all(tmp_path, merge_backlog_seconds: float) -> tuple[RecordingSlack, Store, list]:
-    config = load_config(str(write_config(tmp_path, slack="messages_per_second = 10")))
-    store = Store(config.database.path)
-    engine = Engine(store, config, gated_plan(tmp_path))
+async def deliver_all(tmp_path, merge_backlog_seconds: float) -> tuple[RecordingSlack, list[tuple]]:
     slack = RecordingSlack()
-    progress = SlackProgress(engine, client=slack, config=config)
+    store, engine, progress = outbox(tmp_path, slack, "messages_per_second = 10")
     progress.merge_backlog_seconds = merge_backlog_seconds
     [a] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"])
     [b] = store.create_runs(["host02"], requester=REQUESTER, plan=["alpha"])
@@ -91,17 +81,17 @@ async def deliver_all(tmp_path, merge_backlog_seconds: float) -> tuple[Recording
         await engine.stop()
     rows = store.conn.execute("SELECT run_id, state, slack_ts FROM outbox ORDER BY id").fetchall()
     store.close()
-    return slack, rows, [a.id, b.id]
+    return slack, rows
 
 
 async def test_a_long_backlog_sends_each_threads_pending_replies_as_one_message(tmp_path):
-    slack, rows, _ = await deliver_all(tmp_path, merge_backlog_seconds=0.0)
+    slack, rows = await deliver_all(tmp_path, merge_backlog_seconds=0.0)
     assert [p["text"] for p in slack.posts] == ["a1\na2\na3", "b1\nb2\nb3"]  # each thread in its own order
     assert [len(p["blocks"]) for p in slack.posts] == [3, 3]  # every reply's content is there
     assert {state for _, state, _ in rows} == {"sent"}
 
 
 async def test_without_a_backlog_each_reply_is_its_own_message(tmp_path):
-    slack, rows, _ = await deliver_all(tmp_path, merge_backlog_seconds=30.0)
+    slack, rows = await deliver_all(tmp_path, merge_backlog_seconds=30.0)
     assert [p["text"] for p in slack.posts] == ["a1", "a2", "b1", "a3", "b2", "b3"]  # as stored
     assert len({ts for _, _, ts in rows}) == 6
