@@ -3,7 +3,8 @@
 Off unless the environment asks for it, and only then does anything:
 ``IDM_UPGRADE_TRACE=FILE`` appends the name of every persisted transition to FILE;
 ``IDM_UPGRADE_KILL_AT=N:before`` or ``N:after`` SIGKILLs this process just before or just after the
-N-th transition (counted from 1 in this process) is committed.
+N-th transition (counted from 1 in this process) is committed; ``NAME:before`` or ``NAME:after`` (a
+transition's name, e.g. ``run.succeeded:after``) at the first transition of that name.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ class KillPoints:
     def __init__(self, environ: dict[str, str] | None = None):
         env = os.environ if environ is None else environ
         self.trace_path = env.get(TRACE_ENV)
-        self.kill_at: tuple[int, str] | None = None
+        self.kill_at: tuple[int | str, str] | None = None
         if spec := env.get(KILL_ENV):
-            index, _, when = spec.partition(":")
-            if not index.isdigit() or when not in ("before", "after"):
-                raise ValueError(f"{KILL_ENV} must look like '7:before' or '7:after', not {spec!r}")
-            self.kill_at = (int(index), when)
+            where, _, when = spec.rpartition(":")
+            if not where or when not in ("before", "after"):
+                raise ValueError(
+                    f"{KILL_ENV} must look like '7:before', '7:after' or 'run.succeeded:after', not {spec!r}"
+                )
+            self.kill_at = (int(where) if where.isdigit() else where, when)
         self.count = 0
 
     @property
@@ -45,6 +48,6 @@ class KillPoints:
                 trace.write(line + "\n")
 
     def _maybe_kill(self, when: str, transition: str) -> None:
-        if self.kill_at == (self.count, when):
+        if self.kill_at in ((self.count, when), (transition, when)):
             self._trace(f"KILLED {self.count}:{when} {transition}")  # which transition a random index hit
             os.kill(os.getpid(), signal.SIGKILL)

@@ -73,6 +73,7 @@ class SlackProgress:
         self.merge_backlog_seconds = MERGE_BACKLOG_SECONDS
         self._dirty: set[str] = set()  # runs with audit events not projected yet
         self._projector: asyncio.Task | None = None
+        self._sending = -1  # the outbox row being sent; projection and delivery share the store's thread
 
     # -- projection (runs on the store's thread) -------------------------------------------------
 
@@ -119,8 +120,11 @@ class SlackProgress:
                 if event.event == "step.started" and event.detail.get("attempt", 1) == 1:
                     continue  # the card shows the step in progress; a restart's second start gets a line
                 rows.extend(self._rows_for(event, run, steps))
+            # A card update still pending renders the card when it is sent, so it shows these events too;
+            # one already being rendered and sent does not, and another is queued behind it.
             pending_update = conn.execute(
-                "SELECT 1 FROM outbox WHERE run_id = ? AND kind = 'card_update' AND state = 'pending'", (run_id,)
+                "SELECT 1 FROM outbox WHERE run_id = ? AND kind = 'card_update' AND state = 'pending' AND id != ?",
+                (run_id, self._sending),
             ).fetchone()
             if not pending_update and not any(kind == "card" for kind, _, _ in rows):
                 rows.append(("card_update", None, None))
@@ -178,9 +182,13 @@ class SlackProgress:
         self._wakeup.set()
 
     def _runs_to_project(self) -> list[str]:
+        # By the cursor, not by the run's state: a run that ended before its first projection (killed within
+        # the coalescing moment) still owes its thread everything. Terminal runs never had a thread.
         rows = self.store.conn.execute(
-            "SELECT id FROM runs WHERE id IN (SELECT run_id FROM slack_threads) OR state IN "
-            "('queued', 'running', 'waiting_approval') ORDER BY created_at"
+            "SELECT r.id FROM runs r LEFT JOIN slack_threads t ON t.run_id = r.id "
+            "WHERE (t.run_id IS NOT NULL OR r.requester NOT LIKE 'cli:%') "
+            "AND (SELECT MAX(seq) FROM audit a WHERE a.run_id = r.id) > COALESCE(t.projected_seq, 0) "
+            "ORDER BY r.created_at"
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -195,11 +203,11 @@ class SlackProgress:
             self._task = None
 
     async def idle(self, timeout: float = 30) -> bool:
-        """True once nothing is pending (for tests and the sandbox)."""
+        """True once every run's thread has all its events, delivered (for tests and the sandbox)."""
         stop = time.monotonic() + timeout
         while time.monotonic() < stop:
             projecting = self._dirty or (self._projector is not None and not self._projector.done())
-            if not projecting and not await self.engine.db(self._next_pending):
+            if not projecting and (await self.engine.db(self.store.thread_backlog)).delivered:
                 return True
             await asyncio.sleep(0.05)
         return False
@@ -222,6 +230,7 @@ class SlackProgress:
     async def _deliver_forever(self) -> None:
         backoff = 1.0
         while True:
+            self._sending = -1
             entry = await self.engine.db(self._next_pending)
             if entry is None:
                 self._wakeup.clear()
@@ -231,6 +240,7 @@ class SlackProgress:
             await self._pace(entry["channel"])
             if entry["kind"] == "reply":
                 entry = await self.engine.db(self._merge_backlog, entry)
+            self._sending = entry["id"]
             try:
                 ts = await self._send(entry)
             except SlackApiError as exc:

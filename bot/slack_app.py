@@ -188,8 +188,10 @@ class SlackBot:
             return False
 
     async def _health(self, request: web.Request) -> web.Response:
+        backlog: dict[str, int] | None = None
         try:
-            await self.engine.db(lambda: self.store.conn.execute("SELECT 1").fetchone())
+            owed = await self.engine.db(self.store.thread_backlog)
+            backlog = {"runs_not_projected": owed.runs_not_projected, "pending_messages": owed.pending_messages}
             database = "ok"
         except Exception as exc:
             database = f"error: {type(exc).__name__}"
@@ -200,7 +202,8 @@ class SlackBot:
             except Exception:
                 ok = False
             self._slack_ok = (time.monotonic(), ok)
-        body = {"database": database, "slack": "ok" if ok else "unreachable"}
+        # a backlog is not unhealthy (Slack may be slow); it tells whether every thread has caught up
+        body = {"database": database, "slack": "ok" if ok else "unreachable", "threads": backlog}
         healthy = database == "ok" and ok
         return web.json_response({"ok": healthy, **body}, status=200 if healthy else 503)
 

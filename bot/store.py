@@ -183,6 +183,16 @@ class DecisionResult:
     approval: Approval
 
 
+@dataclass(frozen=True)
+class ThreadBacklog:
+    runs_not_projected: int  # runs with audit events past their thread's projection cursor
+    pending_messages: int  # outbox rows not yet accepted by Slack
+
+    @property
+    def delivered(self) -> bool:
+        return self.runs_not_projected == 0 and self.pending_messages == 0
+
+
 class Store:
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000):
         self.path = str(path)
@@ -631,6 +641,24 @@ class Store:
         return True
 
     # -- audit -----------------------------------------------------------------------------------
+
+    def thread_backlog(self, run_id: str | None = None) -> ThreadBacklog:
+        """What the Slack thread of a run (or of every Slack run) has not been given yet.
+
+        Delivered means both: the projection cursor has reached the run's last audit event, and no outbox
+        row is pending (a row being sent stays pending until Slack answered). A run has a thread once it
+        was projected; a run that was never projected has one owed unless it was started at the terminal.
+        """
+        where, params = ("WHERE r.id = ?", [run_id]) if run_id is not None else ("", [])
+        row = self.conn.execute(
+            "SELECT "
+            "  COALESCE(SUM((SELECT MAX(seq) FROM audit a WHERE a.run_id = r.id) > COALESCE(t.projected_seq, 0)"
+            "    AND (t.run_id IS NOT NULL OR r.requester NOT LIKE 'cli:%')), 0), "
+            "  COALESCE(SUM((SELECT COUNT(*) FROM outbox o WHERE o.run_id = r.id AND o.state = 'pending')), 0) "
+            f"FROM runs r LEFT JOIN slack_threads t ON t.run_id = r.id {where}",
+            params,
+        ).fetchone()
+        return ThreadBacklog(runs_not_projected=row[0], pending_messages=row[1])
 
     def audit_events(self, run_id: str | None = None, after: int | None = None) -> list[audit.AuditEvent]:
         return list(audit.events(self.conn, run_id, after))
