@@ -10,8 +10,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from bot import audit
-from bot.store import Store
+from bot.store import audit
+from bot.store.store import Store
 
 
 class Sink(io.TextIOBase):

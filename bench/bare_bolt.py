@@ -16,7 +16,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
-from bot.slack_app import web_client
+from bot.slack.app import web_client
 
 
 def build() -> web.Application:

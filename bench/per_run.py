@@ -35,7 +35,7 @@ from bench.rig import (
     running_bot,
     until,
 )
-from bot.winrm import build_script, command_line
+from bot.systems.winrm import build_script, command_line
 from sandbox.slack import SlackStandIn
 from sandbox.workspace_one import WorkspaceOneStandIn
 

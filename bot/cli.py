@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from bot import audit
-from bot.config import Config, ConfigError, Secrets, config_path, load_config
-from bot.store import Store, StoreError
+from bot.core.config import Config, ConfigError, Secrets, config_path, load_config
+from bot.store import audit
+from bot.store.store import Store, StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         import asyncio
 
-        from bot.serve import serve
+        from bot.slack.serve import serve
 
         try:
             return asyncio.run(serve(config, socket_mode=args.socket_mode, http=args.http, port=args.port))
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         import asyncio
 
-        from bot.terminal import run_from_terminal
+        from bot.terminal.run import run_from_terminal
 
         try:
             return asyncio.run(run_from_terminal(config, args.hosts, check_only=args.check, yes=args.yes))

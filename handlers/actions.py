@@ -6,7 +6,7 @@ import re
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.slack_context import SlackContext
+from bot.slack.context import SlackContext
 
 APPROVAL_ID = re.compile(r"apr-[0-9a-f]{8}")
 RUN_ID = re.compile(r"run-[0-9a-f]{8}")

@@ -6,9 +6,9 @@ import logging
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.commands import USAGE, Command, CommandError, parse
-from bot.slack_context import SlackContext
-from bot.store import HostBusy
+from bot.slack.context import SlackContext
+from bot.slack.parse import USAGE, Command, CommandError, parse
+from bot.store.store import HostBusy
 
 log = logging.getLogger(__name__)
 

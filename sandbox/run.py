@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from bot.config import Config, Secrets, parse_config
-from bot.models import ApprovalState
-from bot.slack_app import SlackBot
+from bot.core.config import Config, Secrets, parse_config
+from bot.core.models import ApprovalState
+from bot.slack.app import SlackBot
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from sandbox.winrm_server import WinRMHostServer, start_hosts
@@ -95,8 +95,8 @@ class Clicker:
         self.answered: set[str] = set()
 
     async def answer(self, bot: SlackBot, slack: SlackStandIn, sender) -> None:
-        for run in await bot.engine.db(bot.store.runs, active=True):
-            for approval in await bot.engine.db(bot.store.approvals, run.id):
+        for run in await bot.store.call(bot.store.runs, active=True):
+            for approval in await bot.store.call(bot.store.approvals, run.id):
                 if approval.state is not ApprovalState.open or approval.id in self.answered:
                     continue
                 action = "snapshot_taken" if approval.gate == "snapshot" else "approve"
@@ -160,15 +160,15 @@ async def run_sandbox(
         clicker = Clicker(approve, stdin or sys.stdin, out)
         while time.monotonic() - started < timeout:
             await clicker.answer(bot, slack, sender)
-            runs = await bot.engine.db(bot.store.runs)
+            runs = await bot.store.call(bot.store.runs)
             done = runs and not any(r.state.active for r in runs)
             screen.draw(slack.render_channel(OPS_CHANNEL), f"sandbox: {time.monotonic() - started:.0f} s")
             if done and await bot.progress.idle(timeout=10):
                 break
             await asyncio.sleep(REDRAW_SECONDS)
         screen.final(slack.render_channel(OPS_CHANNEL))
-        runs = await bot.engine.db(bot.store.runs)
-        verdict = await bot.engine.db(bot.store.verify_audit)
+        runs = await bot.store.call(bot.store.runs)
+        verdict = await bot.store.call(bot.store.verify_audit)
         states = ", ".join(f"{r.host} {r.state.label}" for r in sorted(runs, key=lambda r: r.batch_position))
         ok = bool(runs) and all(r.state.value == "succeeded" for r in runs) and verdict.ok
         out.write(

@@ -59,7 +59,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import SecretStr
 
-from bot.config import Secrets, WorkspaceOneConfig
+from bot.core.config import Secrets, WorkspaceOneConfig
 
 _DEFAULTS = WorkspaceOneConfig()
 MEDIA_PREFIX = "application/vnd.vmware.horizon.manager.connector.management.directory"

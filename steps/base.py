@@ -5,10 +5,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from bot.config import Config
-from bot.models import Run, StepRecord
+from bot.core.config import Config
+from bot.core.models import Run, StepRecord
+
+if TYPE_CHECKING:
+    from bot.systems.services import Services
+    from bot.systems.vcenter import VCenterClient
+    from bot.systems.winrm import WinRMExecutor
+    from bot.systems.workspace_one import WorkspaceOneClient
 
 
 @dataclass(frozen=True)
@@ -48,13 +54,27 @@ class StepContext:
     record: StepRecord
     facts: dict[str, dict[str, Any]]
     note: Callable[[str], None] = lambda text: None
-    services: dict[str, Any] = field(default_factory=dict)
+    services: Services | None = None  # None only for plans of fake steps in tests
     # Ask a person to confirm something done by hand (gate, what to do, evidence); returns once they have.
     confirm: Callable[[str, str, dict], Awaitable[None]] | None = None
 
     @property
     def host(self) -> str:
         return self.run.host
+
+    @property
+    def winrm(self) -> WinRMExecutor:
+        if self.services is None:
+            raise StepFailed("this engine was built without services, so no step can reach a host")
+        return self.services.winrm
+
+    @property
+    def workspace_one(self) -> WorkspaceOneClient | None:
+        return self.services.workspace_one if self.services else None
+
+    @property
+    def vcenter(self) -> VCenterClient | None:
+        return self.services.vcenter if self.services else None
 
     @property
     def resumed_after_apply(self) -> bool:

@@ -10,7 +10,7 @@ from pathlib import PureWindowsPath
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from bot.winrm import ScriptResult, WinRMExecutor
+from bot.systems.winrm import ScriptResult, WinRMExecutor
 from steps.base import StepContext
 
 T = TypeVar("T")
@@ -18,7 +18,7 @@ GiB = 1024**3
 
 
 def executor(ctx: StepContext) -> WinRMExecutor:
-    return ctx.services["winrm"]
+    return ctx.winrm
 
 
 def poll_seconds(ctx: StepContext) -> float:

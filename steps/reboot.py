@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.winrm import HostUnreachable
+from bot.systems.winrm import HostUnreachable
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 from steps.common import boot_time, executor, read_host, run_script, version_tuple
 from steps.service import healthy

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.models import StepRecord
+from bot.core.models import StepRecord
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 
 
@@ -30,7 +30,7 @@ class Snapshot(Step):
             return CheckResult(
                 False, f"physical server ({machine.get('manufacturer')} {machine.get('model')}): no VM snapshot"
             )
-        vcenter = ctx.services.get("vcenter")
+        vcenter = ctx.vcenter
         if vcenter is None:
             return CheckResult(True, f"take a snapshot of VM {vm_name(ctx)} by hand, then confirm", {"manual": True})
         existing = await vcenter.find_snapshot(vm_name(ctx), snapshot_name(ctx), host=ctx.host)
@@ -49,7 +49,7 @@ class Snapshot(Step):
         }
 
     async def apply(self, ctx: StepContext) -> dict[str, Any]:
-        vcenter = ctx.services.get("vcenter")
+        vcenter = ctx.vcenter
         if vcenter is None:
             return {"manual": True, "snapshot": {"name": snapshot_name(ctx), "taken_by": "a person (confirmed)"}}
         taken = await vcenter.take_snapshot(
@@ -62,7 +62,7 @@ class Snapshot(Step):
         return {"snapshot": _facts(taken)}
 
     async def verify(self, ctx: StepContext) -> VerifyResult:
-        vcenter = ctx.services.get("vcenter")
+        vcenter = ctx.vcenter
         if vcenter is None:
             return VerifyResult(True, f"a person confirmed the snapshot of VM {vm_name(ctx)}")
         found = await vcenter.find_snapshot(vm_name(ctx), snapshot_name(ctx), host=ctx.host)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.winrm import ScriptFailed
+from bot.systems.winrm import ScriptFailed
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 from steps.common import installer_file_name, run_script, work_path
 

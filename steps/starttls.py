@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.workspace_one import Directory, WorkspaceOneClient, WorkspaceOneRejected
+from bot.systems.workspace_one import Directory, WorkspaceOneClient, WorkspaceOneRejected
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 
 CONSOLE_PATH = (
@@ -20,7 +20,7 @@ ALREADY_OFF = "STARTTLS already off (the KB 77158 hotfix may have done this)"
 
 
 def workspace_one(ctx: StepContext) -> WorkspaceOneClient | None:
-    return ctx.services.get("workspace_one")
+    return ctx.workspace_one
 
 
 def describe(directories: list[Directory]) -> list[dict[str, Any]]:

@@ -5,8 +5,8 @@ import threading
 import pytest
 import pytest_timeout
 
-from bot.config import load_config
-from bot.store import Store
+from bot.core.config import load_config
+from bot.store.store import Store
 from tests.support.configs import write_config
 
 

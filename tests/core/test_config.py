@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from bot import cli
-from bot.config import Config, ConfigError, Secrets, config_path, load_config, parse_config
+from bot.core.config import Config, ConfigError, Secrets, config_path, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "idm-upgrade.example.toml"

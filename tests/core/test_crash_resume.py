@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.models import RunState, StepState
-from bot.store import Store
+from bot.core.models import RunState, StepState
+from bot.store.store import Store
 from tests.support.configs import write_config
 from tests.support.fake_steps import FileHost
 

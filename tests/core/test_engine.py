@@ -7,11 +7,11 @@ import io
 
 import pytest
 
-from bot.approvals import ApprovalPolicy, StaticGroups
-from bot.engine import Engine
-from bot.models import ApprovalState, RunState, StepState
-from bot.sink import TerminalSink
-from bot.store import HostBusy, Store
+from bot.core.models import ApprovalState, RunState, StepState
+from bot.engine.approvals import ApprovalPolicy, StaticGroups
+from bot.engine.engine import Engine
+from bot.engine.events import TerminalSink
+from bot.store.store import HostBusy, Store
 from tests.support.configs import APPROVER, APPROVER2, GROUP, GROUP_MEMBER, OUTSIDER, REQUESTER
 from tests.support.fake_steps import FileHost, gated_plan
 
@@ -365,7 +365,7 @@ async def test_terminal_sink_reports_each_step(engine_factory):
 
 
 async def test_confirmations_are_open_to_the_requester_and_approvers_only(make_config):
-    from bot.models import Run
+    from bot.core.models import Run
 
     config = make_config()
     policy = ApprovalPolicy(config.slack, StaticGroups({GROUP: {GROUP_MEMBER}}))

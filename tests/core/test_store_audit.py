@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bot import audit
-from bot import store as store_module
-from bot.models import RunState, StepState
-from bot.store import SCHEMA_VERSION, HostBusy, Store, StoreError
+from bot.core.models import RunState, StepState
+from bot.store import audit
+from bot.store import store as store_module
+from bot.store.store import SCHEMA_VERSION, HostBusy, Store, StoreError
 from tests.support.configs import APPROVER, REQUESTER, write_config
 
 ROOT = Path(__file__).resolve().parents[2]

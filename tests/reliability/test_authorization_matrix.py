@@ -24,10 +24,10 @@ from collections import Counter
 
 import pytest
 
-from bot.approvals import ApprovalPolicy, StaticGroups
-from bot.engine import Engine, Reply
-from bot.models import ApprovalState, RunState
-from bot.store import Store
+from bot.core.models import ApprovalState, RunState
+from bot.engine.approvals import ApprovalPolicy, StaticGroups
+from bot.engine.engine import Engine, Reply
+from bot.store.store import Store
 from sandbox.slack_state import OPS_CHANNEL
 from tests.reliability.results import record
 from tests.slack import conftest as slack_conftest

@@ -36,7 +36,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bot.models import ApprovalState, RunState
+from bot.core.models import ApprovalState, RunState
 from sandbox.slack_sender import SignedRequest, SlackHttpResult, block_actions_payload, signature_for
 from sandbox.slack_state import APPROVER, GROUP_MEMBER, OPS_CHANNEL, OUTSIDER, REQUESTER
 from tests.reliability.results import record

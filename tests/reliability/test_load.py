@@ -10,7 +10,7 @@ bot task is left running.
 The thread is delivered at slack.messages_per_second = 10 (the maximum) while the runs work, and the
 delivered rate is measured. 100 runs make about 2,300 Slack messages, i.e. about 230 s at 10 per second,
 more than this test's budget; so once the runs have ended the remaining backlog is delivered with the
-deliverer's pacing lifted (``progress.interval = 0``), and the time it would take at 10 per second is
+deliverer's pacing lifted (``progress.deliverer.interval = 0``), and the time it would take at 10 per second is
 reported. IDM_LOAD_FULL_DRAIN=1 keeps the pacing to the end (about 4 minutes).
 
 The figures go to stdout and to tests/reliability/.results/load.json.
@@ -30,11 +30,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from bot.config import Secrets
 from bot.lease import EngineLease
 from bot.models import RunState
 from bot.slack_app import SlackBot
+
 from bot.store import Store
 from sandbox.run import sandbox_config
 from sandbox.slack import SlackStandIn
@@ -258,7 +258,7 @@ async def test_100_hosts_in_batches_with_200_concurrent_requests(tmp_path, capsy
         paced_rate = len(posts) / max(1e-9, runs_done - started)
         max_in_5s = slack.max_calls_in_window("chat.postMessage", OPS_CHANNEL, 5.0)
         if not FULL_DRAIN:
-            bot.progress.interval = 0.0  # deliver the backlog now; its paced duration is reported below
+            bot.progress.deliverer.interval = 0.0  # deliver the backlog now; its paced duration is reported below
         drained = await bot.progress.idle(timeout=DRAIN_TIMEOUT)
         drain_done = time.monotonic()
         outbox = Counter(dict(monitor.rows("SELECT state, COUNT(*) FROM outbox GROUP BY state")))

@@ -42,13 +42,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-
 from bot.config import Secrets, VCenterConfig
 from bot.models import ApprovalState, RunState
 from bot.slack_app import SlackBot, StartupError
 from bot.vcenter import VCenterClient
 from bot.winrm import WinRMExecutor
 from bot.workspace_one import WorkspaceOneClient
+
 from sandbox.run import sandbox_config
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER

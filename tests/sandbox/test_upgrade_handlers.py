@@ -15,7 +15,7 @@ import pytest
 import requests
 from winrm.protocol import Protocol
 
-from bot.winrm import build_script, clean_stderr, command_line
+from bot.systems.winrm import build_script, clean_stderr, command_line
 from sandbox.host import (
     CONNECTOR_LOG,
     INSTALLER_FILE,

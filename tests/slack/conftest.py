@@ -7,9 +7,9 @@ import contextlib
 
 import pytest
 
-from bot.config import Secrets
-from bot.models import ApprovalState
-from bot.slack_app import SlackBot
+from bot.core.config import Secrets
+from bot.core.models import ApprovalState
+from bot.slack.app import SlackBot
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import OPS_CHANNEL
 from sandbox.threaded import running_host

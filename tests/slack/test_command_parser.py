@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.commands import Command, CommandError, parse
+from bot.slack.parse import Command, CommandError, parse
 
 HOSTS = ["host01", "host02", "host03"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from bot.models import RunState
+from bot.core.models import RunState
 from tests.support.configs import REQUESTER
 from tests.support.outbox import outbox
 
@@ -16,13 +16,15 @@ def test_a_thread_with_a_pending_approval_is_delivered_first(tmp_path):
     [waiting] = store.create_runs(["host02"], requester=REQUESTER, plan=["alpha"])
     with store.transaction() as conn:
         for i in range(5):
-            progress._insert(conn, busy.id, "reply", {"text": f"busy {i}"}, None)
-        progress._insert(conn, waiting.id, "reply", {"text": "waiting: started"}, None)
-        progress._insert(conn, waiting.id, "approval", None, "apr-00000000")
+            progress.outbox.insert(conn, busy.id, progress.projector.channel, "reply", {"text": f"busy {i}"}, None)
+        progress.outbox.insert(
+            conn, waiting.id, progress.projector.channel, "reply", {"text": "waiting: started"}, None
+        )
+        progress.outbox.insert(conn, waiting.id, progress.projector.channel, "approval", None, "apr-00000000")
     order = []
-    while (entry := progress._next_pending()) is not None:
-        order.append((entry["run_id"], entry["kind"], json.loads(entry["payload"]).get("text")))
-        progress._mark(entry["id"], "sent", "1.0", None)
+    while (entry := progress.outbox.next_pending()) is not None:
+        order.append((entry.run_id, entry.kind, json.loads(entry.payload).get("text")))
+        progress.outbox.mark(entry.ids, "sent", "1.0", None)
     # the waiting thread first, still in its own order; then the busy one, in order
     assert order[:2] == [(waiting.id, "reply", "waiting: started"), (waiting.id, "approval", None)]
     assert [text for _, _, text in order[2:]] == [f"busy {i}" for i in range(5)]
@@ -30,20 +32,20 @@ def test_a_thread_with_a_pending_approval_is_delivered_first(tmp_path):
 
 
 async def test_a_burst_of_events_is_projected_in_one_transaction_and_a_note_keeps_its_place(tmp_path):
-    from bot.models import StepState
-    from bot.sink import ProgressEvent
+    from bot.core.models import StepState
+    from bot.engine.events import ProgressEvent
 
     store, engine, progress = outbox(tmp_path)
     projections = []
-    original = progress.project
-    progress.project = lambda run_id: projections.append(run_id) or original(run_id)
+    original = progress.projector.project
+    progress.projector.project = lambda run_id: projections.append(run_id) or original(run_id)
     [run] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha", "bravo"])
     for step in ("alpha", "bravo"):  # four audit events, as the engine writes them, each published
         store.update_step(run.id, step, StepState.checking, event="step.started", detail={"attempt": 1})
         await progress.deliver(ProgressEvent("step.started", run.id, "host01", "", step))
         store.update_step(run.id, step, StepState.succeeded, event="step.succeeded", reason=f"{step} done")
         await progress.deliver(ProgressEvent("step.finished", run.id, "host01", "", step))
-    await asyncio.wait_for(progress._projector, 5)  # projected a moment after the burst
+    await asyncio.wait_for(progress.projector._task, 5)  # projected a moment after the burst
     assert projections == [run.id]  # one transaction for the burst, not one per event
     await progress.deliver(ProgressEvent("step.note", run.id, "host01", "waiting for the host", "bravo"))
     texts = [json.loads(p).get("text", "") for (p,) in store.conn.execute("SELECT payload FROM outbox ORDER BY id")]
@@ -56,15 +58,15 @@ async def test_a_burst_of_events_is_projected_in_one_transaction_and_a_note_keep
 
 def test_a_first_start_gets_no_reply_but_a_restart_does(tmp_path):
     """The card shows a step in progress; the thread hears of a start only when it is a second attempt."""
-    from bot.models import StepState
+    from bot.core.models import StepState
 
     store, engine, progress = outbox(tmp_path)
     [run] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"])
     store.set_run_state(run.id, RunState.running, event="run.started")
     store.update_step(run.id, "alpha", StepState.checking, event="step.started")
-    progress.project(run.id)
+    progress.projector.project(run.id)
     store.update_step(run.id, "alpha", StepState.checking, event="step.started")  # after a restart
-    progress.project(run.id)
+    progress.projector.project(run.id)
     rows = store.conn.execute("SELECT kind, payload FROM outbox WHERE run_id = ? ORDER BY id", (run.id,)).fetchall()
     replies = [json.loads(payload)["text"] for kind, payload in rows if kind == "reply"]
     assert replies == ["Step alpha: started"]  # one line, for the second attempt only

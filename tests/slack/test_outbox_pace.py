@@ -34,14 +34,14 @@ async def test_calls_reach_slack_no_closer_than_the_pace(tmp_path):
     [run] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"])
     with store.transaction() as conn:
         for i in range(MESSAGES):
-            progress._insert(conn, run.id, "reply", {"text": f"line {i}"}, None)
+            progress.outbox.insert(conn, run.id, progress.projector.channel, "reply", {"text": f"line {i}"}, None)
     progress.start()
     try:
         for _ in range(200):
-            if progress.delivered == MESSAGES:
+            if progress.deliverer.delivered == MESSAGES:
                 break
             await asyncio.sleep(0.05)
-        assert progress.delivered == MESSAGES
+        assert progress.deliverer.delivered == MESSAGES
     finally:
         await progress.stop()
         await engine.stop()
@@ -64,16 +64,18 @@ class RecordingSlack:
 async def deliver_all(tmp_path, merge_backlog_seconds: float) -> tuple[RecordingSlack, list[tuple]]:
     slack = RecordingSlack()
     store, engine, progress = outbox(tmp_path, slack, "messages_per_second = 10")
-    progress.merge_backlog_seconds = merge_backlog_seconds
+    progress.deliverer.merge_backlog_seconds = merge_backlog_seconds
     [a] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"])
     [b] = store.create_runs(["host02"], requester=REQUESTER, plan=["alpha"])
     with store.transaction() as conn:  # two threads' replies, interleaved as a fleet makes them
         for run, text in [(a, "a1"), (a, "a2"), (b, "b1"), (a, "a3"), (b, "b2"), (b, "b3")]:
-            progress._insert(conn, run.id, "reply", {"text": text, "blocks": [{"type": "section"}]}, None)
+            progress.outbox.insert(
+                conn, run.id, progress.projector.channel, "reply", {"text": text, "blocks": [{"type": "section"}]}, None
+            )
     progress.start()
     try:
         for _ in range(100):
-            if not progress._next_pending():
+            if not progress.outbox.next_pending():
                 break
             await asyncio.sleep(0.05)
     finally:

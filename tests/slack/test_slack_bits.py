@@ -9,9 +9,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.slack_app import web_client
-from bot.slack_context import SlackGroups
-from bot.slack_messages import SECTION_LIMIT, fit
+from bot.slack.app import web_client
+from bot.slack.context import SlackGroups
+from bot.slack.messages import SECTION_LIMIT, fit
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import APPROVER, GROUP, GROUP_MEMBER
 from tests.support.configs import write_config
@@ -66,8 +66,8 @@ def test_long_text_is_truncated_with_a_note():
 
 
 async def test_a_slack_user_group_member_may_approve(make_config):
-    from bot.approvals import ApprovalPolicy
-    from bot.models import Run
+    from bot.core.models import Run
+    from bot.engine.approvals import ApprovalPolicy
     from tests.support.configs import OUTSIDER, REQUESTER
 
     config = make_config(approvers=[GROUP])

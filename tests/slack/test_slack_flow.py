@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.models import RunState
+from bot.core.models import RunState
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, OUTSIDER, REQUESTER
 
 RUN_ID = re.compile(r"run-[0-9a-f]{8}")

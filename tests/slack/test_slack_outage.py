@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.models import RunState
+from bot.core.models import RunState
 from sandbox.slack_state import OPS_CHANNEL, REQUESTER
 from sandbox.workspace_one import iwa_directory
 

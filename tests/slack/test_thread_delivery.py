@@ -1,6 +1,6 @@
 """When is a run's thread complete? The projection cursor at its last audit event and nothing pending.
 
-These are the product's own answers (Store.thread_backlog, SlackProgress.idle, /healthz), so tests and
+These are the product's own answers (Outbox.backlog, SlackProgress.idle, /healthz), so tests and
 operators wait for the real condition instead of a proxy such as "the run is final".
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from bot.models import RunState
+from bot.core.models import RunState
 from tests.support.configs import REQUESTER
 from tests.support.outbox import outbox
 
@@ -17,23 +17,23 @@ from tests.support.outbox import outbox
 def test_the_backlog_counts_unprojected_events_then_pending_messages(tmp_path):
     store, _, progress = outbox(tmp_path)
     [run] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"])
-    assert store.thread_backlog(run.id).runs_not_projected == 1  # run.requested is owed to the thread
-    assert not store.thread_backlog().delivered
-    progress.project(run.id)
-    owed = store.thread_backlog(run.id)
+    assert progress.outbox.backlog(run.id).runs_not_projected == 1  # run.requested is owed to the thread
+    assert not progress.outbox.backlog().delivered
+    progress.projector.project(run.id)
+    owed = progress.outbox.backlog(run.id)
     assert owed.runs_not_projected == 0 and owed.pending_messages == 1  # the card, stored but not sent
-    while (entry := progress._next_pending()) is not None:
-        progress._mark(entry["id"], "sent", "1.0", None)
-    assert store.thread_backlog(run.id).delivered
+    while (entry := progress.outbox.next_pending()) is not None:
+        progress.outbox.mark(entry.ids, "sent", "1.0", None)
+    assert progress.outbox.backlog(run.id).delivered
     store.set_run_state(run.id, RunState.failed, event="run.failed", result="it broke")
-    assert not store.thread_backlog().delivered  # final, but its last events are not in the outbox yet
+    assert not progress.outbox.backlog().delivered  # final, but its last events are not in the outbox yet
     store.close()
 
 
 def test_a_terminal_run_owes_no_thread(tmp_path):
-    store, _, _ = outbox(tmp_path)
+    store, _, progress = outbox(tmp_path)
     store.create_runs(["host01"], requester="cli:operator", plan=["alpha"])
-    assert store.thread_backlog().delivered
+    assert progress.outbox.backlog().delivered
     store.close()
 
 
@@ -46,7 +46,7 @@ async def test_a_run_that_ended_before_its_first_projection_gets_its_thread_at_s
     await progress.catch_up()
     kinds = [k for (k,) in store.conn.execute("SELECT kind FROM outbox WHERE run_id = ? ORDER BY id", (run.id,))]
     assert kinds[0] == "card" and "final" in kinds
-    assert store.thread_backlog(run.id).runs_not_projected == 0
+    assert progress.outbox.backlog(run.id).runs_not_projected == 0
     await engine.stop()
     store.close()
 
@@ -75,14 +75,14 @@ async def test_events_projected_while_the_card_is_being_updated_get_an_update_of
     client = SlowUpdateClient()
     store, engine, progress = outbox(tmp_path, client=client)
     [run] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"])
-    await engine.db(progress.project, run.id)
+    await engine.store.call(progress.projector.project, run.id)
     progress.start()
-    await engine.db(store.set_run_state, run.id, RunState.running, event="run.started")
-    await engine.db(progress.project, run.id)
-    progress._wakeup.set()
+    await engine.store.call(store.set_run_state, run.id, RunState.running, event="run.started")
+    await engine.store.call(progress.projector.project, run.id)
+    progress.projector.wake.set()
     await asyncio.wait_for(client.updating.wait(), 10)  # the running card is on its way
-    await engine.db(store.set_run_state, run.id, RunState.failed, event="run.failed", result="it broke")
-    await engine.db(progress.project, run.id)
+    await engine.store.call(store.set_run_state, run.id, RunState.failed, event="run.failed", result="it broke")
+    await engine.store.call(progress.projector.project, run.id)
     client.release.set()
     assert await progress.idle(timeout=10)
     assert "failed" in client.updates[-1].lower(), client.updates[-1]

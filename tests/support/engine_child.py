@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bot.approvals import ApprovalPolicy
-from bot.config import load_config
-from bot.engine import Engine
-from bot.store import Store
+from bot.core.config import load_config
+from bot.engine.approvals import ApprovalPolicy
+from bot.engine.engine import Engine
+from bot.store.killpoints import KillPoints
+from bot.store.store import Store
 from tests.support.configs import APPROVER, REQUESTER
 from tests.support.fake_steps import gated_plan
 
@@ -32,7 +33,7 @@ async def main(config_path: str, host_dir: str, mode: str, decision: str) -> int
     config = load_config(config_path)
     approver = ClickingApprover(decision)
     engine = Engine(
-        Store(config.database.path),
+        Store(config.database.path, hooks=KillPoints()),  # IDM_UPGRADE_KILL_AT / _TRACE from the parent
         config,
         gated_plan(host_dir),
         policy=ApprovalPolicy(config.slack),

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bot.config import load_config
-from bot.engine import Engine
-from bot.progress import SlackProgress
-from bot.store import Store
+from bot.core.config import load_config
+from bot.engine.engine import Engine
+from bot.slack.progress import SlackProgress
+from bot.store.store import Store
 from tests.support.configs import write_config
 from tests.support.fake_steps import gated_plan
 
@@ -18,4 +18,5 @@ def outbox(directory: Path, client: Any = None, slack: str = "") -> tuple[Store,
     config = load_config(str(write_config(directory, slack=slack)))
     store = Store(config.database.path)
     engine = Engine(store, config, gated_plan(directory))
-    return store, engine, SlackProgress(engine, client=client, config=config)
+    titles = {step_id: step.title for step_id, step in engine.steps.items()}
+    return store, engine, SlackProgress(store, client, config, titles)

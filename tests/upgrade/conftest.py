@@ -7,12 +7,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bot.approvals import ApprovalPolicy
-from bot.config import Secrets, parse_config
-from bot.engine import Engine
-from bot.services import build_services, close_services
-from bot.store import Store
-from bot.winrm import WinRMExecutor
+from bot.core.config import Secrets, parse_config
+from bot.engine.approvals import ApprovalPolicy
+from bot.engine.engine import Engine
+from bot.store.store import Store
+from bot.systems.services import build_services, close_services
+from bot.systems.winrm import WinRMExecutor
 from sandbox.threaded import running_host
 from steps.plan import upgrade_plan
 from tests.support.configs import APPROVER, REQUESTER
@@ -136,8 +136,8 @@ def upgrade(tmp_path):
             secrets |= {"VCENTER_USERNAME": vcenter["username"], "VCENTER_PASSWORD": vcenter["password"]}
         secrets = Secrets.from_env(secrets)
         services = build_services(config, secrets)
-        services["winrm"].close()
-        services["winrm"] = WinRMExecutor(config, secrets, retry_delays=(0.1, 0.2))
+        services.winrm.close()
+        services.winrm = WinRMExecutor(config, secrets, retry_delays=(0.1, 0.2))
         if isinstance(decision, Clicker):
             clicker = decision
         elif isinstance(decision, str):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 
-from bot.approvals import ApprovalPolicy
-from bot.config import Secrets, VCenterConfig
-from bot.engine import Engine
-from bot.models import RunState, StepState
-from bot.services import build_services, close_services
-from bot.store import Store
-from bot.vcenter import VCenterClient
+from bot.core.config import Secrets, VCenterConfig
+from bot.core.models import RunState, StepState
+from bot.engine.approvals import ApprovalPolicy
+from bot.engine.engine import Engine
+from bot.store.store import Store
+from bot.systems.services import build_services, close_services
+from bot.systems.vcenter import VCenterClient
 from sandbox.threaded import running_host
 from sandbox.workspace_one import WorkspaceOneStandIn, iwa_directory
 from steps.plan import upgrade_plan

@@ -7,12 +7,13 @@ from datetime import datetime
 
 import pytest
 
-from bot.approvals import ApprovalPolicy
-from bot.config import Secrets
-from bot.engine import Engine
-from bot.models import RunState, StepState
-from bot.store import Store
-from bot.winrm import WinRMExecutor
+from bot.core.config import Secrets
+from bot.core.models import RunState, StepState
+from bot.engine.approvals import ApprovalPolicy
+from bot.engine.engine import Engine
+from bot.store.store import Store
+from bot.systems.services import Services
+from bot.systems.winrm import WinRMExecutor
 from sandbox.host import NEW_JRE_HOME, OLD_JRE_HOME
 from sandbox.threaded import running_host
 from sandbox.workspace_one import WorkspaceOneStandIn
@@ -159,7 +160,7 @@ async def test_bot_restarted_while_the_server_is_down_for_its_reboot(tmp_path):
                 upgrade_plan(),
                 policy=ApprovalPolicy(config.slack),
                 sinks=[clicker],
-                services={"winrm": executor},
+                services=Services(winrm=executor),
                 approval_poll_seconds=0.05,
             )
             clicker.engine = engine

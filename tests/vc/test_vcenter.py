@@ -14,8 +14,8 @@ import pytest
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
-from bot.config import Secrets, VCenterConfig
-from bot.vcenter import (
+from bot.core.config import Secrets, VCenterConfig
+from bot.systems.vcenter import (
     Snapshot,
     SnapshotFailed,
     SnapshotTimedOut,
@@ -120,7 +120,7 @@ async def test_one_connection_is_reused_from_one_worker_thread(vcsim, caplog):
             await client.snapshots(VM)
         await client.take_snapshot(VM, "one", "", deadline=30)
         assert sum("connected to vCenter" in r.getMessage() for r in caplog.records) == 1
-        assert {r.threadName for r in caplog.records if r.name == "bot.vcenter"} <= {"vcenter_0"}
+        assert {r.threadName for r in caplog.records if r.name == "bot.systems.vcenter"} <= {"vcenter_0"}
 
 
 async def test_an_expired_session_is_logged_in_again(vcsim, caplog):

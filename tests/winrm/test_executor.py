@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bot.config import Config, Secrets, parse_config
-from bot.winrm import (
+from bot.core.config import Config, Secrets, parse_config
+from bot.systems.winrm import (
     AuthenticationFailed,
     BadOutput,
     CommandOutcomeUnknown,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tree_sitter_language_pack import get_parser
 
-from bot.winrm import CMD_LINE_LIMIT, build_script, command_line
+from bot.systems.winrm import CMD_LINE_LIMIT, build_script, command_line
 
 PS_DIR = Path(__file__).resolve().parents[2] / "steps" / "ps"
 SCRIPTS = sorted(PS_DIR.glob("*.ps1"))

@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from bot.workspace_one import WorkspaceOneClient
+from bot.systems.workspace_one import WorkspaceOneClient
 from sandbox.workspace_one import WorkspaceOneStandIn
 
 

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from bot.config import Secrets, WorkspaceOneConfig
-from bot.workspace_one import (
+from bot.core.config import Secrets, WorkspaceOneConfig
+from bot.systems.workspace_one import (
     IWA_TYPE,
     Directory,
     WorkspaceOneAuthError,
@@ -360,7 +360,7 @@ async def test_tls_is_verified_by_default(self_signed, make_client):
 
 
 async def test_verify_tls_false_connects_and_warns(self_signed, make_client, caplog):
-    caplog.set_level(logging.WARNING, logger="bot.workspace_one")
+    caplog.set_level(logging.WARNING, logger="bot.systems.workspace_one")
     async with WorkspaceOneStandIn(ssl_context=self_signed) as ws1:
         client = make_client(ws1, verify_tls=False)
         assert len(await client.list_directories()) == 3
@@ -398,7 +398,9 @@ async def test_secrets_and_tokens_never_logged(ws1, make_client, caplog):
         assert secret not in text
     assert "Bearer" not in text and "Basic" not in text and "Authorization" not in text
     # one DEBUG line per HTTP request, naming method, path and status
-    lines = [r.getMessage() for r in caplog.records if r.name == "bot.workspace_one" and r.levelno == logging.DEBUG]
+    lines = [
+        r.getMessage() for r in caplog.records if r.name == "bot.systems.workspace_one" and r.levelno == logging.DEBUG
+    ]
     assert len(lines) == len(ws1.requests)
     assert f"PUT {ws1.directories_path}/{directory.id} -> 200" in "\n".join(lines)
 

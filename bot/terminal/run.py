@@ -14,15 +14,15 @@ import threading
 import time
 from typing import TextIO
 
-from bot.approvals import ApprovalPolicy, Verdict
-from bot.config import Config, Secrets
-from bot.engine import Engine
-from bot.lease import EngineBusy, EngineLease
-from bot.models import Run, RunState
-from bot.services import build_services, close_services
-from bot.sink import ProgressEvent
-from bot.store import HostBusy, Store
-from steps.plan import upgrade_plan
+from bot.core.config import Config, Secrets
+from bot.core.models import Run, RunState
+from bot.engine.approvals import ApprovalPolicy, Verdict
+from bot.engine.engine import Engine
+from bot.engine.events import ProgressEvent
+from bot.runtime import Runtime
+from bot.store.lease import EngineBusy
+from bot.store.store import HostBusy
+from bot.systems.services import Services
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -116,7 +116,7 @@ async def run_from_terminal(
     yes: bool,
     out: TextIO | None = None,
     stdin: TextIO | None = None,
-    services: dict | None = None,
+    services: Services | None = None,
 ) -> int:
     out = out or sys.stdout
     err = sys.stderr
@@ -133,27 +133,15 @@ async def run_from_terminal(
             "in the configuration; run without --yes and answer at the prompt\n"
         )
         return EXIT_USAGE
-    try:
-        lease = EngineLease(config.database.path).acquire()
-    except EngineBusy as exc:
-        err.write(f"idm-upgrade: {exc}\n")
-        return EXIT_USAGE
-    try:
-        built = build_services(config, Secrets.from_env())
-    except ValueError as exc:
-        err.write(f"idm-upgrade: {exc}\n")
-        lease.release()
-        return EXIT_USAGE
-    store = Store(config.database.path)
     view = TerminalView(out, auto_yes=yes, stdin=stdin or sys.stdin)
-    engine = Engine(
-        store,
-        config,
-        upgrade_plan(),
-        policy=TerminalPolicy(config.slack),
-        sinks=[view],
-        services={**built, **(services or {})},
-    )
+    try:
+        runtime = Runtime.build(
+            config, Secrets.from_env(), policy=TerminalPolicy(config.slack), sinks=[view], services=services
+        )
+    except (EngineBusy, ValueError) as exc:
+        err.write(f"idm-upgrade: {exc}\n")
+        return EXIT_USAGE
+    store, engine = runtime.store, runtime.engine
     view.engine = engine
     try:
         resumed = await engine.start()
@@ -177,7 +165,4 @@ async def run_from_terminal(
         out.write(f"{verdict}\n")
         return EXIT_OK if all(r.state is RunState.succeeded for r in finals) and verdict.ok else EXIT_FAILED
     finally:
-        await engine.stop()
-        await close_services(built)
-        store.close()
-        lease.release()
+        await runtime.close()

@@ -18,7 +18,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.models import Approval, AuditEvent, Run, RunState, StepRecord, StepState
+from bot.core.models import Approval, AuditEvent, Run, RunState, StepRecord, StepState
 
 SECTION_LIMIT = 2900  # Slack allows 3,000 characters in a section's text
 TEXT_LIMIT = 3500  # the fallback `text` of a message; Slack truncates beyond 40,000

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.config import SlackConfig
-from bot.models import Run
+from bot.core.config import SlackConfig
+from bot.core.models import Run
 
 # Gates a person answers by saying they did something (not by approving a change the bot makes).
 CONFIRMATION_GATES = frozenset({"snapshot", "STARTTLS console"})

@@ -40,12 +40,12 @@ from winrm.exceptions import (
 )
 from winrm.protocol import Protocol
 
-from bot.config import Config, Secrets
-from bot.errors import ExternalSystemError
+from bot.core.config import Config, Secrets
+from bot.core.errors import ExternalSystemError
 
 log = logging.getLogger(__name__)
 
-SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "steps" / "ps"
+SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "steps" / "ps"
 CMD_LINE_LIMIT = 8191  # cmd.exe's limit on a whole command line
 STDERR_LIMIT = 2000
 ACCESS_DENIED_FAULTS = frozenset({5, 0x80070005})

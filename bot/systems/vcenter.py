@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from bot.config import Secrets, VCenterConfig
-from bot.errors import ExternalSystemError
+from bot.core.config import Secrets, VCenterConfig
+from bot.core.errors import ExternalSystemError
 
 try:  # the optional "vcenter" extra; the errors and Snapshot stay importable without it
     from pyVim.connect import Disconnect, SmartConnect

@@ -18,19 +18,20 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from bot.approvals import ApprovalPolicy, gate_kind
-from bot.config import Config
-from bot.errors import ExternalSystemError
-from bot.models import ApprovalState, Run, RunState, StepRecord, StepState, utcnow
-from bot.sink import ProgressEvent, SinkDispatcher
-from bot.store import DecisionOutcome, Store, UnknownRecord
+from bot.core.config import Config
+from bot.core.errors import ExternalSystemError
+from bot.core.models import ApprovalState, Run, RunState, StepRecord, StepState, utcnow
+from bot.engine.approvals import ApprovalPolicy, gate_kind
+from bot.engine.events import ProgressEvent, SinkDispatcher
+from bot.store.store import DecisionOutcome, Store, UnknownRecord
 from steps.base import CheckResult, Step, StepContext, StepFailed
+
+if TYPE_CHECKING:
+    from bot.systems.services import Services  # handed through to the steps, never used here
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -121,7 +122,7 @@ class Engine:
         *,
         policy: ApprovalPolicy | None = None,
         sinks: list | None = None,
-        services: dict[str, Any] | None = None,
+        services: Services | None = None,
         approval_poll_seconds: float = APPROVAL_POLL_SECONDS,
     ):
         self.store = store
@@ -129,18 +130,16 @@ class Engine:
         self.steps = dict(steps)
         self.policy = policy or ApprovalPolicy(config.slack)
         self.progress = SinkDispatcher(sinks or [])
-        self.services = services or {}
+        self.services = services
         self.approval_poll_seconds = approval_poll_seconds
         self._slots = SlotPool(config.winrm.max_parallel)
-        # SQLite calls run on one dedicated thread: the event loop never waits on the disk or a lock.
-        self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._batches: dict[str, asyncio.Task] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
 
     # -- plumbing --------------------------------------------------------------------------------
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._db_thread, partial(fn, *args, **kwargs))
+        return await self.store.call(fn, *args, **kwargs)
 
     def _publish(self, kind: str, run: Run, text: str, step: str | None = None, **data: Any) -> None:
         self.progress.publish(ProgressEvent(kind, run.id, run.host, text, step, data))
@@ -193,7 +192,6 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._batches.values(), return_exceptions=True)
         await self.progress.close()
-        self._db_thread.shutdown(wait=True)
 
     # -- batches and runs ------------------------------------------------------------------------
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.approvals import ApprovalPolicy
-from bot.config import Config
-from bot.engine import Engine
-from bot.slack_messages import MARKS, RUN_MARKS
+from bot.core.config import Config
+from bot.engine.approvals import ApprovalPolicy
+from bot.engine.engine import Engine
+from bot.slack.messages import MARKS, RUN_MARKS
 
 
 class SlackGroups:
@@ -44,23 +44,23 @@ class SlackContext:
     async def status_text(self, run_id: str | None) -> str:
         store = self.engine.store
         if run_id:
-            run = await self.engine.db(store.find_run, run_id)
+            run = await self.engine.store.call(store.find_run, run_id)
             if run is None:
                 return f"There is no run `{run_id}`."
-            steps = await self.engine.db(store.steps, run_id)
+            steps = await self.engine.store.call(store.steps, run_id)
             lines = [
                 f"{RUN_MARKS[run.state]} `{run.id}` {run.host}: *{run.state.label}*"
                 + (f" — {run.result}" if run.result else "")
             ]
             lines += [f"{MARKS[s.state]} {self.titles.get(s.step, s.step)}: {s.state.label}" for s in steps]
             return "\n".join(lines)
-        runs = await self.engine.db(store.runs, active=True)
+        runs = await self.engine.store.call(store.runs, active=True)
         if not runs:
             return "No upgrade is running."
         return "\n".join(f"{RUN_MARKS[r.state]} `{r.id}` {r.host}: {r.state.label} (by <@{r.requester}>)" for r in runs)
 
     async def history_text(self, host: str | None) -> str:
-        runs = await self.engine.db(self.engine.store.runs, host=host, limit=10)
+        runs = await self.engine.store.call(self.engine.store.runs, host=host, limit=10)
         if not runs:
             return "No runs yet" + (f" for {host}." if host else ".")
         return "\n".join(

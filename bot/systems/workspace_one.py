@@ -31,8 +31,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from bot.config import Secrets, WorkspaceOneConfig
-from bot.errors import ExternalSystemError
+from bot.core.config import Secrets, WorkspaceOneConfig
+from bot.core.errors import ExternalSystemError
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,10 @@
-"""`idm-upgrade serve`: wiring only. Bolt app, handlers, engine, progress thread; HTTP or Socket Mode."""
+"""`idm-upgrade serve`: wiring only. The runtime, the Bolt app, handlers, the threads; HTTP or Socket Mode."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import os
 import time
-from typing import Any
-from urllib.parse import parse_qs
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
@@ -21,43 +16,18 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
-from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.approvals import ApprovalPolicy
-from bot.config import Config, Secrets
-from bot.engine import Engine
-from bot.lease import EngineLease
-from bot.progress import SlackProgress
-from bot.services import build_services, close_services
-from bot.slack_context import SlackContext, SlackGroups
-from bot.store import Store
+from bot.core.config import Config, Secrets
+from bot.engine.approvals import ApprovalPolicy
+from bot.runtime import Runtime
+from bot.slack.context import SlackContext, SlackGroups
+from bot.slack.guard import RequestGuard
+from bot.slack.progress import SlackProgress
+from bot.systems.services import Services
 from handlers import actions, commands
-from steps.plan import upgrade_plan
 
 log = logging.getLogger(__name__)
-
-
-def slack_shaped(body: str) -> bool:
-    """A button payload must look the way Slack sends it before Bolt's middleware reads it."""
-    form = parse_qs(body)
-    if "payload" not in form:
-        return True  # slash commands: Bolt and the handlers read them defensively
-    try:
-        payload = json.loads(form["payload"][0])
-    except (ValueError, RecursionError):
-        return False
-    if not isinstance(payload, dict):
-        return False
-    if payload.get("type") != "block_actions":
-        return True
-    actions, user = payload.get("actions"), payload.get("user")
-    return (
-        isinstance(user, dict)
-        and isinstance(actions, list)
-        and bool(actions)
-        and all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)
-    )
 
 
 class StartupError(ValueError):
@@ -88,6 +58,8 @@ def require(secrets: Secrets, *names: str) -> dict[str, str]:
 
 
 class SlackBot:
+    """The Slack front end: the runtime, the Bolt app and its listeners, the threads, HTTP or Socket Mode."""
+
     def __init__(
         self,
         config: Config,
@@ -95,26 +67,19 @@ class SlackBot:
         *,
         socket_mode: bool,
         api_url: str | None = None,
-        services: dict[str, Any] | None = None,
+        services: Services | None = None,
     ):
         names = ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"] + (["SLACK_APP_TOKEN"] if socket_mode else [])
         tokens = require(secrets, *names)
         self.config, self.socket_mode = config, socket_mode
         self.app_token = tokens.get("SLACK_APP_TOKEN")
-        self.lease = EngineLease(config.database.path).acquire()
-        try:
-            self.services = services if services is not None else build_services(config, secrets)
-        except BaseException:
-            self.lease.release()
-            raise
         self.client = web_client(tokens["SLACK_BOT_TOKEN"], api_url)
         self.policy = ApprovalPolicy(config.slack, SlackGroups(self.client))
-        self.store = Store(config.database.path)
-        self.engine = Engine(self.store, config, upgrade_plan(), policy=self.policy, services=self.services)
-        self.progress = SlackProgress(self.engine, self.client, config)
+        self.runtime = Runtime.build(config, secrets, policy=self.policy, services=services)
+        self.store, self.engine, self.services = self.runtime.store, self.runtime.engine, self.runtime.services
+        self.progress = SlackProgress(self.store, self.client, config, self.runtime.titles)
         self.engine.progress.sinks.append(self.progress)
-        self._verifier = SignatureVerifier(tokens["SLACK_SIGNING_SECRET"])
-        self._signing_secret = tokens["SLACK_SIGNING_SECRET"].encode()
+        self.guard = RequestGuard(tokens["SLACK_SIGNING_SECRET"])
         self.app = AsyncApp(
             client=self.client, signing_secret=tokens["SLACK_SIGNING_SECRET"], process_before_response=False
         )
@@ -147,50 +112,23 @@ class SlackBot:
         log.info("serving Slack at %s/slack/events", self.url)
 
     async def _events(self, request: web.Request) -> web.Response:
-        # The signature is checked on the raw bytes before anything is parsed, so junk from anyone is a
-        # quiet 401, never a crash; Bolt checks it again.
-        raw = await request.read()
+        verdict = self.guard.verdict(await request.read(), request.headers)
+        if isinstance(verdict, tuple):
+            status, error = verdict
+            if status == 400:
+                log.warning("refused a signed request that is not shaped as Slack sends it")
+            return web.json_response({"error": error}, status=status)
         try:
-            body = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            # Slack only sends UTF-8: signed junk is malformed (400), anything else is unsigned (401).
-            signed = self._signed_bytes(raw, request.headers)
-            return web.json_response({"error": "malformed request"}, status=400 if signed else 401)
-        try:
-            valid = self._verifier.is_valid(
-                body, request.headers.get("X-Slack-Request-Timestamp", ""), request.headers.get("X-Slack-Signature", "")
-            )
-        except Exception:
-            valid = False
-        if not valid:
-            return web.json_response({"error": "invalid signature or timestamp"}, status=401)
-        if not slack_shaped(body):
-            log.warning("refused a signed request that is not shaped as Slack sends it")
-            return web.json_response({"error": "malformed request"}, status=400)
-        try:
-            bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=request.headers)
+            bolt_request = AsyncBoltRequest(body=verdict, query=request.query_string, headers=request.headers)
             return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
         except Exception as exc:  # signed but not a shape Slack sends
             log.warning("refused a malformed Slack request (%s)", type(exc).__name__)
             return web.json_response({"error": "malformed request"}, status=400)
 
-    def _signed_bytes(self, raw: bytes, headers) -> bool:
-        timestamp = headers.get("X-Slack-Request-Timestamp", "")
-        try:
-            if abs(time.time() - int(timestamp)) > 300:
-                return False
-        except ValueError:
-            return False
-        digest = hmac.new(self._signing_secret, b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
-        try:
-            return hmac.compare_digest(f"v0={digest}".encode(), headers.get("X-Slack-Signature", "").encode())
-        except (TypeError, ValueError, UnicodeEncodeError):
-            return False
-
     async def _health(self, request: web.Request) -> web.Response:
         backlog: dict[str, int] | None = None
         try:
-            owed = await self.engine.db(self.store.thread_backlog)
+            owed = await self.store.call(self.progress.outbox.backlog)
             backlog = {"runs_not_projected": owed.runs_not_projected, "pending_messages": owed.pending_messages}
             database = "ok"
         except Exception as exc:
@@ -213,7 +151,4 @@ class SlackBot:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.progress.stop()
-        await self.engine.stop()
-        await close_services(self.services)
-        self.store.close()
-        self.lease.release()
+        await self.runtime.close()

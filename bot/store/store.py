@@ -7,22 +7,23 @@ unique partial index: it holds across threads and processes, not only in this on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import sqlite_utils
 
-from bot import audit
-from bot.killpoints import KillPoints
-from bot.models import (
+from bot.core.models import (
     ACTIVE_RUN_STATES,
     Approval,
     ApprovalState,
@@ -34,7 +35,9 @@ from bot.models import (
     iso,
     utcnow,
 )
+from bot.store import audit
 
+T = TypeVar("T")
 _ACTIVE_SQL = "('" + "','".join(sorted(s.value for s in ACTIVE_RUN_STATES)) + "')"
 
 
@@ -183,18 +186,16 @@ class DecisionResult:
     approval: Approval
 
 
-@dataclass(frozen=True)
-class ThreadBacklog:
-    runs_not_projected: int  # runs with audit events past their thread's projection cursor
-    pending_messages: int  # outbox rows not yet accepted by Slack
+class TransitionHooks(Protocol):
+    """Called around each named transaction's commit (the crash tests' kill points; injected by the runtime)."""
 
-    @property
-    def delivered(self) -> bool:
-        return self.runs_not_projected == 0 and self.pending_messages == 0
+    def before_commit(self, transition: str) -> None: ...
+
+    def after_commit(self, transition: str) -> None: ...
 
 
 class Store:
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000):
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000, hooks: TransitionHooks | None = None):
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -208,10 +209,17 @@ class Store:
         self.conn.execute("PRAGMA synchronous = FULL")
         self.conn.execute("PRAGMA foreign_keys = ON")
         self.db = sqlite_utils.Database(self.conn, execute_plugins=False)
-        self.kill_points = KillPoints()
+        self.hooks = hooks
+        # SQLite calls from async code run on this one thread: the event loop never waits on the disk or a lock.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._migrate()
 
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` (a Store method or a function using this store) on the store's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, partial(fn, *args, **kwargs))
+
     def close(self) -> None:
+        self._thread.shutdown(wait=True)
         self.conn.close()
 
     # -- transactions and schema ---------------------------------------------------------------
@@ -226,11 +234,11 @@ class Store:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
-        if transition and self.kill_points.active:
-            self.kill_points.before_commit(transition)
+        if transition and self.hooks is not None:
+            self.hooks.before_commit(transition)
         self.conn.execute("COMMIT")
-        if transition and self.kill_points.active:
-            self.kill_points.after_commit(transition)
+        if transition and self.hooks is not None:
+            self.hooks.after_commit(transition)
 
     @property
     def schema_version(self) -> int:
@@ -641,24 +649,6 @@ class Store:
         return True
 
     # -- audit -----------------------------------------------------------------------------------
-
-    def thread_backlog(self, run_id: str | None = None) -> ThreadBacklog:
-        """What the Slack thread of a run (or of every Slack run) has not been given yet.
-
-        Delivered means both: the projection cursor has reached the run's last audit event, and no outbox
-        row is pending (a row being sent stays pending until Slack answered). A run has a thread once it
-        was projected; a run that was never projected has one owed unless it was started at the terminal.
-        """
-        where, params = ("WHERE r.id = ?", [run_id]) if run_id is not None else ("", [])
-        row = self.conn.execute(
-            "SELECT "
-            "  COALESCE(SUM((SELECT MAX(seq) FROM audit a WHERE a.run_id = r.id) > COALESCE(t.projected_seq, 0)"
-            "    AND (t.run_id IS NOT NULL OR r.requester NOT LIKE 'cli:%')), 0), "
-            "  COALESCE(SUM((SELECT COUNT(*) FROM outbox o WHERE o.run_id = r.id AND o.state = 'pending')), 0) "
-            f"FROM runs r LEFT JOIN slack_threads t ON t.run_id = r.id {where}",
-            params,
-        ).fetchone()
-        return ThreadBacklog(runs_not_projected=row[0], pending_messages=row[1])
 
     def audit_events(self, run_id: str | None = None, after: int | None = None) -> list[audit.AuditEvent]:
         return list(audit.events(self.conn, run_id, after))

@@ -7,10 +7,10 @@ import logging
 import signal
 import sys
 
-from bot.config import Config, Secrets
-from bot.lease import EngineBusy
-from bot.services import ServicesError
-from bot.slack_app import SlackBot, StartupError
+from bot.core.config import Config, Secrets
+from bot.slack.app import SlackBot, StartupError
+from bot.store.lease import EngineBusy
+from bot.systems.services import ServicesError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

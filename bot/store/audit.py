@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from bot.models import AUDIT_EVENTS, AuditEvent, iso, utcnow
+from bot.core.models import AUDIT_EVENTS, AuditEvent, iso, utcnow
 
 GENESIS = "0" * 64
 COLUMNS = ("seq", "run_id", "at", "actor", "event", "step", "detail", "prev_hash", "hash")

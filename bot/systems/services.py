@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bot.config import Config, Secrets
-from bot.winrm import WinRMExecutor
-from bot.workspace_one import WorkspaceOneClient
+from bot.core.config import Config, Secrets
+from bot.systems.winrm import WinRMExecutor
+from bot.systems.workspace_one import WorkspaceOneClient
+
+if TYPE_CHECKING:
+    from bot.systems.vcenter import VCenterClient  # pyVmomi is optional
 
 log = logging.getLogger(__name__)
 
@@ -16,9 +20,23 @@ class ServicesError(ValueError):
     """The configuration asks for a system whose credentials or library are missing."""
 
 
-def build_services(config: Config, secrets: Secrets) -> dict[str, Any]:
-    """WinRM always; Workspace ONE Access and vCenter when configured (else their steps go manual)."""
-    services: dict[str, Any] = {"winrm": WinRMExecutor(config, secrets)}
+@dataclass
+class Services:
+    """WinRM always; Workspace ONE Access and vCenter when configured (None: their steps go manual)."""
+
+    winrm: WinRMExecutor
+    workspace_one: WorkspaceOneClient | None = None
+    vcenter: VCenterClient | None = None
+
+    async def close(self) -> None:
+        self.winrm.close()
+        for client in (self.workspace_one, self.vcenter):
+            if client is not None:
+                await client.close()
+
+
+def build_services(config: Config, secrets: Secrets) -> Services:
+    services = Services(winrm=WinRMExecutor(config, secrets))
     try:
         if config.workspace_one.url:
             if not (secrets.ws1_client_id and secrets.ws1_client_secret):
@@ -26,7 +44,7 @@ def build_services(config: Config, secrets: Secrets) -> dict[str, Any]:
                     "workspace_one.url is set but WS1_CLIENT_ID / WS1_CLIENT_SECRET are not; set them, or remove "
                     "workspace_one.url to have a person change STARTTLS in the console"
                 )
-            services["workspace_one"] = WorkspaceOneClient(config.workspace_one, secrets)
+            services.workspace_one = WorkspaceOneClient(config.workspace_one, secrets)
         else:
             log.warning("workspace_one.url is not set: STARTTLS is checked and changed by a person in the console")
         if config.vcenter.url:
@@ -35,21 +53,17 @@ def build_services(config: Config, secrets: Secrets) -> dict[str, Any]:
                     "vcenter.url is set but VCENTER_USERNAME / VCENTER_PASSWORD are not; set them, or remove "
                     "vcenter.url to have a person take the snapshots"
                 )
-            from bot.vcenter import VCenterClient, VCenterError
+            from bot.systems.vcenter import VCenterClient, VCenterError
 
             try:
-                services["vcenter"] = VCenterClient(config.vcenter, secrets)
+                services.vcenter = VCenterClient(config.vcenter, secrets)
             except VCenterError as exc:  # pyVmomi missing: the message says which extra to install
                 raise ServicesError(str(exc)) from None
     except BaseException:
-        services["winrm"].close()
+        services.winrm.close()
         raise
     return services
 
 
-async def close_services(services: dict[str, Any]) -> None:
-    if "winrm" in services:
-        services["winrm"].close()
-    for name in ("workspace_one", "vcenter"):
-        if client := services.get(name):
-            await client.close()
+async def close_services(services: Services) -> None:
+    await services.close()

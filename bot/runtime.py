@@ -1,0 +1,70 @@
+"""Builds what every front end runs on, once: the engine lease, the store, the services, the engine and its plan.
+
+`serve` (Slack), `run` (terminal), the sandbox and the tests all start here, so the order is one: the lease
+first (one engine per database), then the outside systems (the lease is given back if they cannot be
+built), then the store and the engine. Test hooks (the crash tests' kill points) are injected here, from
+the environment, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bot.core.config import Config, Secrets
+from bot.engine.approvals import ApprovalPolicy
+from bot.engine.engine import Engine
+from bot.engine.events import ProgressSink
+from bot.store.killpoints import KillPoints
+from bot.store.lease import EngineLease
+from bot.store.store import Store
+from bot.systems.services import Services, build_services
+from steps.base import Step
+from steps.plan import upgrade_plan
+
+
+@dataclass
+class Runtime:
+    config: Config
+    lease: EngineLease
+    store: Store
+    services: Services
+    engine: Engine
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        secrets: Secrets,
+        *,
+        policy: ApprovalPolicy,
+        sinks: list[ProgressSink] | None = None,
+        services: Services | None = None,
+        plan: Mapping[str, Step] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Runtime:
+        """Raises EngineBusy (another engine holds the database) or ServicesError; nothing is left held."""
+        lease = EngineLease(config.database.path).acquire()
+        try:
+            built = services if services is not None else build_services(config, secrets)
+        except BaseException:
+            lease.release()
+            raise
+        hooks = KillPoints(dict(os.environ if environ is None else environ))
+        store = Store(config.database.path, hooks=hooks if hooks.active else None)
+        engine = Engine(
+            store, config, plan if plan is not None else upgrade_plan(), policy=policy, sinks=sinks, services=built
+        )
+        return cls(config, lease, store, built, engine)
+
+    @property
+    def titles(self) -> dict[str, str]:
+        return {step_id: step.title for step_id, step in self.engine.steps.items()}
+
+    async def close(self) -> None:
+        """After the front end stopped: the engine, the outside systems, the store, then the lease."""
+        await self.engine.stop()
+        await self.services.close()
+        self.store.close()
+        self.lease.release()

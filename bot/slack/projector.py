@@ -1,0 +1,123 @@
+"""Audit trail → outbox: the thread of each run, as a projection of its audit events.
+
+The projector turns a run's new audit events into outbox rows and advances the run's cursor in the same
+transaction, so a crash at any line loses no message: a restart projects from the cursor again. A run's
+burst of events is projected in one transaction a moment later (the per-run benchmark's overhead),
+which is safe because the projection is derived from the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+from bot.core.models import AuditEvent, Run, StepRecord
+from bot.engine.events import ProgressEvent
+from bot.slack import messages as msg
+from bot.store.outbox import Outbox
+from bot.store.store import Store
+
+PROJECT_COALESCE_SECONDS = 0.05  # a run's events within this long become one outbox transaction
+
+Row = tuple[str, dict[str, Any] | None, str | None]  # kind, payload, approval id
+
+
+class ThreadProjector:
+    """A progress sink: projects runs into the outbox, then wakes the deliverer."""
+
+    def __init__(self, store: Store, outbox: Outbox, channel: str, titles: dict[str, str], wake: asyncio.Event):
+        self.store, self.outbox, self.channel, self.titles, self.wake = store, outbox, channel, titles, wake
+        self.sending = -1  # the outbox row the deliverer is sending (both run on the store's thread)
+        self._dirty: set[str] = set()  # runs with audit events not projected yet
+        self._task: asyncio.Task | None = None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._dirty) or (self._task is not None and not self._task.done())
+
+    async def deliver(self, event: ProgressEvent) -> None:
+        """ProgressSink: called after the engine persisted the event."""
+        if event.kind == "step.note":  # not in the audit trail: after what came before it, at once
+            await self.store.call(self._project_then_note, event.run_id, event.step or "", event.text)
+            self.wake.set()
+            return
+        self._dirty.add(event.run_id)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._project_dirty(), name="slack-project")
+
+    async def _project_dirty(self) -> None:
+        await asyncio.sleep(PROJECT_COALESCE_SECONDS)
+        while self._dirty:
+            await self.store.call(self.project, self._dirty.pop())
+        self.wake.set()
+
+    async def catch_up(self) -> None:
+        """At start-up: every run with events past its cursor."""
+        for run_id in await self.store.call(self.outbox.runs_to_project):
+            await self.store.call(self.project, run_id)
+        self.wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            # what is left is projected by catch_up() at the next start, from the cursor
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _project_then_note(self, run_id: str, step: str, text: str) -> None:
+        self._dirty.discard(run_id)
+        self.project(run_id)
+        with self.store.transaction("slack.note") as conn:
+            if self.outbox.has_thread(conn, run_id):
+                self.outbox.insert(
+                    conn, run_id, self.channel, "reply", msg.note(text, self.titles.get(step, step)), None
+                )
+
+    def project(self, run_id: str) -> int:
+        """Turn the run's audit events after its cursor into outbox rows; returns how many rows."""
+        with self.store.transaction("slack.project") as conn:
+            last = self.outbox.cursor(conn, run_id, self.channel)
+            events = self.store.audit_events(run_id, after=last)
+            if not events:
+                return 0
+            run = self.store.get_run(run_id)
+            steps = {s.step: s for s in self.store.steps(run_id)}
+            rows: list[Row] = []
+            for event in events:
+                if event.event == "step.started" and event.detail.get("attempt", 1) == 1:
+                    continue  # the card shows the step in progress; a restart's second start gets a line
+                rows.extend(self._rows_for(event, run, steps))
+            if not self._card_update_queued(conn, run_id) and not any(kind == "card" for kind, _, _ in rows):
+                rows.append(("card_update", None, None))
+            for kind, payload, approval_id in rows:
+                self.outbox.insert(conn, run_id, self.channel, kind, payload, approval_id)
+            self.outbox.advance(conn, run_id, events[-1].seq)
+        return len(rows)
+
+    def _card_update_queued(self, conn: sqlite3.Connection, run_id: str) -> bool:
+        # A pending card update renders the card when it is sent, so it shows these events too; one already
+        # being rendered and sent does not, and another is queued behind it.
+        return self.outbox.card_update_pending(conn, run_id, besides=self.sending)
+
+    def _rows_for(self, event: AuditEvent, run: Run, steps: dict[str, StepRecord]) -> list[Row]:
+        title = self.titles.get(event.step or "", event.step or "")
+        if event.event == "run.requested":
+            return [("card", None, None)]
+        if event.event == "run.started":
+            return []  # the card's state says it; a reply would spend one of the channel's paced posts
+        if event.event.startswith("step."):
+            return [("reply", msg.step_reply(event, steps.get(event.step or ""), title), None)]
+        if event.event == "approval.requested":
+            return [("approval", None, event.detail["approval_id"])]
+        if event.event in ("approval.granted", "approval.denied", "approval.expired"):
+            approval_id = event.detail["approval_id"]
+            rows: list[Row] = [("approval_update", None, approval_id)]
+            if event.event == "approval.granted" and not event.detail.get("gate_open"):
+                text = (
+                    f"Approval by <@{event.actor}> recorded ({event.detail['approvals']} of {event.detail['required']})"
+                )
+                rows.append(("reply", msg.message(text, [msg.context(text)]), None))
+            return rows
+        if event.event in ("run.succeeded", "run.failed", "run.cancelled"):
+            return [("final", None, None)]
+        return []  # approval.refused: answered to that person only (ephemeral)
