@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.core.gates import gate_named
 from sandbox.slack import SlackStandIn
 from sandbox.slack_sender import block_actions_payload
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
@@ -297,7 +298,7 @@ class Approver:
                 if approval_id in self.clicked:
                     continue
                 self.clicked.add(approval_id)
-                action = "snapshot_taken" if gate == "snapshot" else "approve"
+                action = gate_named(gate).button
                 payload = block_actions_payload(self.slack, APPROVER, action, approval_id, anchor_ts)
                 request = sender.build({"payload": json.dumps(payload)})
                 result = await sender.replay(request, sent_payload=payload)

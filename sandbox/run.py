@@ -21,6 +21,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from bot.core.config import Config, Secrets, parse_config
+from bot.core.gates import gate_named
 from bot.core.models import ApprovalState
 from bot.slack.app import SlackBot
 from sandbox.slack import SlackStandIn
@@ -99,7 +100,7 @@ class Clicker:
             for approval in await bot.store.call(bot.store.approvals, run.id):
                 if approval.state is not ApprovalState.open or approval.id in self.answered:
                     continue
-                action = "snapshot_taken" if approval.gate == "snapshot" else "approve"
+                action = gate_named(approval.gate).button
                 found = slack.latest_button(OPS_CHANNEL, action, value=approval.id)
                 if found is None:
                     continue

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bot.core.config import Config
+from bot.core.gates import Gate
 from bot.core.models import Run, StepRecord
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class StepContext:
     note: Callable[[str], None] = lambda text: None
     services: Services | None = None  # None only for plans of fake steps in tests
     # Ask a person to confirm something done by hand (gate, what to do, evidence); returns once they have.
-    confirm: Callable[[str, str, dict], Awaitable[None]] | None = None
+    confirm: Callable[[Gate, str, dict], Awaitable[None]] | None = None
 
     @property
     def host(self) -> str:
@@ -86,7 +87,7 @@ class Step(ABC):
     id: ClassVar[str]
     title: ClassVar[str]
     # "STARTTLS" or "reboot": apply waits for approval when check says it is needed.
-    gate: ClassVar[str | None] = None
+    gate: ClassVar[Gate | None] = None
     # Runs even when an earlier step said the rest of the plan has nothing to do.
     always_run: ClassVar[bool] = False
 
@@ -102,7 +103,7 @@ class Step(ABC):
         """What a denial leaves behind on the host, for the person who must act on it."""
         return ""
 
-    def gate_for(self, ctx: StepContext, check: CheckResult) -> str | None:
+    def gate_for(self, ctx: StepContext, check: CheckResult) -> Gate | None:
         """The approval this apply needs, if any; by default the step's fixed gate."""
         return self.gate
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.core.gates import PENDING_REBOOT, Gate
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 from steps.common import GiB, read_host, version_tuple
 
@@ -54,10 +55,10 @@ class Preflight(Step):
             )
         return CheckResult(True, self._summary(facts, target), facts)
 
-    def gate_for(self, ctx: StepContext, check: CheckResult) -> str | None:
+    def gate_for(self, ctx: StepContext, check: CheckResult) -> Gate | None:
         pending = check.facts.get("pendingReboot", {})
         if pending.get("any") and not ctx.run.check_only and not check.skip_rest:
-            return "pending reboot"
+            return PENDING_REBOOT
         return None
 
     def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.core.gates import REBOOT
 from bot.systems.winrm import HostUnreachable
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 from steps.common import boot_time, executor, read_host, run_script, version_tuple
@@ -29,7 +30,7 @@ def reasons_for_reboot(install: dict[str, Any], now: dict[str, Any]) -> list[str
 class Reboot(Step):
     id = "reboot"
     title = "Reboot the server (if needed)"
-    gate = "reboot"
+    gate = REBOOT
 
     async def check(self, ctx: StepContext) -> CheckResult:
         before = ctx.facts.get("preflight", {}).get("bootTime")

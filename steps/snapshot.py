@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.core.gates import SNAPSHOT, Gate
 from bot.core.models import StepRecord
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 
@@ -38,8 +39,8 @@ class Snapshot(Step):
             return CheckResult(False, f"snapshot '{existing.name}' already taken", {"snapshot": _facts(existing)})
         return CheckResult(True, f"snapshot VM {vm_name(ctx)} in vCenter", {"vm": vm_name(ctx)})
 
-    def gate_for(self, ctx: StepContext, check: CheckResult) -> str | None:
-        return "snapshot" if check.facts.get("manual") else None
+    def gate_for(self, ctx: StepContext, check: CheckResult) -> Gate | None:
+        return SNAPSHOT if check.facts.get("manual") else None
 
     def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
         return {

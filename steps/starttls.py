@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.core.gates import STARTTLS, STARTTLS_CONSOLE
 from bot.systems.workspace_one import Directory, WorkspaceOneClient, WorkspaceOneRejected
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 
@@ -34,7 +35,7 @@ def still_on(directories: list[Directory]) -> list[Directory]:
 class StartTls(Step):
     id = "starttls"
     title = "Turn STARTTLS off on AD-over-IWA directories"
-    gate = "STARTTLS"
+    gate = STARTTLS
 
     async def check(self, ctx: StepContext) -> CheckResult:
         client = workspace_one(ctx)
@@ -84,7 +85,7 @@ class StartTls(Step):
 
     async def _by_hand(self, ctx: StepContext, why: str) -> None:
         await ctx.confirm(
-            "STARTTLS console",
+            STARTTLS_CONSOLE,
             f"turn STARTTLS off by hand ({why}): {CONSOLE_PATH}, for every AD-over-IWA directory; then confirm",
             {"what_to_do": CONSOLE_PATH, "why": why},
         )

@@ -10,14 +10,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.core.config import SlackConfig
+from bot.core.gates import gate_named
 from bot.core.models import Run
-
-# Gates a person answers by saying they did something (not by approving a change the bot makes).
-CONFIRMATION_GATES = frozenset({"snapshot", "STARTTLS console"})
-
-
-def gate_kind(gate: str) -> str:
-    return "confirmation" if gate in CONFIRMATION_GATES else "approval"
 
 
 class GroupResolver(Protocol):
@@ -57,7 +51,7 @@ class ApprovalPolicy:
         return Verdict(False, "you are not allowed to start upgrades; ask an admin to add you to slack.requesters")
 
     async def may_decide(self, user: str, run: Run, decision: str, gate: str = "") -> Verdict:
-        if gate_kind(gate) == "confirmation":
+        if gate_named(gate).is_confirmation:
             # Saying "I took the snapshot" is a report, not an approval: the requester may give it too.
             if user == run.requester or await self._in(user, [*self.slack.requesters, *self.slack.approvers]):
                 return Verdict(True)

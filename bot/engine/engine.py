@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.core.config import Config
 from bot.core.errors import ExternalSystemError
+from bot.core.gates import Gate, gate_named
 from bot.core.models import ApprovalState, Run, RunState, StepRecord, StepState, utcnow
-from bot.engine.approvals import ApprovalPolicy, gate_kind
+from bot.engine.approvals import ApprovalPolicy
 from bot.engine.events import ProgressEvent, SinkDispatcher
 from bot.store.store import DecisionOutcome, Store, UnknownRecord
 from steps.base import CheckResult, Step, StepContext, StepFailed
@@ -343,7 +344,7 @@ class Engine:
     def _context(self, run: Run, step: Step, slot: Slot, records: dict[str, StepRecord]) -> StepContext:
         """What a step sees: its own record as just written, and every step's facts (only this run writes them)."""
 
-        async def confirm(gate: str, reason: str, evidence: dict) -> None:
+        async def confirm(gate: Gate, reason: str, evidence: dict) -> None:
             # A person is asked in the middle of apply: the slot is not held while they think.
             async with slot.released():
                 await self._gate(run, step, gate, ctx, reason, evidence)
@@ -433,20 +434,20 @@ class Engine:
         )
         self._publish("step.finished", run, f"done: {result.reason}", step.id, state="succeeded")
 
-    async def _gate(self, run: Run, step: Step, gate: str, ctx: StepContext, reason: str, evidence: dict) -> None:
+    async def _gate(self, run: Run, step: Step, gate: Gate, ctx: StepContext, reason: str, evidence: dict) -> None:
         """Ask for ``gate`` (an approval or a confirmation) and return once granted; otherwise end the run.
 
         A request already granted for this step and gate in this run is not asked again (resume).
         """
-        asked = [a for a in await self.db(self.store.approvals, run.id, step.id) if a.gate == gate]
+        asked = [a for a in await self.db(self.store.approvals, run.id, step.id) if a.gate == gate.name]
         latest = asked[-1] if asked else None
-        kind = gate_kind(gate)
+        kind = gate.kind.value
         if latest is None or latest.state not in (ApprovalState.open, ApprovalState.granted):
             latest = await self.db(
                 self.store.request_approval,
                 run.id,
                 step.id,
-                gate=gate,
+                gate=gate.name,
                 timeout=timedelta(minutes=self.config.slack.approval_timeout_minutes),
                 min_approvals=self.config.slack.min_approvals if kind == "approval" else 1,
                 evidence={**evidence, "requested_by": run.requester, "host": run.host, "kind": kind},
@@ -455,10 +456,10 @@ class Engine:
             self._publish(
                 "approval.requested",
                 run,
-                f"{gate} {kind} needed: {reason}",
+                f"{gate.name} {kind} needed: {reason}",
                 step.id,
                 approval_id=latest.id,
-                gate=gate,
+                gate=gate.name,
                 request_kind=kind,
                 evidence=latest.evidence,
                 expires_at=latest.expires_at.isoformat(),
@@ -472,11 +473,11 @@ class Engine:
             why = f": {deny.comment}" if deny.comment else ""
             after = step.when_denied(ctx)
             await self._fail(
-                run, step.id, f"{gate} {kind} denied by {deny.user}{why}" + (f". {after}" if after else "")
+                run, step.id, f"{gate.name} {kind} denied by {deny.user}{why}" + (f". {after}" if after else "")
             )
         if latest.state is ApprovalState.expired:
             minutes = self.config.slack.approval_timeout_minutes
-            await self._fail(run, step.id, f"{gate} {kind} expired after {minutes:g} minutes without an answer")
+            await self._fail(run, step.id, f"{gate.name} {kind} expired after {minutes:g} minutes without an answer")
         await self._stop_if_cancelled(run, step.id)
         raise RunStopped  # cancelled by a finished run elsewhere
 
@@ -522,7 +523,7 @@ class Engine:
         self._wakeup(run.id).set()
         approval = result.approval
         messages = {
-            DecisionOutcome.granted: f"{approval.gate} {'confirmed' if gate_kind(approval.gate) == 'confirmation' else 'approved'}"
+            DecisionOutcome.granted: f"{approval.gate} {'confirmed' if gate_named(approval.gate).is_confirmation else 'approved'}"
             f" for {run.host}; the run goes on.",
             DecisionOutcome.recorded: f"Approval recorded ({len(approval.approvers)} of {approval.min_approvals});"
             " waiting for another approver.",

@@ -18,6 +18,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.core.gates import gate_named
 from bot.core.models import Approval, AuditEvent, Run, RunState, StepRecord, StepState
 
 SECTION_LIMIT = 2900  # Slack allows 3,000 characters in a section's text
@@ -146,18 +147,11 @@ def approval_request(approval: Approval, run: Run, title: str) -> dict[str, Any]
     lines.append(f"*Asked by:* <@{run.requester}> · expires {approval.expires_at:%Y-%m-%d %H:%M} UTC")
     if approval.min_approvals > 1:
         lines.append(f"*Needs:* {approval.min_approvals} different approvers")
-    if kind == "confirmation":
-        action = "snapshot_taken" if approval.gate == "snapshot" else "approve"
-        label = "Snapshot taken" if approval.gate == "snapshot" else "Done"
-        buttons = [
-            ButtonElement(text=label, action_id=action, value=approval.id, style="primary"),
-            ButtonElement(text="Cannot do it", action_id="deny", value=approval.id, style="danger"),
-        ]
-    else:
-        buttons = [
-            ButtonElement(text="Approve", action_id="approve", value=approval.id, style="primary"),
-            ButtonElement(text="Deny", action_id="deny", value=approval.id, style="danger"),
-        ]
+    gate = gate_named(approval.gate)
+    buttons = [
+        ButtonElement(text=gate.button_label, action_id=gate.button, value=approval.id, style="primary"),
+        ButtonElement(text=gate.deny_label, action_id="deny", value=approval.id, style="danger"),
+    ]
     blocks: list[Block] = [section("\n".join(lines)), ActionsBlock(block_id=f"decide-{approval.id}", elements=buttons)]
     return message(f"{approval.gate} {kind} needed for {run.host}", blocks)
 

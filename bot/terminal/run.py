@@ -15,6 +15,7 @@ import time
 from typing import TextIO
 
 from bot.core.config import Config, Secrets
+from bot.core.gates import gate_named
 from bot.core.models import Run, RunState
 from bot.engine.approvals import ApprovalPolicy, Verdict
 from bot.engine.engine import Engine
@@ -96,7 +97,7 @@ class TerminalView:
             self.out.write("  approved by --yes (terminal.allow_yes = true)\n\n")
             answer = "y"
         else:
-            question = f"Approve {gate} on {event.host}?" if kind == "approval" else f"Done: {gate} for {event.host}?"
+            question = gate_named(gate).ask(event.host)
             self.out.write(f"  {question} [y/N] ")
             self.out.flush()
             if self._lines is None:

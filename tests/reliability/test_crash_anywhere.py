@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from bot.core.gates import gate_named
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from sandbox.slack_thread import running_slack
 from sandbox.workspace_one import WorkspaceOneStandIn
@@ -186,7 +187,7 @@ port = {url.port}
             if final and not until_dead and self.threads_delivered():
                 return True
             for approval_id, gate in self.query("SELECT id, gate FROM approvals WHERE state = 'open'"):
-                action = "snapshot_taken" if gate == "snapshot" else "approve"
+                action = gate_named(gate).button
                 found = self.slack.standin.latest_button(OPS_CHANNEL, action, value=approval_id)
                 if found and (approval_id, found[0].ts) not in clicked:
                     clicked.add((approval_id, found[0].ts))

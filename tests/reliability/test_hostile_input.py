@@ -36,6 +36,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bot.core.gates import gate_named
 from bot.core.models import ApprovalState, RunState
 from sandbox.slack_sender import SignedRequest, SlackHttpResult, block_actions_payload, signature_for
 from sandbox.slack_state import APPROVER, GROUP_MEMBER, OPS_CHANNEL, OUTSIDER, REQUESTER
@@ -124,7 +125,7 @@ def delivered_request(h: Harness, run_id: str, gate: str):
     """The open request for `gate` in `run_id` once its button is in the channel."""
     for approval in h.store.approvals(run_id):
         if approval.gate == gate and approval.state is ApprovalState.open:
-            action = "snapshot_taken" if gate == "snapshot" else "approve"  # "Done" on a console request
+            action = gate_named(gate).button  # "Done" on a console request
             found = h.slack.latest_button(OPS_CHANNEL, action, value=approval.id)
             if found:
                 return approval, found[0]

@@ -30,12 +30,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from bot.config import Secrets
-from bot.lease import EngineLease
-from bot.models import RunState
-from bot.slack_app import SlackBot
 
-from bot.store import Store
+from bot.core.config import Secrets
+from bot.core.models import RunState
+from bot.slack.app import SlackBot
+from bot.store.lease import EngineLease
+from bot.store.store import Store
 from sandbox.run import sandbox_config
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, OUTSIDER, REQUESTER

@@ -42,13 +42,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from bot.config import Secrets, VCenterConfig
-from bot.models import ApprovalState, RunState
-from bot.slack_app import SlackBot, StartupError
-from bot.vcenter import VCenterClient
-from bot.winrm import WinRMExecutor
-from bot.workspace_one import WorkspaceOneClient
 
+from bot.core.config import Secrets, VCenterConfig
+from bot.core.gates import gate_named
+from bot.core.models import ApprovalState, RunState
+from bot.slack.app import SlackBot, StartupError
+from bot.systems.vcenter import VCenterClient
+from bot.systems.winrm import WinRMExecutor
+from bot.systems.workspace_one import WorkspaceOneClient
 from sandbox.run import sandbox_config
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
@@ -434,7 +435,7 @@ async def settle(s: Stack, run_id: str, *, socket: bool = False, timeout: float 
         for approval in await s.bot.engine.db(s.bot.store.approvals, run_id):
             if approval.state is not ApprovalState.open or approval.id in clicked:
                 continue
-            action = "snapshot_taken" if approval.gate == "snapshot" else "approve"
+            action = gate_named(approval.gate).button
             found = s.slack.latest_button(OPS_CHANNEL, action, value=approval.id)
             if found is None:
                 continue

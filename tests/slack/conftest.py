@@ -8,6 +8,7 @@ import contextlib
 import pytest
 
 from bot.core.config import Secrets
+from bot.core.gates import gate_named
 from bot.core.models import ApprovalState
 from bot.slack.app import SlackBot
 from sandbox.slack import SlackStandIn
@@ -41,7 +42,7 @@ class Harness:
             for approval in self.store.approvals(run_id):
                 if approval.state is not ApprovalState.open or approval.id in clicked:
                     continue
-                action = "snapshot_taken" if approval.gate == "snapshot" else "approve"
+                action = gate_named(approval.gate).button
                 found = self.slack.latest_button(OPS_CHANNEL, action, value=approval.id)
                 if found is None:
                     continue  # not delivered to Slack yet

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bot.core.gates import REBOOT, STARTTLS, Gate
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 
 
@@ -48,7 +49,7 @@ class FileHost:
 class FileStep(Step):
     """Sets ``state[id] = True`` on its host; check reads it, verify proves it."""
 
-    def __init__(self, step_id: str, directory: str | Path, gate: str | None = None, fail: str | None = None):
+    def __init__(self, step_id: str, directory: str | Path, gate: Gate | None = None, fail: str | None = None):
         self.id = step_id
         self.title = f"Step {step_id}"
         self.gate = gate
@@ -79,5 +80,5 @@ class FileStep(Step):
 
 def gated_plan(directory: str | Path, **fail: str) -> dict[str, Step]:
     """The 4-step plan used by engine tests: two ungated steps and two gates, like the real one."""
-    specs = [("alpha", None), ("bravo", "STARTTLS"), ("charlie", None), ("delta", "reboot")]
+    specs = [("alpha", None), ("bravo", STARTTLS), ("charlie", None), ("delta", REBOOT)]
     return {sid: FileStep(sid, directory, gate, fail.get(sid)) for sid, gate in specs}

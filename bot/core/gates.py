@@ -1,0 +1,59 @@
+"""The gates a run can stop at for a person: what each is called, what kind it is, its button, its words.
+
+An **approval** asks a person to allow a change the bot then makes (STARTTLS off, a reboot); approvers
+decide it. A **confirmation** asks a person to say they did something by hand (a snapshot, a console
+change); the requester may give it too. Steps, the approval policy, Slack and the terminal all read
+these, so adding a gate is one entry here and the step that asks for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class GateKind(StrEnum):
+    approval = "approval"
+    confirmation = "confirmation"
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str  # stored with the request, shown in its text ("STARTTLS approval needed for host01")
+    kind: GateKind
+    button: str = "approve"  # action_id of the yes-button; the no-button is always "deny"
+    button_label: str = "Approve"
+    deny_label: str = "Deny"
+    question: str = "Approve {gate} on {host}?"  # asked at the terminal
+
+    @property
+    def is_confirmation(self) -> bool:
+        return self.kind is GateKind.confirmation
+
+    def ask(self, host: str) -> str:
+        return self.question.format(gate=self.name, host=host)
+
+
+CONFIRM_QUESTION = "Done: {gate} for {host}?"
+
+STARTTLS = Gate("STARTTLS", GateKind.approval)
+REBOOT = Gate("reboot", GateKind.approval)
+PENDING_REBOOT = Gate("pending reboot", GateKind.approval)
+SNAPSHOT = Gate(
+    "snapshot",
+    GateKind.confirmation,
+    button="snapshot_taken",
+    button_label="Snapshot taken",
+    deny_label="Cannot do it",
+    question=CONFIRM_QUESTION,
+)
+STARTTLS_CONSOLE = Gate(
+    "STARTTLS console", GateKind.confirmation, button_label="Done", deny_label="Cannot do it", question=CONFIRM_QUESTION
+)
+
+GATES: dict[str, Gate] = {g.name: g for g in (STARTTLS, REBOOT, PENDING_REBOOT, SNAPSHOT, STARTTLS_CONSOLE)}
+
+
+def gate_named(name: str) -> Gate:
+    """The gate a stored request names. An unknown name is an approval: the stricter reading."""
+    return GATES.get(name) or Gate(name, GateKind.approval)
