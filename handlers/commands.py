@@ -43,7 +43,7 @@ async def _run(command: Command, user: str, deps: SlackContext) -> str:
         ids = ", ".join(f"`{r.id}` ({r.host})" for r in runs)
         order = " one after another, stopping at the first failure" if len(runs) > 1 else ""
         return f"{what} queued{order}: {ids}. Follow it in <#{deps.config.slack.channel}>."
-    if command.verb == "cancel":
+    if command.verb == "cancel" and command.run_id is not None:
         return (await engine.cancel(command.run_id, user)).message
     if command.verb == "status":
         return await deps.status_text(command.run_id)

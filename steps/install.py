@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
@@ -42,7 +43,7 @@ class Install(Step):
         config = ctx.config.installer
         before = ctx.facts.get("preflight") or await read_host(ctx)
         started = time.monotonic()
-        attempt, status = 0, {}
+        attempt, status = 0, dict[str, Any]()
         while True:
             attempt += 1
             token = f"{ctx.run.id}-{attempt}"
@@ -66,7 +67,7 @@ class Install(Step):
             )
             status, finished = await wait_until(
                 ctx,
-                lambda sf=state_file: self._status(ctx, sf),
+                partial(self._status, ctx, state_file),
                 lambda s: s.get("exitCode") is not None or not s.get("running", False),
                 timeout=config.timeout_minutes * 60,
             )

@@ -84,6 +84,8 @@ class StartTls(Step):
         return {"changed_by_api": changed}
 
     async def _by_hand(self, ctx: StepContext, why: str) -> None:
+        if ctx.confirm is None:
+            raise StepFailed(f"STARTTLS must be turned off by hand ({why}), and nobody can be asked here")
         await ctx.confirm(
             STARTTLS_CONSOLE,
             f"turn STARTTLS off by hand ({why}): {CONSOLE_PATH}, for every AD-over-IWA directory; then confirm",

@@ -294,7 +294,7 @@ class Secrets(BaseModel):
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Secrets:
         env = os.environ if environ is None else environ
-        return cls(**{name.lower(): env[name] for name in SECRET_NAMES if env.get(name)})
+        return cls.model_validate({name.lower(): env[name] for name in SECRET_NAMES if env.get(name)})
 
     def present(self) -> dict[str, bool]:
         return {name: getattr(self, name.lower()) is not None for name in SECRET_NAMES}
@@ -322,7 +322,7 @@ def parse_config(data: dict) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_describe(e) for e in exc.errors(include_url=False)]) from None
+        raise ConfigError([_describe(dict(e)) for e in exc.errors(include_url=False)]) from None
 
 
 def load_config(explicit: str | None = None) -> Config:

@@ -119,7 +119,11 @@ class SlackBot:
                 log.warning("refused a signed request that is not shaped as Slack sends it")
             return web.json_response({"error": error}, status=status)
         try:
-            bolt_request = AsyncBoltRequest(body=verdict, query=request.query_string, headers=request.headers)
+            bolt_request = AsyncBoltRequest(
+                body=verdict,
+                query=request.query_string,
+                headers={k: request.headers.getall(k) for k in request.headers},
+            )
             return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
         except Exception as exc:  # signed but not a shape Slack sends
             log.warning("refused a malformed Slack request (%s)", type(exc).__name__)

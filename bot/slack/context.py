@@ -26,7 +26,7 @@ class SlackGroups:
             return cached[1]
         try:
             response = await self.client.usergroups_users_list(usergroup=group_id)
-            users = frozenset(response.get("users", []))
+            users: frozenset[str] = frozenset(response.get("users", []))
         except Exception:
             # Slack unreachable: keep the last known members rather than locking everyone out or in.
             return cached[1] if cached else frozenset()

@@ -62,12 +62,12 @@ def append(
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (seq, run_id, record["at"], actor, event, step, json.dumps(record["detail"]), prev_hash, digest),
     )
-    return AuditEvent(**record, prev_hash=prev_hash, hash=digest)
+    return AuditEvent.model_validate({**record, "prev_hash": prev_hash, "hash": digest})
 
 
 def _rows(conn: sqlite3.Connection, run_id: str | None, after: int | None = None) -> Iterator[dict[str, Any]]:
     # No seq condition unless asked: an export shows every row, even one inserted with a bogus seq.
-    where = [("run_id = ?", run_id)] if run_id is not None else []
+    where: list[tuple[str, Any]] = [("run_id = ?", run_id)] if run_id is not None else []
     if after is not None:
         where.append(("seq > ?", after))
     sql = f"SELECT {', '.join(COLUMNS)} FROM audit"

@@ -60,7 +60,7 @@ class UnknownRecord(StoreError):
 
 # Forward-only migrations; PRAGMA user_version records how many have been applied.
 def _v1(db: sqlite_utils.Database) -> None:
-    db["runs"].create(
+    db.table("runs").create(
         {
             "id": str,
             "host": str,
@@ -80,8 +80,8 @@ def _v1(db: sqlite_utils.Database) -> None:
         not_null={"host", "requester", "state", "batch_id", "plan", "created_at", "updated_at"},
     )
     db.execute(f"CREATE UNIQUE INDEX runs_one_active_per_host ON runs(host) WHERE state IN {_ACTIVE_SQL}")
-    db["runs"].create_index(["batch_id", "batch_position"])
-    db["steps"].create(
+    db.table("runs").create_index(["batch_id", "batch_position"])
+    db.table("steps").create(
         {
             "run_id": str,
             "step": str,
@@ -98,7 +98,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         foreign_keys=[("run_id", "runs", "id")],
         not_null={"state", "position"},
     )
-    db["approvals"].create(
+    db.table("approvals").create(
         {
             "id": str,
             "run_id": str,
@@ -115,9 +115,9 @@ def _v1(db: sqlite_utils.Database) -> None:
         foreign_keys=[("run_id", "runs", "id")],
         not_null={"run_id", "step", "gate", "state", "requested_at", "expires_at"},
     )
-    db["approvals"].create_index(["run_id", "step"])
+    db.table("approvals").create_index(["run_id", "step"])
     db.execute("CREATE UNIQUE INDEX approvals_one_open_per_step ON approvals(run_id, step) WHERE state = 'open'")
-    db["decisions"].create(
+    db.table("decisions").create(
         {"approval_id": str, "user": str, "decision": str, "at": str, "comment": str},
         pk=("approval_id", "user"),
         foreign_keys=[("approval_id", "approvals", "id")],
@@ -128,7 +128,7 @@ def _v1(db: sqlite_utils.Database) -> None:
             run_id TEXT, at TEXT NOT NULL, actor TEXT NOT NULL, event TEXT NOT NULL,
             step TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"""
     )
-    db["audit"].create_index(["run_id"])
+    db.table("audit").create_index(["run_id"])
     db.execute(
         "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
         "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
@@ -146,7 +146,7 @@ def _v1(db: sqlite_utils.Database) -> None:
             attempts INTEGER NOT NULL DEFAULT 0, not_before TEXT, created_at TEXT NOT NULL,
             sent_at TEXT, slack_ts TEXT, error TEXT)"""
     )
-    db["outbox"].create_index(["state", "channel", "id"])
+    db.table("outbox").create_index(["state", "channel", "id"])
 
 
 def _v2(db: sqlite_utils.Database) -> None:
@@ -157,7 +157,7 @@ def _v2(db: sqlite_utils.Database) -> None:
             projected_seq INTEGER NOT NULL DEFAULT 0)"""
     )
     db.execute("ALTER TABLE outbox ADD COLUMN approval_id TEXT")
-    db["outbox"].create_index(["approval_id"])
+    db.table("outbox").create_index(["approval_id"])
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
@@ -271,7 +271,7 @@ class Store:
         )
 
     def get_run(self, run_id: str) -> Run:
-        rows = list(self.db["runs"].rows_where("id = ?", [run_id]))
+        rows = list(self.db.table("runs").rows_where("id = ?", [run_id]))
         if not rows:
             raise UnknownRecord(f"no run with id {run_id!r}")
         return self._run(rows[0])
@@ -289,13 +289,13 @@ class Store:
             params.append(host)
         if active is not None:
             where.append(f"state {'IN' if active else 'NOT IN'} {_ACTIVE_SQL}")
-        rows = self.db["runs"].rows_where(
+        rows = self.db.table("runs").rows_where(
             " AND ".join(where) or None, params, order_by="created_at DESC, batch_position DESC", limit=limit
         )
         return [self._run(r) for r in rows]
 
     def batch(self, batch_id: str) -> list[Run]:
-        rows = self.db["runs"].rows_where("batch_id = ?", [batch_id], order_by="batch_position")
+        rows = self.db.table("runs").rows_where("batch_id = ?", [batch_id], order_by="batch_position")
         return [self._run(r) for r in rows]
 
     def active_host_run(self, host: str) -> str | None:
@@ -303,11 +303,11 @@ class Store:
         return row[0] if row else None
 
     def steps(self, run_id: str) -> list[StepRecord]:
-        rows = self.db["steps"].rows_where("run_id = ?", [run_id], order_by="position")
+        rows = self.db.table("steps").rows_where("run_id = ?", [run_id], order_by="position")
         return [self._step(r) for r in rows]
 
     def step(self, run_id: str, step: str) -> StepRecord:
-        rows = list(self.db["steps"].rows_where("run_id = ? AND step = ?", [run_id, step]))
+        rows = list(self.db.table("steps").rows_where("run_id = ? AND step = ?", [run_id, step]))
         if not rows:
             raise UnknownRecord(f"run {run_id} has no step {step!r}")
         return self._step(rows[0])
@@ -323,7 +323,7 @@ class Store:
         )
 
     def get_approval(self, approval_id: str) -> Approval:
-        rows = list(self.db["approvals"].rows_where("id = ?", [approval_id]))
+        rows = list(self.db.table("approvals").rows_where("id = ?", [approval_id]))
         if not rows:
             raise UnknownRecord(f"no approval request with id {approval_id!r}")
         return self._approval(rows[0])
@@ -338,13 +338,13 @@ class Store:
         where, params = "run_id = ?", [run_id]
         if step is not None:
             where, params = where + " AND step = ?", [*params, step]
-        rows = self.db["approvals"].rows_where(where, params, order_by="requested_at")
+        rows = self.db.table("approvals").rows_where(where, params, order_by="requested_at")
         return [self._approval(r) for r in rows]
 
     def _approval(self, row: dict[str, Any]) -> Approval:
         decisions = [
             Decision(**{**d, "at": _dt(d["at"])})
-            for d in self.db["decisions"].rows_where("approval_id = ?", [row["id"]], order_by="at")
+            for d in self.db.table("decisions").rows_where("approval_id = ?", [row["id"]], order_by="at")
         ]
         return Approval(
             **{
@@ -372,7 +372,7 @@ class Store:
             with self.transaction("run.requested") as conn:
                 for position, host in enumerate(hosts):
                     run_id = new_id("run")
-                    self.db["runs"].insert(
+                    self.db.table("runs").insert(
                         {
                             "id": run_id,
                             "host": host,
@@ -387,7 +387,7 @@ class Store:
                         }
                     )
                     for index, step in enumerate(plan):
-                        self.db["steps"].insert(
+                        self.db.table("steps").insert(
                             {
                                 "run_id": run_id,
                                 "step": step,
@@ -444,7 +444,7 @@ class Store:
         with self.transaction(event or f"run.{state.value}") as conn:
             if expect is not None and self.get_run(run_id).state not in expect:
                 return None
-            self.db["runs"].update(run_id, changes)
+            self.db.table("runs").update(run_id, changes)
             if not state.active:
                 conn.execute(
                     "UPDATE approvals SET state = ?, decided_at = ? WHERE run_id = ? AND state = 'open'",
@@ -463,7 +463,7 @@ class Store:
     def request_cancel(self, run_id: str, actor: str) -> Run:
         """Record who asked to cancel; the engine stops the run at its next safe point."""
         with self.transaction("run.cancel_requested"):
-            self.db["runs"].update(run_id, {"cancel_requested_by": actor, "updated_at": iso(utcnow())})
+            self.db.table("runs").update(run_id, {"cancel_requested_by": actor, "updated_at": iso(utcnow())})
         return self.get_run(run_id)
 
     # -- steps -----------------------------------------------------------------------------------
@@ -498,7 +498,7 @@ class Store:
         if facts:
             changes["facts"] = json.dumps({**current.facts, **facts}, default=str)
         with self.transaction(transition or event or f"step.{state.value}") as conn:
-            self.db["steps"].update((run_id, step), changes)
+            self.db.table("steps").update((run_id, step), changes)
             if state.finished:  # a finished step has nothing left to approve
                 conn.execute(
                     "UPDATE approvals SET state = ?, decided_at = ? WHERE run_id = ? AND step = ? AND state = 'open'",
@@ -531,7 +531,7 @@ class Store:
         now = utcnow()
         approval_id = new_id("apr")
         with self.transaction("approval.requested") as conn:
-            self.db["approvals"].insert(
+            self.db.table("approvals").insert(
                 {
                     "id": approval_id,
                     "run_id": run_id,
@@ -544,8 +544,8 @@ class Store:
                     "evidence": json.dumps(evidence, default=str),
                 }
             )
-            self.db["steps"].update((run_id, step), {"state": StepState.waiting_approval.value})
-            self.db["runs"].update(run_id, {"state": RunState.waiting_approval.value, "updated_at": iso(now)})
+            self.db.table("steps").update((run_id, step), {"state": StepState.waiting_approval.value})
+            self.db.table("runs").update(run_id, {"state": RunState.waiting_approval.value, "updated_at": iso(now)})
             audit.append(
                 conn,
                 "approval.requested",
@@ -576,7 +576,7 @@ class Store:
             elif decision == "approve" and user in approval.approvers:
                 outcome = DecisionOutcome.duplicate
             else:
-                self.db["decisions"].insert(
+                self.db.table("decisions").insert(
                     {
                         "approval_id": approval_id,
                         "user": user,
@@ -594,7 +594,7 @@ class Store:
                 else:
                     outcome, new_state = DecisionOutcome.recorded, ApprovalState.open
                 if new_state is not ApprovalState.open:
-                    self.db["approvals"].update(approval_id, {"state": new_state.value, "decided_at": now})
+                    self.db.table("approvals").update(approval_id, {"state": new_state.value, "decided_at": now})
                 audit.append(
                     conn,
                     "approval.denied" if decision == "deny" else "approval.granted",
@@ -631,7 +631,7 @@ class Store:
             approval = self.get_approval(approval_id)
             if approval.state is not ApprovalState.open:
                 return False
-            self.db["approvals"].update(
+            self.db.table("approvals").update(
                 approval_id, {"state": ApprovalState.expired.value, "decided_at": iso(utcnow())}
             )
             audit.append(

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import requests
 from winrm import transport as winrm_transport
@@ -317,11 +317,11 @@ class WinRMExecutor:
         op = operation_timeout or winrm.operation_timeout_seconds
         return Protocol(
             endpoint,
-            transport=transport,
+            transport=cast(Any, transport),  # validated by the config's Literal
             username=self._username.get_secret_value(),
             password=self._password.get_secret_value(),
             server_cert_validation=winrm.server_cert_validation,
-            ca_trust_path=winrm.ca_trust_path,
+            ca_trust_path=cast(Any, winrm.ca_trust_path),  # None: the system's trust store, as before
             operation_timeout_sec=op,
             read_timeout_sec=read_timeout or max(winrm.read_timeout_seconds, op + 1),
         )

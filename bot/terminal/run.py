@@ -105,6 +105,7 @@ class TerminalView:
             answer = (await self._lines.readline() or "").strip().lower()
             self.out.write("\n")
         decision = "approve" if answer in ("y", "yes") else "deny"
+        assert self.engine is not None, "the view is given its engine before the engine starts"
         reply = await self.engine.decide(approval_id, terminal_actor(), decision)
         self.line(f"{event.host:<12} {event.step or '':<10} {reply.message}")
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bot.core.gates import REBOOT, STARTTLS, Gate
+from bot.core.gates import REBOOT, STARTTLS, Gate, gate_named
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 
 
@@ -49,10 +49,10 @@ class FileHost:
 class FileStep(Step):
     """Sets ``state[id] = True`` on its host; check reads it, verify proves it."""
 
-    def __init__(self, step_id: str, directory: str | Path, gate: Gate | None = None, fail: str | None = None):
+    def __init__(self, step_id: str, directory: str | Path, gate: Gate | str | None = None, fail: str | None = None):
         self.id = step_id
         self.title = f"Step {step_id}"
-        self.gate = gate
+        self.gate = gate_named(gate) if isinstance(gate, str) else gate
         self.directory = directory
         self.fail = fail  # "check", "apply" or "verify": fail in that phase
 
