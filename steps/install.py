@@ -13,7 +13,8 @@ from functools import partial
 from typing import Any
 
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
-from steps.common import boot_time, executor, read_host, run_script, tail, version_tuple, wait_until, work_path
+from steps.common import read_host, run_script, tail, version_tuple, wait_until, work_path
+from steps.reboot import wait_for_host
 from steps.stage import installer_path
 
 SUCCESS, REBOOT_REQUIRED, REBOOT_STARTED, BUSY = 0, 3010, 1641, 1618
@@ -112,9 +113,7 @@ class Install(Step):
             )
         if code == REBOOT_STARTED:
             ctx.note("exit code 1641: the installer started a reboot itself; waiting for the host to come back")
-            await executor(ctx).wait_for_reboot(
-                ctx.host, boot_time(before["bootTime"]), ctx.config.reboot.timeout_seconds
-            )
+            await wait_for_host(ctx, before["bootTime"])
             facts["rebooted_by_installer"] = True
         after = await read_host(ctx)
         facts["java_after"] = _java(after)

@@ -1,19 +1,82 @@
-"""reboot: only when needed, after approval, the way Ansible's win_reboot does it.
+"""reboot: only when needed, after approval, the way Ansible's win_reboot does it, all in this file.
 
 Needed when the JRE changed, the installer asked (3010), or Windows reports a pending reboot after
 the install. Issued once per run: the host keeps a marker per token, so a crash and resume never
-reboots twice. Then: wait for a new boot time (bounded), and re-check the service and JAVA_HOME.
+reboots twice. Then: wait for a new boot time (bounded, ``wait_for_reboot``), and re-check the service
+and JAVA_HOME. The WinRM transport only runs commands; waiting for a host to come back is done here
+(the install step uses it too, when the installer restarted the host itself: exit code 1641).
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
+from bot.core.config import Config
 from bot.core.gates import REBOOT
-from bot.systems.winrm import HostUnreachable
+from bot.systems.winrm import ExecutorError, HostUnreachable, WinRMExecutor
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
-from steps.common import boot_time, executor, read_host, run_script, version_tuple
+from steps.common import boot_time, read_host, run_script, version_tuple
 from steps.service import healthy
+
+REBOOT_PROBE_MAX_SECONDS = 12.0  # the longest wait between two boot-time probes after a reboot
+
+
+class RebootTimedOut(ExecutorError):
+    def __init__(self, host: str, timeout: float, last: str):
+        self.timeout = timeout
+        super().__init__(host, f"did not come back from the reboot within {timeout:g} s (last: {last})")
+
+
+async def read_boot_time(winrm: WinRMExecutor, host: str, deadline: float | None = None) -> datetime:
+    result = await winrm.run(host, "boottime", deadline=deadline, retry_safe=True)
+    return boot_time(result.data["bootTime"])
+
+
+async def wait_for_reboot(
+    winrm: WinRMExecutor,
+    config: Config,
+    host: str,
+    before_boot_time: datetime,
+    timeout: float,
+    *,
+    max_delay: float | None = None,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> datetime:
+    """Wait, bounded by ``timeout``, until the host answers with a boot time other than before.
+
+    Like Ansible's win_reboot: a short probe per attempt, the boot time compared (a host that answers
+    with the old boot time has not gone down yet), backoff with jitter, capped. The backoff starts at
+    winrm.poll_seconds: a host that is back is noticed within one poll (benchmarked: a fixed 2 s first
+    wait was most of a fast run's time).
+    """
+    stop_at = time.monotonic() + timeout
+    base = config.winrm.poll_seconds
+    # At most two polls (and never over 12 s) between probes: a host that is back is seen soon after.
+    cap = max_delay if max_delay is not None else min(REBOOT_PROBE_MAX_SECONDS, 2 * base)
+    probe = config.winrm.connect_timeout_seconds * 2
+    attempt, last = 0, "no answer yet"
+    while (remaining := stop_at - time.monotonic()) > 0:
+        try:
+            booted = boot_time((await winrm.probe(host, "boottime", min(probe, remaining))).data["bootTime"])
+            if booted != before_boot_time:
+                return booted
+            last = "the host still reports the old boot time (not restarted yet)"
+        except ExecutorError as exc:
+            last = str(exc)
+        attempt += 1
+        delay = min(base * 2 ** (attempt - 1), cap) + random.uniform(0, min(base, 1.0))
+        await sleep(min(delay, max(0.0, stop_at - time.monotonic())))
+    raise RebootTimedOut(host, timeout, last)
+
+
+async def wait_for_host(ctx: StepContext, before: str) -> datetime:
+    """This run's host, back from a restart that began after boot time ``before``."""
+    return await wait_for_reboot(ctx.winrm, ctx.config, ctx.host, boot_time(before), ctx.config.reboot.timeout_seconds)
 
 
 def reasons_for_reboot(install: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -41,7 +104,7 @@ class Reboot(Step):
                 raise
             # The bot stopped after issuing the reboot: the server may be down now. Wait for it, bounded.
             ctx.note("resuming while the server reboots: waiting for it to come back")
-            await executor(ctx).wait_for_reboot(ctx.host, boot_time(before), ctx.config.reboot.timeout_seconds)
+            await wait_for_host(ctx, before)
             now = await read_host(ctx)
         install = ctx.facts.get("install", {})
         facts = {"host": now}
@@ -93,7 +156,7 @@ class Reboot(Step):
             + ("already scheduled by this run; waiting" if issued.get("alreadyScheduled") else "issued")
             + f"; waiting up to {config.reboot.timeout_seconds:g} s for the server to come back"
         )
-        back = await executor(ctx).wait_for_reboot(ctx.host, boot_time(before), config.reboot.timeout_seconds)
+        back = await wait_for_host(ctx, before)
         return {"reboot": issued, "boot_time_before": before, "boot_time_after": back.isoformat()}
 
     async def verify(self, ctx: StepContext) -> VerifyResult:

@@ -18,14 +18,12 @@ import functools
 import json
 import logging
 import math
-import random
 import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -49,7 +47,6 @@ SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "steps" / "ps"
 CMD_LINE_LIMIT = 8191  # cmd.exe's limit on a whole command line
 STDERR_LIMIT = 2000
 ACCESS_DENIED_FAULTS = frozenset({5, 0x80070005})
-REBOOT_PROBE_MAX_SECONDS = 12.0  # the longest wait between two boot-time probes after a reboot
 SHELL_NOT_FOUND_FAULT = 0x8033805B  # w:InvalidSelectors: the host no longer knows the shell (it restarted)
 # transport -> (pywinrm's flag that its library imported, the pip requirement that brings it)
 TRANSPORT_EXTRAS = {
@@ -116,12 +113,6 @@ class CommandOutcomeUnknown(HostUnreachable):
     """The connection failed while the command was being sent: it may be running. Never resent."""
 
     retryable = False
-
-
-class RebootTimedOut(ExecutorError):
-    def __init__(self, host: str, timeout: float, last: str):
-        self.timeout = timeout
-        super().__init__(host, f"did not come back from the reboot within {timeout:g} s (last: {last})")
 
 
 @dataclass(frozen=True)
@@ -208,7 +199,6 @@ class WinRMExecutor:
         self.scripts_dir = scripts_dir
         self.retry_delays = retry_delays
         self.receive_retries = receive_retries
-        self._slots = asyncio.Semaphore(config.winrm.max_parallel)
         self._host_locks: dict[str, asyncio.Lock] = {}
         # Own threads, sized for max_parallel: the default executor is tiny on a 2-core machine.
         self._threads = ThreadPoolExecutor(max_workers=config.winrm.max_parallel + 4, thread_name_prefix="winrm")
@@ -247,7 +237,7 @@ class WinRMExecutor:
         started = time.monotonic()
         stop_at = started + seconds
         lock = self._host_locks.setdefault(host, asyncio.Lock())
-        async with self._slots, lock:
+        async with lock:  # one command per host at a time; how many hosts at once is the engine's slots
             attempt = 0
             while True:
                 attempt += 1
@@ -443,59 +433,22 @@ class WinRMExecutor:
         except WinRMError as exc:
             raise ExecutorError(host, f"WinRM error: {type(exc).__name__}") from None
 
-    # -- reboots ---------------------------------------------------------------------------------
+    # -- probes --------------------------------------------------------------------------------
 
-    async def boot_time(self, host: str, deadline: float | None = None) -> datetime:
-        result = await self.run(host, "boottime", deadline=deadline, retry_safe=True)
-        return datetime.fromisoformat(result.data["bootTime"].replace("Z", "+00:00"))
+    async def probe(self, host: str, script: str, seconds: float) -> ScriptResult:
+        """One short attempt of a read-only script, for a host that may be down (restarting).
 
-    async def wait_for_reboot(
-        self,
-        host: str,
-        before_boot_time: datetime,
-        timeout: float,
-        *,
-        max_delay: float | None = None,
-        sleep: Callable[[float], Any] = asyncio.sleep,
-    ) -> datetime:
-        """Wait, bounded by ``timeout``, until the host answers with a boot time other than before.
-
-        Like Ansible's win_reboot: a short probe per attempt, the boot time compared (a host that
-        answers with the old boot time has not gone down yet), backoff with jitter, capped. The backoff
-        starts at winrm.poll_seconds, not at seconds: a host that is back is noticed within one poll
-        (benchmarked: a fixed 2 s first wait was most of a fast run's time).
+        Connect and operation timeouts of a few seconds and no retry: a probe of a host that is down must
+        cost seconds, not read_timeout. Waiting for the host to come back is the caller's business.
         """
-        stop_at = time.monotonic() + timeout
-        base = self.config.winrm.poll_seconds
-        # At most two polls (and never over 12 s) between probes: a host that is back is seen soon after.
-        cap = max_delay if max_delay is not None else min(REBOOT_PROBE_MAX_SECONDS, 2 * base)
-        probe = self.config.winrm.connect_timeout_seconds * 2
-        attempt, last = 0, "no answer yet"
-        while (remaining := stop_at - time.monotonic()) > 0:
-            try:
-                booted = await self._probe_boot_time(host, min(probe, remaining))
-                if booted != before_boot_time:
-                    return booted
-                last = "the host still reports the old boot time (not restarted yet)"
-            except ExecutorError as exc:
-                last = str(exc)
-            attempt += 1
-            delay = min(base * 2 ** (attempt - 1), cap) + random.uniform(0, min(base, 1.0))
-            await sleep(min(delay, max(0.0, stop_at - time.monotonic())))
-        raise RebootTimedOut(host, timeout, last)
-
-    async def _probe_boot_time(self, host: str, seconds: float) -> datetime:
-        line = command_line(build_script("boottime", {}, self.scripts_dir))
-        # Short timeouts: a host that is down must cost seconds per probe, not read_timeout.
+        line = command_line(build_script(script, {}, self.scripts_dir))
         short = max(1, int(self.config.winrm.connect_timeout_seconds))
         protocol = self._protocol(host, operation_timeout=short, read_timeout=short + 2)
-        lock = self._host_locks.setdefault(host, asyncio.Lock())
-        async with self._slots, lock:
+        async with self._host_locks.setdefault(host, asyncio.Lock()):
             exit_code, stdout, stderr = await self._in_thread(
-                self._execute, protocol, host, "boottime", line, time.monotonic() + seconds, seconds, True
+                self._execute, protocol, host, script, line, time.monotonic() + seconds, seconds, True
             )
-        data = self._result(host, "boottime", exit_code, stdout, stderr, seconds, 1).data
-        return datetime.fromisoformat(data["bootTime"].replace("Z", "+00:00"))
+        return self._result(host, script, exit_code, stdout, stderr, seconds, 1)
 
 
 def _reason(exc: BaseException) -> str:
