@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +60,3 @@ class SinkDispatcher:
             self._queue.put_nowait(None)
             await self._task
             self._task = None
-
-
-class TerminalSink:
-    """One line per event, for `idm-upgrade run` and logs."""
-
-    def __init__(self, out: TextIO | None = None):
-        self.out = out or sys.stdout
-
-    async def deliver(self, event: ProgressEvent) -> None:
-        where = f"{event.host}" + (f" {event.step}" if event.step else "")
-        self.out.write(f"[{event.run_id} {where}] {event.text}\n")
-        self.out.flush()

@@ -36,6 +36,7 @@ from bot.core.models import (
     utcnow,
 )
 from bot.store import audit
+from bot.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
 _ACTIVE_SQL = "('" + "','".join(sorted(s.value for s in ACTIVE_RUN_STATES)) + "')"
@@ -59,111 +60,6 @@ class UnknownRecord(StoreError):
 
 
 # Forward-only migrations; PRAGMA user_version records how many have been applied.
-def _v1(db: sqlite_utils.Database) -> None:
-    db.table("runs").create(
-        {
-            "id": str,
-            "host": str,
-            "requester": str,
-            "state": str,
-            "check_only": int,
-            "batch_id": str,
-            "batch_position": int,
-            "plan": str,
-            "created_at": str,
-            "updated_at": str,
-            "finished_at": str,
-            "result": str,
-            "cancel_requested_by": str,
-        },
-        pk="id",
-        not_null={"host", "requester", "state", "batch_id", "plan", "created_at", "updated_at"},
-    )
-    db.execute(f"CREATE UNIQUE INDEX runs_one_active_per_host ON runs(host) WHERE state IN {_ACTIVE_SQL}")
-    db.table("runs").create_index(["batch_id", "batch_position"])
-    db.table("steps").create(
-        {
-            "run_id": str,
-            "step": str,
-            "position": int,
-            "state": str,
-            "attempts": int,
-            "applied": int,
-            "started_at": str,
-            "finished_at": str,
-            "reason": str,
-            "facts": str,
-        },
-        pk=("run_id", "step"),
-        foreign_keys=[("run_id", "runs", "id")],
-        not_null={"state", "position"},
-    )
-    db.table("approvals").create(
-        {
-            "id": str,
-            "run_id": str,
-            "step": str,
-            "gate": str,
-            "state": str,
-            "requested_at": str,
-            "expires_at": str,
-            "min_approvals": int,
-            "evidence": str,
-            "decided_at": str,
-        },
-        pk="id",
-        foreign_keys=[("run_id", "runs", "id")],
-        not_null={"run_id", "step", "gate", "state", "requested_at", "expires_at"},
-    )
-    db.table("approvals").create_index(["run_id", "step"])
-    db.execute("CREATE UNIQUE INDEX approvals_one_open_per_step ON approvals(run_id, step) WHERE state = 'open'")
-    db.table("decisions").create(
-        {"approval_id": str, "user": str, "decision": str, "at": str, "comment": str},
-        pk=("approval_id", "user"),
-        foreign_keys=[("approval_id", "approvals", "id")],
-    )
-    db.execute(
-        """CREATE TABLE audit (
-            seq INTEGER PRIMARY KEY,
-            run_id TEXT, at TEXT NOT NULL, actor TEXT NOT NULL, event TEXT NOT NULL,
-            step TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"""
-    )
-    db.table("audit").create_index(["run_id"])
-    db.execute(
-        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
-        "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
-    )
-    db.execute(
-        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
-        "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
-    )
-    # Slack messages are stored here first and delivered in order by the Slack front end.
-    db.execute(
-        """CREATE TABLE outbox (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            run_id TEXT REFERENCES runs(id), channel TEXT NOT NULL, thread_key TEXT,
-            kind TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
-            attempts INTEGER NOT NULL DEFAULT 0, not_before TEXT, created_at TEXT NOT NULL,
-            sent_at TEXT, slack_ts TEXT, error TEXT)"""
-    )
-    db.table("outbox").create_index(["state", "channel", "id"])
-
-
-def _v2(db: sqlite_utils.Database) -> None:
-    # The Slack thread of each run: where its card is, and how far the audit trail has been projected.
-    db.execute(
-        """CREATE TABLE slack_threads (
-            run_id TEXT PRIMARY KEY REFERENCES runs(id), channel TEXT NOT NULL, card_ts TEXT,
-            projected_seq INTEGER NOT NULL DEFAULT 0)"""
-    )
-    db.execute("ALTER TABLE outbox ADD COLUMN approval_id TEXT")
-    db.table("outbox").create_index(["approval_id"])
-
-
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
 def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 

@@ -6,30 +6,19 @@ audit trail as ``cli:<os user>``. ``--yes`` may answer gates only when ``termina
 
 from __future__ import annotations
 
-import asyncio
-import getpass
-import json
 import sys
-import threading
-import time
 from typing import TextIO
 
 from bot.core.config import Config, Secrets
-from bot.core.gates import gate_named
 from bot.core.models import Run, RunState
 from bot.engine.approvals import ApprovalPolicy, Verdict
-from bot.engine.engine import Engine
-from bot.engine.events import ProgressEvent
 from bot.runtime import Runtime
 from bot.store.lease import EngineBusy
 from bot.store.store import HostBusy
 from bot.systems.services import Services
+from bot.terminal.view import TerminalView, terminal_actor
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def terminal_actor() -> str:
-    return f"cli:{getpass.getuser()}"
 
 
 class TerminalPolicy(ApprovalPolicy):
@@ -39,75 +28,6 @@ class TerminalPolicy(ApprovalPolicy):
         if user == terminal_actor():
             return Verdict(True)
         return await super().may_decide(user, run, decision, gate)
-
-
-class StdinLines:
-    """Lines typed at the terminal, read by a daemon thread so the event loop never waits on input."""
-
-    def __init__(self, stream: TextIO):
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        def pump() -> None:
-            for line in stream:
-                loop.call_soon_threadsafe(self.queue.put_nowait, line.rstrip("\n"))
-            loop.call_soon_threadsafe(self.queue.put_nowait, None)
-
-        threading.Thread(target=pump, name="stdin", daemon=True).start()
-
-    async def readline(self) -> str | None:
-        return await self.queue.get()
-
-
-class TerminalView:
-    """A readable live view: one line per event with the elapsed time, the step and its state."""
-
-    def __init__(self, out: TextIO, engine: Engine | None = None, *, auto_yes: bool = False, stdin: TextIO):
-        self.out, self.engine, self.auto_yes, self.stdin = out, engine, auto_yes, stdin
-        self.started = time.monotonic()
-        self._lines: StdinLines | None = None
-
-    def line(self, text: str) -> None:
-        elapsed = int(time.monotonic() - self.started)
-        self.out.write(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}\n")
-        self.out.flush()
-
-    async def deliver(self, event: ProgressEvent) -> None:
-        step = f"{event.step:<10}" if event.step else " " * 10
-        self.line(f"{event.host:<12} {step} {event.text}")
-        if event.kind == "approval.requested":
-            await self._ask(event)
-
-    async def _ask(self, event: ProgressEvent) -> None:
-        gate, approval_id = event.data["gate"], event.data["approval_id"]
-        kind = event.data.get("request_kind", "approval")
-        evidence = event.data.get("evidence", {})
-        self.out.write(f"\n  {gate.upper()} {kind.upper()} for {event.host} (request {approval_id})\n")
-        for key in ("what_changes", "what_to_do", "directories", "why", "verified_so_far"):
-            if key in evidence:
-                value = evidence[key]
-                if isinstance(value, str):
-                    text = value
-                elif isinstance(value, list):
-                    text = "; ".join(str(v) for v in value)
-                else:
-                    text = json.dumps(value, ensure_ascii=False)
-                self.out.write(f"  {key.replace('_', ' ')}: {text}\n")
-        if self.auto_yes:
-            self.out.write("  approved by --yes (terminal.allow_yes = true)\n\n")
-            answer = "y"
-        else:
-            question = gate_named(gate).ask(event.host)
-            self.out.write(f"  {question} [y/N] ")
-            self.out.flush()
-            if self._lines is None:
-                self._lines = StdinLines(self.stdin)
-            answer = (await self._lines.readline() or "").strip().lower()
-            self.out.write("\n")
-        decision = "approve" if answer in ("y", "yes") else "deny"
-        assert self.engine is not None, "the view is given its engine before the engine starts"
-        reply = await self.engine.decide(approval_id, terminal_actor(), decision)
-        self.line(f"{event.host:<12} {event.step or '':<10} {reply.message}")
 
 
 async def run_from_terminal(

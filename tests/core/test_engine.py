@@ -10,8 +10,8 @@ import pytest
 from bot.core.models import ApprovalState, RunState, StepState
 from bot.engine.approvals import ApprovalPolicy, StaticGroups
 from bot.engine.engine import Engine
-from bot.engine.events import TerminalSink
 from bot.store.store import HostBusy, Store
+from bot.terminal.view import TerminalSink
 from tests.support.configs import APPROVER, APPROVER2, GROUP, GROUP_MEMBER, OUTSIDER, REQUESTER
 from tests.support.fake_steps import FileHost, gated_plan
 
