@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,6 +139,12 @@ def _serve_sandbox_host(name: str, port: int, scenario: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "sandbox":
+        if importlib.util.find_spec("sandbox") is None:
+            sys.stderr.write(
+                "idm-upgrade: the sandbox is not installed here (the production image leaves it out); "
+                "run it from a clone of the repository: make sandbox\n"
+            )
+            return EXIT_USAGE
         if args.sandbox_command == "host":
             return _serve_sandbox_host(args.name, args.port, args.scenario)
         import asyncio

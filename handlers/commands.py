@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.slack.context import SlackContext
 from bot.slack.parse import USAGE, Command, CommandError, parse
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def register(app: AsyncApp, deps: SlackContext) -> None:
     @app.command("/idm-upgrade")
-    async def idm_upgrade(ack, command, respond) -> None:
+    async def idm_upgrade(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         user = command["user_id"]
         try:

@@ -8,7 +8,7 @@ Real aiohttp (bot.workspace_one) talks to it unmodified::
         ...
         ws1.requests, ws1.updates, ws1.directories   # what happened, and the state now
 
-What it serves (defaults from WorkspaceOneConfig):
+What it serves (its own copy of the vendor's paths and media types, not the client's defaults):
 
 - ``POST /SAAS/auth/oauthtoken``: HTTP Basic client credentials and ``grant_type=client_credentials`` ->
   ``{access_token, token_type, expires_in, scope}``; random tokens, valid ``token_ttl_seconds``. Wrong
@@ -61,10 +61,15 @@ from pydantic import SecretStr
 
 from bot.core.config import Secrets, WorkspaceOneConfig
 
-_DEFAULTS = WorkspaceOneConfig()
+# The service's own paths, verb and media types, written out here rather than taken from the client's
+# defaults: a stand-in that reads the bot's configuration can only ever agree with it.
+TOKEN_PATH = "/SAAS/auth/oauthtoken"
+DIRECTORIES_PATH = "/SAAS/jersey/manager/api/connectormanagement/directoryconfigs"
+UPDATE_METHOD = "PUT"
 MEDIA_PREFIX = "application/vnd.vmware.horizon.manager.connector.management.directory"
+LIST_MEDIA_TYPE = f"{MEDIA_PREFIX}.list+json"
 MEDIA_TYPES = {
-    "ACTIVE_DIRECTORY_IWA": _DEFAULTS.directory_media_type,
+    "ACTIVE_DIRECTORY_IWA": f"{MEDIA_PREFIX}.ad.over.iwa+json",
     "ACTIVE_DIRECTORY_LDAP": f"{MEDIA_PREFIX}.ad.over.ldap+json",
     "LOCAL": f"{MEDIA_PREFIX}.local+json",  # an assumption; the bot never reads LOCAL directories
 }
@@ -101,7 +106,7 @@ def ad_directory(
     use_start_tls: bool = True,
     directory_id: str | None = None,
     domains: list[str] | None = None,
-    directories_path: str = _DEFAULTS.directories_path,
+    directories_path: str = DIRECTORIES_PATH,
 ) -> dict[str, Any]:
     """A realistic AD directory config (IWA or LDAP); the fields mirror what the service returns."""
     directory_id = directory_id or str(uuid.uuid4())
@@ -151,7 +156,7 @@ def local_directory(
     name: str = "System Directory",
     *,
     directory_id: str | None = None,
-    directories_path: str = _DEFAULTS.directories_path,
+    directories_path: str = DIRECTORIES_PATH,
 ) -> dict[str, Any]:
     directory_id = directory_id or str(uuid.uuid4())
     return {
@@ -206,10 +211,10 @@ class WorkspaceOneStandIn:
         client_id: str = DEFAULT_CLIENT_ID,
         client_secret: str | None = None,
         token_ttl_seconds: float = 3600,
-        update_method: str = _DEFAULTS.update_method,
-        token_path: str = _DEFAULTS.token_path,
-        directories_path: str = _DEFAULTS.directories_path,
-        list_media_type: str = _DEFAULTS.directory_list_media_type,
+        update_method: str = UPDATE_METHOD,
+        token_path: str = TOKEN_PATH,
+        directories_path: str = DIRECTORIES_PATH,
+        list_media_type: str = LIST_MEDIA_TYPE,
         host: str = "127.0.0.1",
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,

@@ -6,11 +6,14 @@ of taking a second one, and the run's final summary says which snapshot to rever
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.core.gates import SNAPSHOT, Gate
 from bot.core.models import StepRecord
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+
+if TYPE_CHECKING:
+    from bot.systems.vcenter import Snapshot as VMSnapshot  # pyVmomi is optional
 
 
 def snapshot_name(ctx: StepContext) -> str:
@@ -80,5 +83,5 @@ class Snapshot(Step):
         return None
 
 
-def _facts(snapshot) -> dict[str, Any]:
+def _facts(snapshot: VMSnapshot) -> dict[str, Any]:
     return {"name": snapshot.name, "id": snapshot.id, "vm": snapshot.vm, "quiesced": snapshot.quiesced}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.core.config import Config
 from bot.core.gates import STARTTLS, STARTTLS_CONSOLE
 from bot.systems.workspace_one import Directory, WorkspaceOneClient, WorkspaceOneRejected
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
@@ -117,7 +118,7 @@ class PostCheck(Step):
     title = "STARTTLS stays off"
     always_run = True
 
-    def unavailable(self, config) -> str | None:
+    def unavailable(self, config: Config) -> str | None:
         if not config.workspace_one.url:
             return "workspace_one.url is not set; by hand: confirm STARTTLS is still off on every AD-over-IWA directory"
         return None

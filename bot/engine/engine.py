@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bot.core.config import Config
 from bot.core.errors import ExternalSystemError
 from bot.core.gates import Gate, gate_named
-from bot.core.models import ApprovalState, Run, RunState, StepRecord, StepState, utcnow
+from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, StepState, utcnow
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.events import ProgressEvent, SinkDispatcher
 from bot.engine.slots import Slot, SlotPool
@@ -421,7 +421,7 @@ class Engine:
         await self._stop_if_cancelled(run, step.id)
         raise RunStopped  # cancelled by a finished run elsewhere
 
-    async def _await_decision(self, run: Run, step: Step, approval_id: str):
+    async def _await_decision(self, run: Run, step: Step, approval_id: str) -> Approval:
         wakeup = self._wakeup(run.id)
         while True:
             wakeup.clear()
