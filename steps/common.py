@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import PureWindowsPath
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from bot.systems.winrm import ScriptResult, WinRMExecutor
 from steps.base import StepContext
+from steps.facts import Facts, HostFacts
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Facts)
 GiB = 1024**3
 
 
@@ -31,16 +32,18 @@ async def run_script(
     return await executor(ctx).run(ctx.host, script, params, **kwargs)
 
 
-async def read_host(ctx: StepContext) -> dict[str, Any]:
+async def read_script(
+    ctx: StepContext, script: str, model: type[F], params: dict[str, Any] | None = None, **kwargs: Any
+) -> F:
+    """Run the script and read its JSON document as ``model`` (a bad document is a BadOutput error)."""
+    return model.from_script(ctx.host, script, (await run_script(ctx, script, params, **kwargs)).data)
+
+
+async def read_host(ctx: StepContext) -> HostFacts:
     """One preflight round trip: every fact DESIGN.md lists (versions, service, JRE, disk, reboot, boot time)."""
     connector = ctx.config.connector
-    result = await run_script(
-        ctx,
-        "preflight",
-        {"ServiceName": connector.service, "ProductNamePattern": connector.product_name, "Drive": "C:"},
-        retry_safe=True,
-    )
-    return result.data
+    params = {"ServiceName": connector.service, "ProductNamePattern": connector.product_name, "Drive": "C:"}
+    return await read_script(ctx, "preflight", HostFacts, params, retry_safe=True)
 
 
 def version_tuple(version: str | None) -> tuple[int, ...]:
@@ -61,10 +64,6 @@ def installer_file_name(url: str) -> str:
 
 def work_path(ctx: StepContext, name: str) -> str:
     return str(PureWindowsPath(ctx.config.installer.work_dir) / name)
-
-
-def boot_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def tail(lines: list[str] | None, count: int = 10) -> str:

@@ -13,20 +13,17 @@ from functools import partial
 from typing import Any
 
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
-from steps.common import read_host, run_script, tail, version_tuple, wait_until, work_path
+from steps.common import read_host, read_script, tail, version_tuple, wait_until, work_path
+from steps.facts import HostFacts, InstallFacts, InstallStarted, InstallStatus, Product
 from steps.reboot import wait_for_host
 from steps.stage import installer_path
 
 SUCCESS, REBOOT_REQUIRED, REBOOT_STARTED, BUSY = 0, 3010, 1641, 1618
 
 
-async def installed_version(ctx: StepContext) -> dict[str, Any]:
+async def installed_version(ctx: StepContext) -> Product:
     params = {"ProductNamePattern": ctx.config.connector.product_name}
-    return (await run_script(ctx, "product", params, retry_safe=True)).data
-
-
-def _java(facts: dict[str, Any]) -> dict[str, Any]:
-    return {"home": facts["java"]["home"], "version": facts["java"]["version"]}
+    return await read_script(ctx, "product", Product, params, retry_safe=True)
 
 
 class Install(Step):
@@ -36,24 +33,27 @@ class Install(Step):
     async def check(self, ctx: StepContext) -> CheckResult:
         product = await installed_version(ctx)
         target = ctx.config.installer.version
-        if version_tuple(product["version"]) == version_tuple(target):
-            return CheckResult(False, f"{product['displayName']} is already at {target}", {"product": product})
-        return CheckResult(True, f"upgrade {product['version']} → {target} with the installer", {"product": product})
+        if version_tuple(product.version) == version_tuple(target):
+            return CheckResult(False, f"{product.display_name} is already at {target}", {"product": product.dump()})
+        return CheckResult(
+            True, f"upgrade {product.version} → {target} with the installer", {"product": product.dump()}
+        )
 
     async def apply(self, ctx: StepContext) -> dict[str, Any]:
         config = ctx.config.installer
-        before = ctx.facts.get("preflight") or await read_host(ctx)
+        before = HostFacts.stored(ctx.facts.get("preflight")) or await read_host(ctx)
         started = time.monotonic()
-        attempt, status = 0, dict[str, Any]()
+        attempt = 0
         while True:
             attempt += 1
             token = f"{ctx.run.id}-{attempt}"
             log = work_path(ctx, f"install-{token}.log")
             state_file = work_path(ctx, f"install-{token}.json")
             arguments = config.arguments.format(installer=installer_path(ctx), log=log)
-            start = await run_script(
+            start = await read_script(
                 ctx,
                 "install_start",
+                InstallStarted,
                 {
                     "Installer": installer_path(ctx),
                     "Arguments": arguments,
@@ -63,23 +63,23 @@ class Install(Step):
                 },
             )
             ctx.note(
-                f"installer {'already running' if start.data.get('alreadyStarted') else 'started'} "
-                f"(pid {start.data.get('pid')}, attempt {attempt}); log {log}"
+                f"installer {'already running' if start.already_started else 'started'} "
+                f"(pid {start.pid}, attempt {attempt}); log {log}"
             )
             status, finished = await wait_until(
                 ctx,
                 partial(self._status, ctx, state_file),
-                lambda s: s.get("exitCode") is not None or not s.get("running", False),
+                lambda s: s.finished,
                 timeout=config.timeout_minutes * 60,
             )
             if not finished:
                 raise StepFailed(
                     f"the installer is still running after {config.timeout_minutes:g} minutes "
-                    f"(pid {status.get('pid')}). Look at {log} on the host; raise installer.timeout_minutes "
+                    f"(pid {status.pid}). Look at {log} on the host; raise installer.timeout_minutes "
                     "if it is just slow. It was left running; run again to resume waiting for it",
-                    {"attempts": attempt, "log_tail": status.get("logTail")},
+                    {"attempts": attempt, "log_tail": status.log_tail},
                 )
-            code = status.get("exitCode")
+            code = status.exit_code
             if code == BUSY and attempt <= config.busy_retries:
                 ctx.note(
                     f"exit code 1618: another installation is running; trying again in {config.busy_wait_seconds:g} s"
@@ -87,50 +87,55 @@ class Install(Step):
                 await asyncio.sleep(config.busy_wait_seconds)
                 continue
             break
-        facts: dict[str, Any] = {
-            "exit_code": code,
-            "attempts": attempt,
-            "seconds": round(time.monotonic() - started, 1),
-            "log": log,
-            "java_before": _java(before),
-        }
+        facts = InstallFacts(
+            exit_code=code,
+            attempts=attempt,
+            seconds=round(time.monotonic() - started, 1),
+            log=log,
+            java_before=before.java,
+        )
         if code is None:
             raise StepFailed(
-                f"the installer ended without an exit code (was it killed?). Last log lines: {tail(status.get('logTail'))}",
-                facts,
+                f"the installer ended without an exit code (was it killed?). Last log lines: {tail(status.log_tail)}",
+                facts.dump(),
             )
         if code == BUSY:
             raise StepFailed(
                 f"exit code 1618: another installation kept running through {config.busy_retries} retries. "
                 "Let it finish (Windows Update?), then run again",
-                facts,
+                facts.dump(),
             )
         if code not in (SUCCESS, REBOOT_REQUIRED, REBOOT_STARTED):
             raise StepFailed(
-                f"the installer failed with exit code {code}. Last lines of {log}: {tail(status.get('logTail'))}. "
+                f"the installer failed with exit code {code}. Last lines of {log}: {tail(status.log_tail)}. "
                 "Nothing was rebooted; the previous version should still be installed (Windows Installer rolls back)",
-                {**facts, "log_tail": status.get("logTail")},
+                {**facts.dump(), "log_tail": status.log_tail},
             )
         if code == REBOOT_STARTED:
             ctx.note("exit code 1641: the installer started a reboot itself; waiting for the host to come back")
-            await wait_for_host(ctx, before["bootTime"])
-            facts["rebooted_by_installer"] = True
+            await wait_for_host(ctx, before.boot_time)
+            facts = facts.model_copy(update={"rebooted_by_installer": True})
         after = await read_host(ctx)
-        facts["java_after"] = _java(after)
-        facts["jre_changed"] = facts["java_after"] != facts["java_before"]
-        facts["reboot_required"] = code == REBOOT_REQUIRED or after["pendingReboot"]["any"]
-        facts["pending_reboot_after"] = after["pendingReboot"]["reasons"]
-        return facts
+        return facts.model_copy(
+            update={
+                "java_after": after.java,
+                "jre_changed": after.java != before.java,
+                "reboot_required": code == REBOOT_REQUIRED or after.pending_reboot.any,
+                "pending_reboot_after": after.pending_reboot.reasons,
+            }
+        ).dump()
 
-    async def _status(self, ctx: StepContext, state_file: str) -> dict[str, Any]:
+    async def _status(self, ctx: StepContext, state_file: str) -> InstallStatus:
         params = {"StateFile": state_file, "Tail": 15}
-        return (await run_script(ctx, "install_status", params, retry_safe=True)).data
+        return await read_script(ctx, "install_status", InstallStatus, params, retry_safe=True)
 
     async def verify(self, ctx: StepContext) -> VerifyResult:
         product = await installed_version(ctx)
         target = ctx.config.installer.version
-        if version_tuple(product["version"]) == version_tuple(target):
-            return VerifyResult(True, f"{product['displayName']} {product['version']} installed", {"product": product})
+        if version_tuple(product.version) == version_tuple(target):
+            return VerifyResult(
+                True, f"{product.display_name} {product.version} installed", {"product": product.dump()}
+            )
         return VerifyResult(
-            False, f"Programs & Features still shows {product['version']}, not {target}", {"product": product}
+            False, f"Programs & Features still shows {product.version}, not {target}", {"product": product.dump()}
         )

@@ -7,6 +7,7 @@ from typing import Any
 from bot.core.gates import PENDING_REBOOT, Gate
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 from steps.common import GiB, read_host, version_tuple
+from steps.facts import HostFacts
 
 
 class Preflight(Step):
@@ -14,17 +15,18 @@ class Preflight(Step):
     title = "Preflight checks"
 
     async def check(self, ctx: StepContext) -> CheckResult:
-        facts = await read_host(ctx)
+        host = await read_host(ctx)
+        facts = host.dump()
         config = ctx.config
         target = config.installer.version
-        connector = facts["connector"]
-        if not connector["installed"]:
+        connector = host.connector
+        if not connector.installed:
             raise StepFailed(
                 f"no connector installed: Programs & Features has no entry like '{config.connector.product_name}'. "
                 "This tool upgrades an existing connector; install it by hand, or fix connector.product_name",
                 facts,
             )
-        current = connector["version"]
+        current = connector.version
         if version_tuple(current) > version_tuple(target):
             raise StepFailed(
                 f"the connector is {current}, newer than the target {target}: nothing to upgrade. "
@@ -38,7 +40,7 @@ class Preflight(Step):
                 facts,
                 skip_rest=f"nothing to do: the connector is already at {target}",
             )
-        free = facts["disk"]["freeBytes"] or 0
+        free = host.disk.free_bytes or 0
         minimum = config.preflight.min_free_disk_gb
         if free < minimum * GiB:
             raise StepFailed(
@@ -46,23 +48,24 @@ class Preflight(Step):
                 "Free disk space on the host, then run again",
                 facts,
             )
-        pending = facts["pendingReboot"]
-        if pending["any"] and config.preflight.pending_reboot == "refuse":
+        pending = host.pending_reboot
+        if pending.any and config.preflight.pending_reboot == "refuse":
             raise StepFailed(
-                f"a reboot is already pending ({', '.join(pending['reasons'])}). Reboot the server first, "
+                f"a reboot is already pending ({', '.join(pending.reasons)}). Reboot the server first, "
                 "or set preflight.pending_reboot = 'ask' to let an approver decide",
                 facts,
             )
-        return CheckResult(True, self._summary(facts, target), facts)
+        return CheckResult(True, self._summary(host, target), facts)
 
     def gate_for(self, ctx: StepContext, check: CheckResult) -> Gate | None:
-        pending = check.facts.get("pendingReboot", {})
-        if pending.get("any") and not ctx.run.check_only and not check.skip_rest:
+        host = HostFacts.stored(check.facts)
+        if host and host.pending_reboot.any and not ctx.run.check_only and not check.skip_rest:
             return PENDING_REBOOT
         return None
 
     def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
-        reasons = ", ".join(check.facts["pendingReboot"]["reasons"])
+        host = HostFacts.model_validate(check.facts)
+        reasons = ", ".join(host.pending_reboot.reasons)
         return {
             "what_changes": f"go on upgrading although a reboot is already pending on {ctx.host} ({reasons})",
             "facts": check.facts,
@@ -72,14 +75,14 @@ class Preflight(Step):
         return {}  # preflight only reads; the approval (if any) is the decision
 
     async def verify(self, ctx: StepContext) -> VerifyResult:
-        facts = ctx.facts.get(self.id, {})
-        return VerifyResult(True, self._summary(facts, ctx.config.installer.version) if facts else "host fit")
+        host = HostFacts.stored(ctx.facts.get(self.id))
+        return VerifyResult(True, self._summary(host, ctx.config.installer.version) if host else "host fit")
 
     @staticmethod
-    def _summary(facts: dict[str, Any], target: str) -> str:
-        machine = "VMware virtual machine" if facts["machine"]["virtual"] else "physical server"
+    def _summary(host: HostFacts, target: str) -> str:
+        machine = "VMware virtual machine" if host.machine.virtual else "physical server"
         return (
-            f"connector {facts['connector']['version']} → {target}; service {facts['service']['state']} "
-            f"({facts['service']['startMode']}); JRE {facts['java']['version']} at {facts['java']['home']}; "
-            f"{(facts['disk']['freeBytes'] or 0) / GiB:.1f} GB free; {machine}"
+            f"connector {host.connector.version} → {target}; service {host.service.state} "
+            f"({host.service.start_mode}); JRE {host.java.version} at {host.java.home}; "
+            f"{(host.disk.free_bytes or 0) / GiB:.1f} GB free; {machine}"
         )

@@ -20,7 +20,8 @@ from bot.core.config import Config
 from bot.core.gates import REBOOT
 from bot.systems.winrm import ExecutorError, HostUnreachable, WinRMExecutor
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
-from steps.common import boot_time, read_host, run_script, version_tuple
+from steps.common import read_host, read_script, version_tuple
+from steps.facts import BootTime, HostFacts, InstallFacts, Java, RebootIssued
 from steps.service import healthy
 
 REBOOT_PROBE_MAX_SECONDS = 12.0  # the longest wait between two boot-time probes after a reboot
@@ -34,7 +35,7 @@ class RebootTimedOut(ExecutorError):
 
 async def read_boot_time(winrm: WinRMExecutor, host: str, deadline: float | None = None) -> datetime:
     result = await winrm.run(host, "boottime", deadline=deadline, retry_safe=True)
-    return boot_time(result.data["bootTime"])
+    return BootTime.from_script(host, "boottime", result.data).boot_time
 
 
 async def wait_for_reboot(
@@ -62,7 +63,8 @@ async def wait_for_reboot(
     attempt, last = 0, "no answer yet"
     while (remaining := stop_at - time.monotonic()) > 0:
         try:
-            booted = boot_time((await winrm.probe(host, "boottime", min(probe, remaining))).data["bootTime"])
+            answer = await winrm.probe(host, "boottime", min(probe, remaining))
+            booted = BootTime.from_script(host, "boottime", answer.data).boot_time
             if booted != before_boot_time:
                 return booted
             last = "the host still reports the old boot time (not restarted yet)"
@@ -74,19 +76,20 @@ async def wait_for_reboot(
     raise RebootTimedOut(host, timeout, last)
 
 
-async def wait_for_host(ctx: StepContext, before: str) -> datetime:
+async def wait_for_host(ctx: StepContext, before: datetime) -> datetime:
     """This run's host, back from a restart that began after boot time ``before``."""
-    return await wait_for_reboot(ctx.winrm, ctx.config, ctx.host, boot_time(before), ctx.config.reboot.timeout_seconds)
+    return await wait_for_reboot(ctx.winrm, ctx.config, ctx.host, before, ctx.config.reboot.timeout_seconds)
 
 
-def reasons_for_reboot(install: dict[str, Any], now: dict[str, Any]) -> list[str]:
+def reasons_for_reboot(install: InstallFacts | None, now: HostFacts) -> list[str]:
     reasons = []
-    if install.get("jre_changed"):
-        reasons.append(f"the JRE changed ({install['java_before']['version']} → {install['java_after']['version']})")
-    if install.get("exit_code") == 3010:
+    if install and install.jre_changed:
+        after = install.java_after.version if install.java_after else "?"
+        reasons.append(f"the JRE changed ({install.java_before.version} → {after})")
+    if install and install.exit_code == 3010:
         reasons.append("the installer exited 3010 (reboot required)")
-    if now["pendingReboot"]["any"]:
-        reasons.append(f"Windows reports a pending reboot ({', '.join(now['pendingReboot']['reasons'])})")
+    if now.pending_reboot.any:
+        reasons.append(f"Windows reports a pending reboot ({', '.join(now.pending_reboot.reasons)})")
     return reasons
 
 
@@ -96,7 +99,8 @@ class Reboot(Step):
     gate = REBOOT
 
     async def check(self, ctx: StepContext) -> CheckResult:
-        before = ctx.facts.get("preflight", {}).get("bootTime")
+        preflight = HostFacts.stored(ctx.facts.get("preflight"))
+        before = preflight.boot_time if preflight else None
         try:
             now = await read_host(ctx)
         except HostUnreachable:
@@ -106,25 +110,24 @@ class Reboot(Step):
             ctx.note("resuming while the server reboots: waiting for it to come back")
             await wait_for_host(ctx, before)
             now = await read_host(ctx)
-        install = ctx.facts.get("install", {})
-        facts = {"host": now}
-        if before and boot_time(now["bootTime"]) != boot_time(before):
-            return CheckResult(False, f"the server already restarted (boot time {now['bootTime']})", facts)
-        reasons = reasons_for_reboot(install, now)
+        facts: dict[str, Any] = {"host": now.dump()}
+        if before and now.boot_time != before:
+            return CheckResult(False, f"the server already restarted (boot time {now.dump()['boot_time']})", facts)
+        reasons = reasons_for_reboot(InstallFacts.stored(ctx.facts.get("install")), now)
         if not reasons:
             return CheckResult(False, "no reboot needed: the JRE did not change and nothing is pending", facts)
         return CheckResult(True, "; ".join(reasons), {**facts, "reasons": reasons})
 
     def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
-        now = check.facts["host"]
+        now = HostFacts.model_validate(check.facts["host"])
         return {
             "what_changes": f"restart {ctx.host} now; the connector is unavailable until it is back "
             f"(up to {ctx.config.reboot.timeout_seconds:g} s)",
             "why": check.facts["reasons"],
             "verified_so_far": {
-                "connector_version": now["connector"]["version"],
-                "service": f"{now['service']['state']} ({now['service']['startMode']})",
-                "java_home": now["java"]["home"],
+                "connector_version": now.connector.version,
+                "service": f"{now.service.state} ({now.service.start_mode})",
+                "java_home": now.java.home,
             },
         }
 
@@ -144,44 +147,46 @@ class Reboot(Step):
             "MarkerDirectory": config.installer.work_dir,
         }
         try:
-            issued = (await run_script(ctx, "reboot", params, ends_connection=True)).data
+            issued = await read_script(ctx, "reboot", RebootIssued, params, ends_connection=True)
         except HostUnreachable:
             # The connection dropping while shutdown runs means it worked (win_reboot counts it so).
-            issued = {"issued": True, "connectionDropped": True}
-        before = issued.get("bootTime") or ctx.facts["reboot"]["host"]["bootTime"]
-        if issued.get("alreadyRebooted"):
-            return {"reboot": issued}
+            issued = RebootIssued(issued=True, connection_dropped=True)
+        before = issued.boot_time or HostFacts.model_validate(ctx.facts["reboot"]["host"]).boot_time
+        if issued.already_rebooted:
+            return {"reboot": issued.dump()}
         ctx.note(
             "reboot "
-            + ("already scheduled by this run; waiting" if issued.get("alreadyScheduled") else "issued")
+            + ("already scheduled by this run; waiting" if issued.already_scheduled else "issued")
             + f"; waiting up to {config.reboot.timeout_seconds:g} s for the server to come back"
         )
         back = await wait_for_host(ctx, before)
-        return {"reboot": issued, "boot_time_before": before, "boot_time_after": back.isoformat()}
+        return {"reboot": issued.dump(), "boot_time_before": before.isoformat(), "boot_time_after": back.isoformat()}
 
     async def verify(self, ctx: StepContext) -> VerifyResult:
         now = await read_host(ctx)
-        facts = {"after_reboot": now}
-        if not healthy(now["service"]):
+        facts: dict[str, Any] = {"after_reboot": now.dump()}
+        if not healthy(now.service):
             raise StepFailed(
-                f"after the reboot {ctx.config.connector.service} is {now['service']['state']} "
-                f"({now['service']['startMode']}); check connector.log on the host",
+                f"after the reboot {ctx.config.connector.service} is {now.service.state} "
+                f"({now.service.start_mode}); check connector.log on the host",
                 facts,
             )
-        before = (ctx.facts.get("install", {}).get("java_before")) or ctx.facts.get("preflight", {}).get("java", {})
-        if not now["java"]["version"]:
-            raise StepFailed(f"after the reboot JAVA_HOME ({now['java']['home']}) does not point at a JRE", facts)
-        if version_tuple(now["java"]["version"]) < version_tuple(before.get("version")):
+        install = InstallFacts.stored(ctx.facts.get("install"))
+        preflight = HostFacts.stored(ctx.facts.get("preflight"))
+        before = install.java_before if install else preflight.java if preflight else Java()
+        if not now.java.version:
+            raise StepFailed(f"after the reboot JAVA_HOME ({now.java.home}) does not point at a JRE", facts)
+        if version_tuple(now.java.version) < version_tuple(before.version):
             raise StepFailed(
-                f"after the reboot JAVA_HOME points at JRE {now['java']['version']}, older than the "
-                f"{before.get('version')} the connector used before the upgrade",
+                f"after the reboot JAVA_HOME points at JRE {now.java.version}, older than the "
+                f"{before.version} the connector used before the upgrade",
                 facts,
             )
-        changed = now["java"]["home"] != before.get("home")
+        changed = now.java.home != before.home
         facts["jre_changed_at_boot"] = changed
         return VerifyResult(
             True,
-            f"back up; {ctx.config.connector.service} Running; JAVA_HOME {now['java']['home']} "
-            f"(JRE {now['java']['version']}{', was ' + str(before.get('version')) if changed else ', unchanged'})",
+            f"back up; {ctx.config.connector.service} Running; JAVA_HOME {now.java.home} "
+            f"(JRE {now.java.version}{', was ' + str(before.version) if changed else ', unchanged'})",
             facts,
         )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from bot.core.gates import SNAPSHOT, Gate
 from bot.core.models import StepRecord
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+from steps.facts import HostFacts, Machine
 
 if TYPE_CHECKING:
     from bot.systems.vcenter import Snapshot as VMSnapshot  # pyVmomi is optional
@@ -29,11 +30,10 @@ class Snapshot(Step):
     title = "Snapshot the virtual machine"
 
     async def check(self, ctx: StepContext) -> CheckResult:
-        machine = ctx.facts.get("preflight", {}).get("machine", {})
-        if not machine.get("virtual"):
-            return CheckResult(
-                False, f"physical server ({machine.get('manufacturer')} {machine.get('model')}): no VM snapshot"
-            )
+        preflight = HostFacts.stored(ctx.facts.get("preflight"))
+        machine = preflight.machine if preflight else Machine()
+        if not machine.virtual:
+            return CheckResult(False, f"physical server ({machine.manufacturer} {machine.model}): no VM snapshot")
         vcenter = ctx.vcenter
         if vcenter is None:
             return CheckResult(True, f"take a snapshot of VM {vm_name(ctx)} by hand, then confirm", {"manual": True})

@@ -10,7 +10,8 @@ from typing import Any
 
 from bot.systems.winrm import ScriptFailed
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
-from steps.common import installer_file_name, run_script, work_path
+from steps.common import installer_file_name, read_script, run_script, work_path
+from steps.facts import FileHash, Staged
 
 SHA_MISMATCH, DOWNLOAD_FAILED = 3, 2
 
@@ -23,19 +24,21 @@ class Stage(Step):
     id = "stage"
     title = "Download the installer on the host"
 
-    async def _hash(self, ctx: StepContext) -> dict[str, Any]:
-        return (await run_script(ctx, "filehash", {"Path": installer_path(ctx)}, retry_safe=True)).data
+    async def _hash(self, ctx: StepContext) -> FileHash:
+        return await read_script(ctx, "filehash", FileHash, {"Path": installer_path(ctx)}, retry_safe=True)
 
     async def check(self, ctx: StepContext) -> CheckResult:
         found = await self._hash(ctx)
         expected = ctx.config.installer.sha256
-        if found["exists"] and found["sha256"] == expected:
-            return CheckResult(False, f"{found['path']} is already there with the expected SHA-256", {"file": found})
-        if found["exists"]:
-            reason = f"{found['path']} has another SHA-256 ({found['sha256'][:12]}…): it will be replaced"
+        if found.exists and found.sha256 == expected:
+            return CheckResult(
+                False, f"{found.path} is already there with the expected SHA-256", {"file": found.dump()}
+            )
+        if found.exists:
+            reason = f"{found.path} has another SHA-256 ({(found.sha256 or '')[:12]}…): it will be replaced"
         else:
             reason = f"download {installer_file_name(ctx.config.installer.url)} to {ctx.config.installer.work_dir}"
-        return CheckResult(True, reason, {"file": found})
+        return CheckResult(True, reason, {"file": found.dump()})
 
     async def apply(self, ctx: StepContext) -> dict[str, Any]:
         installer = ctx.config.installer
@@ -61,13 +64,15 @@ class Stage(Step):
                     {"exit_code": failed.exit_code},
                 ) from None
             raise
-        return {"staged": result.data, "seconds": round(result.seconds, 1)}
+        staged = Staged.from_script(ctx.host, "stage", result.data)
+        return {"staged": staged.dump(), "seconds": round(result.seconds, 1)}
 
     async def verify(self, ctx: StepContext) -> VerifyResult:
         found = await self._hash(ctx)
-        ok = found["exists"] and found["sha256"] == ctx.config.installer.sha256
-        if ok:
+        if found.exists and found.sha256 == ctx.config.installer.sha256:
             return VerifyResult(
-                True, f"{found['path']} ({found['bytes']} bytes) matches installer.sha256", {"file": found}
+                True, f"{found.path} ({found.bytes} bytes) matches installer.sha256", {"file": found.dump()}
             )
-        return VerifyResult(False, f"{found['path']} is missing or does not match installer.sha256", {"file": found})
+        return VerifyResult(
+            False, f"{found.path} is missing or does not match installer.sha256", {"file": found.dump()}
+        )

@@ -23,10 +23,10 @@ class Verify(Step):
     async def verify(self, ctx: StepContext) -> VerifyResult:
         product = await installed_version(ctx)
         target = ctx.config.installer.version
-        if product["installed"] and version_tuple(product["version"]) == version_tuple(target):
+        if product.installed and version_tuple(product.version) == version_tuple(target):
             return VerifyResult(
-                True, f"Programs & Features shows {product['displayName']} {product['version']}", product
+                True, f"Programs & Features shows {product.display_name} {product.version}", product.dump()
             )
         return VerifyResult(
-            False, f"Programs & Features shows {product.get('version') or 'no connector'}, not {target}", product
+            False, f"Programs & Features shows {product.version or 'no connector'}, not {target}", product.dump()
         )

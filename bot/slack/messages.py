@@ -105,7 +105,7 @@ def _facts_line(facts: dict[str, Any]) -> str:
             keep.append(f"{key.replace('_', ' ')}: {facts[key]}")
     if "snapshot" in facts and isinstance(facts["snapshot"], dict):
         keep.append(f"snapshot: {facts['snapshot'].get('name')}")
-    if "java_after" in facts:
+    if facts.get("java_after") and facts.get("java_before"):
         keep.append(f"JRE: {facts['java_before'].get('version')} → {facts['java_after'].get('version')}")
     if facts.get("log_tail"):
         keep.append("log: " + " | ".join(facts["log_tail"][-5:]))

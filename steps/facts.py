@@ -1,0 +1,207 @@
+"""Typed facts: the JSON each steps/ps script writes, and what one step records for the next.
+
+One naming convention: the scripts write camelCase (PowerShell's habit); every model reads that by its
+alias and is stored and used in snake_case. A document that does not fit its model is a clear
+``bad output`` error naming the script and the field, never a KeyError or AttributeError further on.
+Facts written by an older version (camelCase, in the database) still read, by alias.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from bot.systems.winrm import BadOutput
+
+
+class Facts(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+    @classmethod
+    def from_script(cls, host: str, script: str, data: Any) -> Self:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "(the document)"
+            raise BadOutput(host, f"{script}: bad output: {field}: {first['msg']}") from None
+
+    @classmethod
+    def stored(cls, data: dict[str, Any] | None) -> Self | None:
+        """A step's recorded facts, or None when that step recorded none (or not in this shape)."""
+        if not data:
+            return None
+        try:
+            return cls.model_validate(data)
+        except ValidationError:
+            return None
+
+    def dump(self) -> dict[str, Any]:
+        """For the step's record: snake_case, JSON types, and only what was read or set (no defaults)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+def _lines(value: Any) -> list[str]:
+    """Lines of text, however ConvertTo-Json wrote them: one bare string for a one-element array, and on
+    Windows PowerShell 5.1 a string from Get-Content as an object whose text is its ``value``."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [str(item.get("value", "")) if isinstance(item, dict) else str(item) for item in items]
+
+
+# -- preflight.ps1 (also read again by install and reboot) -------------------------------------------
+
+
+class OsInfo(Facts):
+    caption: str | None = None
+    version: str | None = None
+
+
+class Product(Facts):
+    """product.ps1, and the connector part of preflight.ps1: the Programs & Features entry."""
+
+    installed: bool
+    display_name: str | None = None
+    version: str | None = None
+
+
+class ServiceState(Facts):
+    name: str | None = None
+    exists: bool
+    state: str | None = None
+    start_mode: str | None = None
+
+
+class Java(Facts):
+    home: str | None = None
+    version: str | None = None
+
+
+class Disk(Facts):
+    drive: str | None = None
+    free_bytes: int | None = None
+
+
+class PendingReboot(Facts):
+    any: bool
+    reasons: list[str] = Field(default_factory=list)
+
+    @field_validator("reasons", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return _lines(value)  # ConvertTo-Json writes a one-element array as a bare string
+
+
+class Machine(Facts):
+    manufacturer: str | None = None
+    model: str | None = None
+    virtual: bool = False
+
+
+class HostFacts(Facts):
+    """preflight.ps1: every fact DESIGN.md lists, in one round trip."""
+
+    computer_name: str | None = None
+    os: OsInfo = Field(default_factory=OsInfo)
+    connector: Product
+    service: ServiceState
+    java: Java
+    disk: Disk
+    pending_reboot: PendingReboot
+    machine: Machine = Field(default_factory=Machine)
+    boot_time: datetime
+
+
+class BootTime(Facts):
+    boot_time: datetime
+
+
+# -- stage and install ------------------------------------------------------------------------------
+
+
+class FileHash(Facts):
+    exists: bool
+    path: str
+    sha256: str | None = None
+    bytes: int | None = None
+
+
+class Staged(Facts):
+    path: str
+    sha256: str
+    bytes: int | None = None
+    reused: bool = False
+    seconds: float | None = None
+
+
+class InstallStarted(Facts):
+    token: str
+    pid: int | None = None
+    started_at: str | None = None
+    log: str | None = None
+    exit_file: str | None = None
+    already_started: bool = False
+
+
+class InstallStatus(Facts):
+    known: bool
+    token: str | None = None
+    pid: int | None = None
+    started_at: str | None = None
+    running: bool = False
+    exit_code: int | None = None
+    log_tail: list[str] = Field(default_factory=list)
+    msi_busy: bool = False
+
+    @field_validator("log_tail", mode="before")
+    @classmethod
+    def _text_lines(cls, value: Any) -> Any:
+        return _lines(value)
+
+    @property
+    def finished(self) -> bool:
+        return self.exit_code is not None or not self.running
+
+
+class InstallFacts(Facts):
+    """What the install step records, for the reboot and verify steps and the thread."""
+
+    exit_code: int | None
+    attempts: int
+    seconds: float
+    log: str
+    java_before: Java
+    java_after: Java | None = None
+    jre_changed: bool = False
+    reboot_required: bool = False
+    pending_reboot_after: list[str] = Field(default_factory=list)
+    rebooted_by_installer: bool = False
+
+
+# -- service and reboot -----------------------------------------------------------------------------
+
+
+class ServiceStatus(Facts):
+    exists: bool
+    state: str | None = None
+    start_mode: str | None = None
+    start_error: str | None = None
+    log_tail: list[str] = Field(default_factory=list)
+
+    @field_validator("log_tail", mode="before")
+    @classmethod
+    def _text_lines(cls, value: Any) -> Any:
+        return _lines(value)
+
+
+class RebootIssued(Facts):
+    issued: bool = False
+    already_scheduled: bool = False
+    already_rebooted: bool = False
+    shutdown_exit_code: int | None = None
+    boot_time: datetime | None = None
+    connection_dropped: bool = False
