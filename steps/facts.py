@@ -9,9 +9,9 @@ Facts written by an older version (camelCase, in the database) still read, by al
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from bot.systems.winrm import BadOutput
@@ -53,6 +53,9 @@ def _lines(value: Any) -> list[str]:
     return [str(item.get("value", "")) if isinstance(item, dict) else str(item) for item in items]
 
 
+TextLines = Annotated[list[str], BeforeValidator(_lines)]
+
+
 # -- preflight.ps1 (also read again by install and reboot) -------------------------------------------
 
 
@@ -88,12 +91,7 @@ class Disk(Facts):
 
 class PendingReboot(Facts):
     any: bool
-    reasons: list[str] = Field(default_factory=list)
-
-    @field_validator("reasons", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return _lines(value)  # ConvertTo-Json writes a one-element array as a bare string
+    reasons: TextLines = Field(default_factory=list)
 
 
 class Machine(Facts):
@@ -154,13 +152,8 @@ class InstallStatus(Facts):
     started_at: str | None = None
     running: bool = False
     exit_code: int | None = None
-    log_tail: list[str] = Field(default_factory=list)
+    log_tail: TextLines = Field(default_factory=list)
     msi_busy: bool = False
-
-    @field_validator("log_tail", mode="before")
-    @classmethod
-    def _text_lines(cls, value: Any) -> Any:
-        return _lines(value)
 
     @property
     def finished(self) -> bool:
@@ -190,12 +183,7 @@ class ServiceStatus(Facts):
     state: str | None = None
     start_mode: str | None = None
     start_error: str | None = None
-    log_tail: list[str] = Field(default_factory=list)
-
-    @field_validator("log_tail", mode="before")
-    @classmethod
-    def _text_lines(cls, value: Any) -> Any:
-        return _lines(value)
+    log_tail: TextLines = Field(default_factory=list)
 
 
 class RebootIssued(Facts):

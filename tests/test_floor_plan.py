@@ -116,7 +116,9 @@ def test_an_arrow_pointing_up_is_caught():
     assert violations("bot.terminal.run", "def f():\n    from sandbox.run import run_sandbox\n")
     # what is allowed is not reported
     assert not violations("bot.cli", "from sandbox.run import run_sandbox\n")
-    assert not violations("steps.snapshot", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import bot.store\n")
+    assert not violations(
+        "steps.snapshot", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import bot.store\n"
+    )
     assert not violations("bot.engine.engine", "from steps.base import Step\nfrom bot.store.store import Store\n")
 
 
