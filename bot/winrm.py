@@ -282,6 +282,8 @@ class WinRMExecutor:
             # lock until it has: a cancelled task must not leave a second command running beside it.
             cancel.set()
             await asyncio.wait({future}, timeout=self.config.winrm.read_timeout_seconds + 5)
+            if future.done() and not future.cancelled():
+                future.exception()  # its "cancelled and stopped" is this cancellation; nobody else reads it
             raise
 
     def _result(
