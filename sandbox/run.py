@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -126,6 +127,30 @@ async def run_sandbox(
     out = out or sys.stdout
     logging.basicConfig(level=logging.ERROR)
     started = time.monotonic()
+    # Ctrl-C is a request to stop, seen at the next redraw: not a cancellation thrown into whatever is
+    # awaited at that moment, which a busy machine showed can be swallowed (the run then ended "succeeded").
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signals off the main thread
+        loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    try:
+        return await _run_sandbox(hosts, scenario, approve, out, stdin, timeout, database, started, interrupted)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _run_sandbox(
+    hosts: int,
+    scenario: str,
+    approve: str,
+    out: TextIO,
+    stdin: TextIO | None,
+    timeout: float,
+    database: str | None,
+    started: float,
+    interrupted: asyncio.Event,
+) -> int:
     async with contextlib.AsyncExitStack() as stack:
         slack = await stack.enter_async_context(SlackStandIn(signing_secret=SIGNING_SECRET))
         password = secrets.token_urlsafe(12)
@@ -160,13 +185,18 @@ async def run_sandbox(
         await sender.send_slash_command(REQUESTER, names)
         clicker = Clicker(approve, stdin or sys.stdin, out)
         while time.monotonic() - started < timeout:
+            if interrupted.is_set():
+                raise KeyboardInterrupt  # after the stack's cleanup below: bot, stand-ins and hosts stop
             await clicker.answer(bot, slack, sender)
             runs = await bot.store.call(bot.store.runs)
             done = runs and not any(r.state.active for r in runs)
             screen.draw(slack.render_channel(OPS_CHANNEL), f"sandbox: {time.monotonic() - started:.0f} s")
             if done and await bot.progress.idle(timeout=10):
                 break
-            await asyncio.sleep(REDRAW_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupted.wait(), REDRAW_SECONDS)
+        if interrupted.is_set():
+            raise KeyboardInterrupt
         screen.final(slack.render_channel(OPS_CHANNEL))
         runs = await bot.store.call(bot.store.runs)
         verdict = await bot.store.call(bot.store.verify_audit)

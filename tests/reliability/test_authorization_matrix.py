@@ -19,7 +19,6 @@ The README's "Who may do what" table, compared with what the code does (see the 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 
 import pytest
@@ -33,6 +32,7 @@ from tests.reliability.results import record
 from tests.slack import conftest as slack_conftest
 from tests.support.configs import APPROVER, APPROVER2, GROUP, GROUP_MEMBER, OUTSIDER, REQUESTER
 from tests.support.fake_steps import FileHost, FileStep
+from tests.support.waiting import eventually
 
 slack_bot = slack_conftest.slack_bot  # the Slack harness fixture of tests/slack, used here too
 
@@ -52,6 +52,7 @@ PEOPLE = {
 }
 APPROVAL_GATES = ("STARTTLS", "reboot", "pending reboot")
 CONFIRMATION_GATES = ("snapshot", "STARTTLS console")
+JOIN_TIMEOUT = 60  # the engine finishing its runs: seconds on an idle machine, many more on a busy one
 CELLS: Counter[str] = Counter()  # cells run, per table (written to .results/authorization_matrix.json)
 
 
@@ -99,16 +100,8 @@ class Bench:
         bench = cls(engine, runs[0].id, tmp_path)
         bench.runs = [r.id for r in runs]
         if wait:
-            await bench.until(lambda: bench.open_request() is not None, "the gate's request")
+            await eventually(lambda: bench.open_request() is not None, interval=0.01, what="the gate's request")
         return bench
-
-    async def until(self, predicate, what: str, timeout: float = 10.0):
-        stop = time.monotonic() + timeout
-        while time.monotonic() < stop:
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"timed out waiting for {what}")
 
     def open_request(self):
         return next((a for a in self.store.approvals(self.run_id) if a.state is ApprovalState.open), None)
@@ -129,15 +122,18 @@ class Bench:
 
     async def settle(self) -> None:
         """Let the engine act on what was decided: the run ends, or keeps waiting."""
+        # Every decision was awaited (its reply is the positive signal) and is in the store, so which way
+        # the run goes is known now; the short settle only gives a run that should keep waiting the chance
+        # to wrongly move on before final_state() checks it did not.
         await asyncio.sleep(0.06)
         if not self.run().state.active or self.open_request() is None:
-            await asyncio.wait_for(self.engine.join(), 10)
+            await asyncio.wait_for(self.engine.join(), JOIN_TIMEOUT)
 
     async def close(self) -> None:
         for run_id in getattr(self, "runs", [self.run_id]):
             if self.store.get_run(run_id).state.active:
                 await self.engine.cancel(run_id, "cli:cleanup")
-        await asyncio.wait_for(self.engine.join(), 10)
+        await asyncio.wait_for(self.engine.join(), JOIN_TIMEOUT)
         await self.engine.stop()
         self.engine.store.close()
         self.store.close()
@@ -488,13 +484,14 @@ async def test_cancel_cell(bench, who, allowed):
     reply = await b.engine.cancel(b.run_id, PEOPLE[who])
     assert reply.ok is allowed, reply.message
     if allowed:
-        await asyncio.wait_for(b.engine.join(), 10)
+        await asyncio.wait_for(b.engine.join(), JOIN_TIMEOUT)
         run = b.run()
         assert run.state is RunState.cancelled and run.result == f"cancelled by {PEOPLE[who]}"
         assert b.request().state is ApprovalState.cancelled
         assert b.store.audit_events(b.run_id)[-1].event == "run.cancelled"
     else:
         assert reply.message.startswith("Not accepted: only the person who started the run or an approver")
+        # the refusal is the reply, already here; the short settle lets a wrongly started cancel show
         await asyncio.sleep(0.06)
         run = b.run()
         assert run.state is RunState.waiting_approval and run.cancel_requested_by is None
@@ -542,7 +539,7 @@ async def test_cancel_finished_run_cell(bench, ending, who):
         await b.engine.decide(request.id, APPROVER, "deny")
     else:
         await b.engine.cancel(b.run_id, REQUESTER)
-    await asyncio.wait_for(b.engine.join(), 10)
+    await asyncio.wait_for(b.engine.join(), JOIN_TIMEOUT)
     run, events = b.run(), len(b.store.audit_events())
     assert run.state.value == ending
     reply = await b.engine.cancel(b.run_id, PEOPLE[who])
@@ -574,7 +571,7 @@ async def test_closed_request_cell(bench, gate, who, decision):
     b = await bench(gate=gate)
     request = b.request()
     assert (await b.engine.cancel(b.run_id, REQUESTER)).ok
-    await asyncio.wait_for(b.engine.join(), 10)
+    await asyncio.wait_for(b.engine.join(), JOIN_TIMEOUT)
     events = len(b.store.audit_events())
     reply = await b.engine.decide(request.id, PEOPLE[who], decision)
     assert not reply.ok and "is already cancelled" in reply.message and outcome(reply) == "closed"
@@ -600,7 +597,7 @@ async def test_expiry_cell(bench, who, decision):
     CELLS["expiry"] += 1
     b = await bench(slack="approval_timeout_minutes = 0.005")  # 0.3 s
     request = b.request()
-    await asyncio.wait_for(b.engine.join(), 10)
+    await asyncio.wait_for(b.engine.join(), JOIN_TIMEOUT)
     assert b.store.get_approval(request.id).state is ApprovalState.expired
     run, events = b.run(), len(b.store.audit_events())
     assert run.state is RunState.failed and "expired" in run.result
@@ -630,7 +627,7 @@ async def test_expiry_click_after_deadline_before_the_engine_noticed(bench):
     b.engine = restarted
     reply = await restarted.decide(request.id, APPROVER, "approve")
     await restarted.start()
-    await asyncio.wait_for(restarted.join(), 10)
+    await asyncio.wait_for(restarted.join(), JOIN_TIMEOUT)
     assert not reply.ok, f"a click after the deadline was accepted: {reply.message!r}"
     assert b.store.get_approval(request.id).state is ApprovalState.expired
     assert b.applied() == ["alpha"]
@@ -639,21 +636,11 @@ async def test_expiry_click_after_deadline_before_the_engine_noticed(bench):
 # -- through Slack: the same policy, end to end ------------------------------------------------------------
 
 
-async def eventually(predicate, what: str, timeout: float = 20.0):
-    stop = time.monotonic() + timeout
-    while time.monotonic() < stop:
-        if value := predicate():
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def answer(h, result) -> str:
     """The ephemeral reply the bot sent through the request's response_url."""
-    rid = str(result.sent_payload["response_url"]).rsplit("/", 1)[-1]
-    posts = await eventually(lambda: h.slack.response_urls[rid].posts, "the bot's reply", 5)
-    assert posts[0].body.get("response_type") == "ephemeral"
-    return posts[0].body["text"]
+    body = await h.reply(result)
+    assert body.get("response_type") == "ephemeral"
+    return body["text"]
 
 
 def slack_request(h, run_id: str, gate: str):
@@ -696,7 +683,7 @@ async def test_slack_cells_requesters_approvers_confirmations_cancel(slack_bot):
     assert h.runs() == []
     assert "queued" in await command(S_REQUESTER, "host01")
     [run] = h.runs()
-    request, ts = await eventually(lambda: slack_request(h, run.id, "STARTTLS"), "the STARTTLS request")
+    request, ts = await eventually(lambda: slack_request(h, run.id, "STARTTLS"), what="the STARTTLS request")
     assert "not an approver" in await click(S_OUTSIDER, "approve", request.id, ts)
     assert "not an approver" in await click(S_REQUESTER, "approve", request.id, ts)
     assert "not an approver" in await click(S_OUTSIDER, "deny", request.id, ts)
@@ -704,7 +691,7 @@ async def test_slack_cells_requesters_approvers_confirmations_cancel(slack_bot):
     assert [actor for actor, _ in refused] == [S_OUTSIDER, S_REQUESTER, S_OUTSIDER]
     assert h.store.get_approval(request.id).state is ApprovalState.open
     assert "approved for host01" in await click(S_APPROVER, "approve", request.id, ts)
-    console, ts = await eventually(lambda: slack_request(h, run.id, "STARTTLS console"), "the console request")
+    console, ts = await eventually(lambda: slack_request(h, run.id, "STARTTLS console"), what="the console request")
     assert "may confirm" in await click(S_OUTSIDER, "approve", console.id, ts)
     assert h.store.get_approval(console.id).state is ApprovalState.open
     assert "confirmed for host01" in await click(S_REQUESTER, "approve", console.id, ts)
@@ -715,7 +702,7 @@ async def test_slack_cells_requesters_approvers_confirmations_cancel(slack_bot):
     assert "only the person who started the run or an approver" in await command(S_OUTSIDER, f"cancel {run.id}")
     assert h.store.get_run(run.id).cancel_requested_by is None
     assert (await click(S_REQUESTER, "cancel_run", run.id, card.ts)).startswith("Cancelling run")
-    await eventually(lambda: not h.store.get_run(run.id).state.active, "the run to stop", 60)
+    await eventually(lambda: not h.store.get_run(run.id).state.active, timeout=60, what="the run to stop")
     assert h.store.get_run(run.id).state is RunState.cancelled
     CELLS["slack"] += cells
 

@@ -43,6 +43,7 @@ from sandbox.slack_state import APPROVER, GROUP_MEMBER, OPS_CHANNEL, OUTSIDER, R
 from tests.reliability.results import record
 from tests.slack import conftest as slack_conftest
 from tests.slack.conftest import SIGNING_SECRET, Harness
+from tests.support.waiting import eventually
 
 slack_bot = slack_conftest.slack_bot  # the Slack harness fixture of tests/slack, used here too
 
@@ -50,6 +51,7 @@ RESULTS = "hostile_input"
 DECIDE_ACTIONS = ("approve", "deny", "snapshot_taken")
 BUTTON_ACTIONS = (*DECIDE_ACTIONS, "cancel_run")
 TABLES = ("runs", "steps", "approvals", "decisions")
+REPLY_SECONDS = 30.0  # how long a case waits for the bot's ephemeral reply (a busy machine is slow)
 
 # What a refusal (or a read-only answer) says; every 200 answer must match one and none of FORBIDDEN.
 REFUSAL = re.compile(
@@ -112,15 +114,6 @@ class World:
         return {self.finished_run, self.granted_approval, self.cancelled_confirmation, self.run, self.approval}
 
 
-async def eventually(predicate: Callable[[], object], what: str, timeout: float = 20.0):
-    stop = time.monotonic() + timeout
-    while time.monotonic() < stop:
-        if value := predicate():
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def delivered_request(h: Harness, run_id: str, gate: str):
     """The open request for `gate` in `run_id` once its button is in the channel."""
     for approval in h.store.approvals(run_id):
@@ -136,16 +129,19 @@ async def build_world(slack_bot) -> World:
     h = await slack_bot("physical", ws1=False, extra=f'slack: requesters = ["{REQUESTER}"]')
     # a finished run: STARTTLS granted, then cancelled by its requester while the console change is asked
     assert (await h.sender.send_slash_command(REQUESTER, "host01")).status == 200
-    [first] = h.runs()
-    granted, message = await eventually(lambda: delivered_request(h, first.id, "STARTTLS"), "first STARTTLS request")
+    # the HTTP answer is Bolt's ack: the run is created after it
+    [first] = await eventually(h.runs, what="the first run")
+    granted, message = await eventually(
+        lambda: delivered_request(h, first.id, "STARTTLS"), what="first STARTTLS request"
+    )
     await h.sender.click_button(APPROVER, "approve", value=granted.id, message_ts=message.ts)
-    console, _ = await eventually(lambda: delivered_request(h, first.id, "STARTTLS console"), "console request")
+    console, _ = await eventually(lambda: delivered_request(h, first.id, "STARTTLS console"), what="console request")
     await h.sender.send_slash_command(REQUESTER, f"cancel {first.id}")
-    await eventually(lambda: not h.store.get_run(first.id).state.active, "the first run to end")
+    await eventually(lambda: not h.store.get_run(first.id).state.active, timeout=60, what="the first run to end")
     # the active run, waiting on its STARTTLS approval
     assert (await h.sender.send_slash_command(REQUESTER, "host01")).status == 200
-    run = next(r for r in h.runs() if r.id != first.id)
-    approval, message = await eventually(lambda: delivered_request(h, run.id, "STARTTLS"), "the STARTTLS request")
+    run = await eventually(lambda: next((r for r in h.runs() if r.id != first.id), None), what="the second run")
+    approval, message = await eventually(lambda: delivered_request(h, run.id, "STARTTLS"), what="the STARTTLS request")
     card, _ = h.slack.latest_button(OPS_CHANNEL, "cancel_run", value=run.id)
     assert await h.bot.progress.idle(timeout=30)
     assert h.store.get_run(first.id).state is RunState.cancelled
@@ -234,7 +230,7 @@ class Probe:
         if wants_reply:
             reply = await self.reply(rid)
             if reply is None:
-                problems.append("no reply reached the user within 5 s")
+                problems.append(f"no reply reached the user within {REPLY_SECONDS} s")
             else:
                 problems += self.unclear(reply, result)
         elif rid:
@@ -260,16 +256,15 @@ class Probe:
             self.fail(f"{label}: {problem}")
         return result
 
-    async def reply(self, rid: str, timeout: float = 5.0) -> dict | None:
+    async def reply(self, rid: str, timeout: float = REPLY_SECONDS) -> dict | None:
         record_ = self.h.slack.response_urls.get(rid)
         if record_ is None:
             return None
-        stop = time.monotonic() + timeout
-        while time.monotonic() < stop:
-            if record_.posts:
-                return record_.posts[0].body
-            await asyncio.sleep(0.002)
-        return None
+        try:
+            await eventually(lambda: record_.posts, timeout=timeout, interval=0.002, what="the bot's reply")
+        except AssertionError:
+            return None  # the caller records it as a problem
+        return record_.posts[0].body
 
     def unclear(self, body: dict, result: SlackHttpResult) -> list[str]:
         """What makes this reply less than a clear, safe refusal (empty list: it is one)."""
@@ -305,7 +300,10 @@ class Probe:
 
     async def finish(self, section: str, **figures) -> None:
         self.finished = True
-        await asyncio.sleep(0.3)  # anything a rejected request might have set off would show by now
+        # Every case's HTTP answer came back and every answered case's reply arrived before this (the
+        # positive signals that the bot handled what it was sent); the short settle only gives a rejected
+        # request's wrongly started work the moment it would need to show.
+        await asyncio.sleep(0.3)
         for label, rid in self.unanswered:
             record_ = self.h.slack.response_urls.get(rid)
             if record_ is not None and record_.posts:

@@ -42,6 +42,7 @@ from sandbox.slack_state import APPROVER, OPS_CHANNEL, OUTSIDER, REQUESTER
 from sandbox.winrm_server import ConcurrencyGauge, start_hosts
 from sandbox.workspace_one import WorkspaceOneStandIn, iwa_directory, ldap_directory, local_directory
 from tests.reliability import results
+from tests.support.waiting import eventually
 
 HOSTS = 100
 BATCH_SIZE = 4  # 25 batches: more batches than max_parallel, so the slots are the limit, not the batches
@@ -158,11 +159,12 @@ async def test_100_hosts_in_batches_with_200_concurrent_requests(tmp_path, capsy
                 await asyncio.sleep(0.05)
 
         async def first_card_ts() -> str:
-            while True:
-                cards = [m for m in slack.top_level(OPS_CHANNEL) if "Connector upgrade" in m.text]
-                if cards:
-                    return cards[0].ts
-                await asyncio.sleep(0.05)
+            cards = await eventually(
+                lambda: [m for m in slack.top_level(OPS_CHANNEL) if "Connector upgrade" in m.text],
+                timeout=60,
+                what="the first run's card in the channel",
+            )
+            return cards[0].ts
 
         def random_run_id() -> str | None:
             rows = monitor.rows("SELECT id FROM runs")
@@ -275,7 +277,16 @@ async def test_100_hosts_in_batches_with_200_concurrent_requests(tmp_path, capsy
         assert max_in_5s <= 5 * config.slack.messages_per_second + 1, max_in_5s
 
         # ---- answers to the other requests -------------------------------------------------------
-        await asyncio.sleep(0.5)  # the last response_url posts
+        # the last response_url posts: the replies come after the acks; the assertion below names any missing
+        def reply_ids() -> list[str]:
+            return [result.sent_payload["response_url"].rsplit("/", 1)[-1] for _, result in answers]
+
+        with contextlib.suppress(AssertionError):
+            await eventually(
+                lambda: all(slack.response_urls[rid].posts for rid in reply_ids()),
+                timeout=30,
+                what="a reply to every request",
+            )
         replies: dict[str, list[str]] = {}
         for kind, result in answers:
             rid = result.sent_payload["response_url"].rsplit("/", 1)[-1]

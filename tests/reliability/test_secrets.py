@@ -56,6 +56,7 @@ from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from sandbox.winrm_server import start_hosts
 from sandbox.workspace_one import WorkspaceOneStandIn
 from tests.reliability import results
+from tests.support.waiting import eventually
 from tests.vcsim import VCSimUnavailable, build, running_vcsim
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -418,7 +419,7 @@ async def slack_stack(
         await bot.start(port=0)
         stack.push_async_callback(bot.stop)
         if socket_mode:
-            await slack.wait_socket_connected(10)
+            await slack.wait_socket_connected(30)
         senders = [slack.sender(f"{bot.url}/slack/events")] if bot.url else []
         yield Stack(slack, bot, hosts, ws1, db_path, senders)
 
@@ -458,13 +459,16 @@ async def audit_into(corpus: Corpus, config_path: Path) -> None:
     assert done.code == 0, done.out + done.err
 
 
-async def first_run(s: Stack, timeout: float = 10):
-    for _ in range(int(timeout / 0.05)):
-        runs = await s.bot.engine.db(s.bot.store.runs)
-        if runs:
-            return runs[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError("no run was created")
+async def first_run(s: Stack, timeout: float = 30):
+    runs = await eventually(lambda: s.bot.engine.db(s.bot.store.runs), timeout=timeout, what="a run was created")
+    return runs[0]
+
+
+async def replied(s: Stack, *answered) -> None:
+    """Wait for the bot's reply to each request, sent through its response_url after the ack."""
+    for result in answered:
+        rid = str(result.sent_payload["response_url"]).rsplit("/", 1)[-1]
+        await eventually(lambda rid=rid: s.slack.response_urls[rid].posts, what=f"a reply to {rid}")
 
 
 @pytest.fixture(scope="module")
@@ -531,11 +535,11 @@ async def test_full_upgrade_through_slack_leaks_nothing(tmp_path, scan, vcsim_bi
             steps = {r.step: r.state.value for r in await s.bot.engine.db(s.bot.store.steps, run.id)}
             assert steps["snapshot"] == "succeeded" and steps["starttls"] == "succeeded", steps
             assert s.ws1.updates, "STARTTLS was turned off through the API"
-            await s.sender.send_slash_command(REQUESTER, f"status {run.id}")
-            await s.sender.send_slash_command(REQUESTER, "history host01")
+            status = await s.sender.send_slash_command(REQUESTER, f"status {run.id}")
+            history = await s.sender.send_slash_command(REQUESTER, "history host01")
             async with aiohttp.ClientSession() as http, http.get(f"{s.bot.url}/healthz") as health:
                 corpus.add("bot http answers", "/healthz", await health.text(), units=1)
-            await asyncio.sleep(0.3)
+            await replied(s, status, history)  # their answers are part of what is scanned
             print(s.slack.render_channel(OPS_CHANNEL))
             tokens = {f"WS1_ACCESS_TOKEN_{i}": t for i, t in enumerate(s.ws1.issued_tokens)}
             assert tokens, "the bot used a Workspace ONE bearer token"

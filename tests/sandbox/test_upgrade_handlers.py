@@ -25,6 +25,7 @@ from sandbox.host import (
     scenario,
 )
 from sandbox.threaded import running_host
+from tests.support.waiting import wait_until
 
 STAGING = r"C:\ProgramData\idm-upgrade\staging"
 INSTALLER = rf"{STAGING}\{INSTALLER_FILE}"
@@ -100,19 +101,14 @@ def put_installer(h) -> None:
     h.state.put_file(INSTALLER, h.state.artifact.payload)
 
 
-def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
-
-
 def wait_for_exit(h, tail: int = 10) -> dict:
     """Poll install_status until the installer is no longer running."""
     params = {"StateFile": STATE_FILE, "Tail": tail}
-    return wait_until(lambda: (s := ok(h, "install_status", params)) and not s["running"] and s)
+    return wait_until(
+        lambda: (s := ok(h, "install_status", params)) and not s["running"] and s,
+        interval=0.02,
+        what="the installer exited",
+    )
 
 
 # ----- filehash and product -----------------------------------------------------------------------------
@@ -301,7 +297,10 @@ def test_another_installation_in_progress_exits_1618_until_it_is_done():
         h.state.installer.duration_seconds = 300
         ok(h, "install_start", {**start_params("run-2"), "StateFile": STATE_FILE + ".2"})
         ok(h, "install_start", {**start_params("run-3"), "StateFile": STATE_FILE + ".3"})
-        third = wait_until(lambda: (s := ok(h, "install_status", {"StateFile": STATE_FILE + ".3"}))["exitCode"] and s)
+        third = wait_until(
+            lambda: (s := ok(h, "install_status", {"StateFile": STATE_FILE + ".3"}))["exitCode"] and s,
+            what="the third installer's exit code",
+        )
         assert third["exitCode"] == 1618
         stats = h.stats
     assert stats["installs_started"] == 5
@@ -329,7 +328,7 @@ def test_a_reboot_kills_a_running_installer():
         h.state.installer.duration_seconds = 300
         ok(h, "install_start", start_params())
         h.begin_reboot()
-        assert h.wait_online(timeout=5)
+        assert h.wait_online(timeout=30)
         status = ok(h, "install_status", {"StateFile": STATE_FILE, "Tail": 2})
         assert (status["running"], status["exitCode"], status["msiBusy"]) == (False, None, False)
         assert ok(h, "install_start", start_params())["alreadyStarted"] is True
@@ -345,8 +344,8 @@ def test_exit_1641_means_the_installer_restarts_the_host_itself():
         put_installer(h)
         before = ok(h, "boottime")["bootTime"]
         ok(h, "install_start", start_params())
-        wait_until(lambda: h.stats["boots"] == 1)
-        assert h.wait_online(timeout=5)
+        wait_until(lambda: h.stats["boots"] == 1, what="the host booted again")
+        assert h.wait_online(timeout=30)
         status = ok(h, "install_status", {"StateFile": STATE_FILE, "Tail": 3})
         facts = ok(h, "preflight", PREFLIGHT)
     assert (status["running"], status["exitCode"]) == (False, 1641)
@@ -409,8 +408,8 @@ def test_reboot_is_issued_once_per_token_and_really_happens():
         assert second == {**first, "issued": False, "alreadyScheduled": True, "shutdownExitCode": None}
         assert h.stats["reboots_requested"] == 1
 
-        wait_until(lambda: h.stats["boots"] == 1)
-        assert h.wait_online(timeout=5)
+        wait_until(lambda: h.stats["boots"] == 1, what="the host booted again")
+        assert h.wait_online(timeout=30)
         assert ok(h, "boottime")["bootTime"] != before
         after = ok(h, "reboot", reboot_params(delay=50))
         assert after == {**first, "issued": False, "alreadyRebooted": True, "shutdownExitCode": None}
@@ -448,7 +447,7 @@ def test_reboot_shutdown_exit_codes():
 def test_reboot_never_returns_stays_down_after_the_script():
     with running_host("reboot-never-returns") as h:
         assert ok(h, "reboot", reboot_params(delay=2))["issued"] is True
-        wait_until(lambda: not h.server.online)
+        wait_until(lambda: not h.server.online, what="the host went down")
         assert not h.wait_online(timeout=0.5)
 
 
@@ -497,9 +496,9 @@ def test_stats_route_counts_scripts_and_side_effects():
         ok(h, "install_start", start_params())
         wait_for_exit(h)
         ok(h, "reboot", reboot_params(delay=2))
-        wait_until(lambda: h.stats["boots"] == 1)
-        assert h.wait_online(timeout=5)
-        stats = http.get(h.endpoint.replace("/wsman", "/_sandbox/stats"), timeout=5).json()
+        wait_until(lambda: h.stats["boots"] == 1, what="the host booted again")
+        assert h.wait_online(timeout=30)
+        stats = http.get(h.endpoint.replace("/wsman", "/_sandbox/stats"), timeout=30).json()
     assert stats["scripts"]["preflight"] == 2
     assert stats["scripts"]["stage"] == 1 and stats["scripts"]["reboot"] == 1
     assert stats["scripts"]["install_status"] >= 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import pytest
@@ -15,6 +14,7 @@ from sandbox.slack import SlackStandIn
 from sandbox.slack_state import OPS_CHANNEL
 from sandbox.threaded import running_host
 from sandbox.workspace_one import WorkspaceOneStandIn
+from tests.support.waiting import eventually
 from tests.upgrade.conftest import sandbox_config
 
 SIGNING_SECRET = "sandbox-signing-secret-7f3a"
@@ -32,13 +32,25 @@ class Harness:
     def ephemeral_texts(self, user: str) -> list[str]:
         return [e.text for e in self.slack.ephemerals(user=user)]
 
-    async def settle(self, run_id: str, *, approver: str, timeout: float = 60, socket: bool = False) -> None:
+    async def reply(self, result, timeout: float = 30) -> dict:
+        """The bot's first post to the response_url of a request it was sent (`result`: the sender's answer).
+
+        The HTTP answer is only Bolt's ack; the command or click is handled after it and answered here. The
+        stand-in shows the post (an ephemeral, say) before it records it, so once this returns it is visible.
+        """
+        rid = str(result.sent_payload["response_url"]).rsplit("/", 1)[-1]
+        posts = await eventually(
+            lambda: self.slack.response_urls[rid].posts, timeout=timeout, what="the bot's reply to the request"
+        )
+        return posts[0].body
+
+    async def settle(self, run_id: str, *, approver: str, timeout: float = 120, socket: bool = False) -> None:
         """Click every open request's button as `approver` until the run ends and the thread is sent."""
         clicked: set[str] = set()
-        for _ in range(int(timeout / 0.05)):
-            run = self.store.get_run(run_id)
-            if not run.state.active:
-                break
+
+        async def click_open_requests_until_done() -> bool:
+            if not self.store.get_run(run_id).state.active:
+                return True
             for approval in self.store.approvals(run_id):
                 if approval.state is not ApprovalState.open or approval.id in clicked:
                     continue
@@ -55,8 +67,9 @@ class Harness:
                     )
                     assert response.status == 200
                 clicked.add(approval.id)
-            await asyncio.sleep(0.05)
-        assert not self.store.get_run(run_id).state.active, "the run did not finish"
+            return False
+
+        await eventually(click_open_requests_until_done, timeout=timeout, what=f"the run {run_id} finished")
         assert await self.bot.progress.idle(timeout=60), "the outbox did not drain"
 
 
@@ -91,7 +104,7 @@ async def slack_bot(tmp_path):
         await bot.start(port=0)
         stack.push_async_callback(bot.stop)
         if socket_mode:
-            await slack.wait_socket_connected(10)
+            await slack.wait_socket_connected(30)
         return Harness(slack, bot, host, stand_in)
 
     yield start

@@ -41,7 +41,12 @@ async def test_healthz_reports_database_and_slack(slack_bot):
     h = await slack_bot("physical", ws1=False)
     async with aiohttp.ClientSession() as session, session.get(f"{h.bot.url}/healthz") as response:
         assert response.status == 200
-        assert await response.json() == {"ok": True, "database": "ok", "slack": "ok"}
+        assert await response.json() == {
+            "ok": True,
+            "database": "ok",
+            "slack": "ok",
+            "threads": {"runs_not_projected": 0, "pending_messages": 0},
+        }
     h.bot._slack_ok = (0.0, False)  # force a fresh check
     await h.slack.down()
     async with aiohttp.ClientSession() as session, session.get(f"{h.bot.url}/healthz") as response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import yaml
 
 from bot.core.models import RunState
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, OUTSIDER, REQUESTER
+from tests.support.waiting import eventually
 
 RUN_ID = re.compile(r"run-[0-9a-f]{8}")
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,10 +51,11 @@ async def test_upgrade_from_slack_end_to_end(slack_bot, tmp_path):
     h = await slack_bot("default")
     response = await h.sender.send_slash_command(REQUESTER, "host01")
     assert response.status == 200 and response.seconds < 1.0
-    [run] = h.runs()
+    [run] = await eventually(h.runs, what="the slash command created a run")  # created after the ack
     await h.settle(run.id, approver=APPROVER)
     run = h.store.get_run(run.id)
     assert run.state is RunState.succeeded, run.result
+    await h.reply(response)
     # the requester got an ephemeral ack naming the run; nothing else went to them
     assert any(run.id in text for text in h.ephemeral_texts(REQUESTER))
     # one card, updated in place, showing the final state in words
@@ -85,13 +88,7 @@ async def test_socket_mode_end_to_end(slack_bot):
     h = await slack_bot("physical", socket_mode=True)
     ack = await h.slack.socket_send_slash_command(REQUESTER, "host01")
     assert ack.envelope_id
-    for _ in range(100):
-        if h.runs():
-            break
-        import asyncio
-
-        await asyncio.sleep(0.05)
-    [run] = h.runs()
+    [run] = await eventually(h.runs, what="the Socket Mode slash command created a run")
     await h.settle(run.id, approver=APPROVER, socket=True)
     assert h.store.get_run(run.id).state is RunState.succeeded
     assert h.host.state.connector.version == "19.03.0.1"
@@ -120,13 +117,7 @@ async def test_bad_command_text_gets_an_ephemeral_error_and_touches_nothing(slac
     h = await slack_bot("default", ws1=False)
     response = await h.sender.send_slash_command(REQUESTER, text)
     assert response.status == 200
-    for _ in range(100):
-        if h.ephemeral_texts(REQUESTER):
-            break
-        import asyncio
-
-        await asyncio.sleep(0.02)
-    assert any(says in t for t in h.ephemeral_texts(REQUESTER))
+    await h.reply(response)  # the reply is the last thing the bot does with the command
     assert h.runs() == [] and h.host.requests == []
     assert h.slack.messages(OPS_CHANNEL) == []
 
@@ -134,36 +125,40 @@ async def test_bad_command_text_gets_an_ephemeral_error_and_touches_nothing(slac
 async def test_approval_refusals_double_clicks_and_finished_runs(slack_bot):
     h = await slack_bot("physical", ws1=False, extra=f'slack: requesters = ["{REQUESTER}", "{OUTSIDER}"]')
     await h.sender.send_slash_command(REQUESTER, "host01")
-    [run] = h.runs()
-    import asyncio
+    [run] = await eventually(h.runs, what="the slash command created a run")
 
-    for _ in range(200):  # wait for the STARTTLS request (no Workspace ONE here: approval, then console)
+    def starttls_request_delivered():
         approvals = h.store.approvals(run.id)
-        if approvals and h.slack.latest_button(OPS_CHANNEL, "approve", value=approvals[0].id):
-            break
-        await asyncio.sleep(0.05)
+        return approvals and h.slack.latest_button(OPS_CHANNEL, "approve", value=approvals[0].id)
+
+    # the STARTTLS request (no Workspace ONE here: approval, then console)
+    await eventually(starttls_request_delivered, timeout=60, what="the STARTTLS request's buttons in the channel")
     [approval] = h.store.approvals(run.id)
     message, _ = h.slack.latest_button(OPS_CHANNEL, "approve", value=approval.id)
-    await h.sender.click_button(REQUESTER, "approve", value=approval.id, message_ts=message.ts)
-    await h.sender.click_button(OUTSIDER, "approve", value=approval.id, message_ts=message.ts)
-    for _ in range(100):
-        if len(h.ephemeral_texts(OUTSIDER)) >= 1 and len(h.ephemeral_texts(REQUESTER)) >= 2:
-            break
-        await asyncio.sleep(0.02)
+    for clicked in [
+        await h.sender.click_button(REQUESTER, "approve", value=approval.id, message_ts=message.ts),
+        await h.sender.click_button(OUTSIDER, "approve", value=approval.id, message_ts=message.ts),
+    ]:
+        await h.reply(clicked)  # each click is decided after its ack, then answered
     assert any(t.startswith("Not accepted:") for t in h.ephemeral_texts(REQUESTER))
     assert any("not an approver" in t for t in h.ephemeral_texts(OUTSIDER))
     refused = [e for e in h.store.audit_events(run.id) if e.event == "approval.refused"]
     assert {e.actor for e in refused} == {REQUESTER, OUTSIDER}
     assert h.store.get_approval(approval.id).state.value == "open"
     # double click by an approver counts once
-    await h.sender.click_button(APPROVER, "approve", value=approval.id, message_ts=message.ts)
-    await h.sender.click_button(APPROVER, "approve", value=approval.id, message_ts=message.ts)
+    for clicked in [
+        await h.sender.click_button(APPROVER, "approve", value=approval.id, message_ts=message.ts),
+        await h.sender.click_button(APPROVER, "approve", value=approval.id, message_ts=message.ts),
+    ]:
+        await h.reply(clicked)
     assert [d.user for d in h.store.get_approval(approval.id).decisions] == [APPROVER]
     await h.settle(run.id, approver=APPROVER)
     assert h.store.get_run(run.id).state is RunState.succeeded
     # a click on a finished run's old button changes nothing
     before = len(h.store.audit_events())
-    await h.sender.click_button(APPROVER, "approve", value=approval.id, message_ts=message.ts)
+    late = await h.sender.click_button(APPROVER, "approve", value=approval.id, message_ts=message.ts)
+    # its answer says the click was handled; the short settle then gives a wrong change the moment to show
+    await h.reply(late)
     await asyncio.sleep(0.2)
     assert len(h.store.audit_events()) == before
     assert any("already granted" in t for t in h.ephemeral_texts(APPROVER))
@@ -172,18 +167,14 @@ async def test_approval_refusals_double_clicks_and_finished_runs(slack_bot):
 async def test_status_history_help_and_cancel(slack_bot):
     h = await slack_bot("physical", ws1=False)
     await h.sender.send_slash_command(REQUESTER, "host01")
-    [run] = h.runs()
-    await h.sender.send_slash_command(REQUESTER, "status")
-    await h.sender.send_slash_command(REQUESTER, f"cancel {run.id}")
-    import asyncio
-
-    for _ in range(200):
-        if not h.store.get_run(run.id).state.active:
-            break
-        await asyncio.sleep(0.05)
-    await h.sender.send_slash_command(REQUESTER, "history host01")
-    await h.sender.send_slash_command(REQUESTER, "help")
-    await asyncio.sleep(0.3)
+    [run] = await eventually(h.runs, what="the slash command created a run")
+    answered = [await h.sender.send_slash_command(REQUESTER, "status")]
+    answered.append(await h.sender.send_slash_command(REQUESTER, f"cancel {run.id}"))
+    await eventually(lambda: not h.store.get_run(run.id).state.active, timeout=60, what="the cancelled run ended")
+    answered.append(await h.sender.send_slash_command(REQUESTER, "history host01"))
+    answered.append(await h.sender.send_slash_command(REQUESTER, "help"))
+    for result in answered:
+        await h.reply(result)
     texts = "\n".join(h.ephemeral_texts(REQUESTER))
     assert run.id in texts and "Usage:" in texts and "Cancel" in texts
     assert h.store.get_run(run.id).state is RunState.cancelled

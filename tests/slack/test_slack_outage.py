@@ -9,6 +9,7 @@ import time
 from bot.core.models import RunState
 from sandbox.slack_state import OPS_CHANNEL, REQUESTER
 from sandbox.workspace_one import iwa_directory
+from tests.support.waiting import eventually
 
 PACE = 2.0  # messages per second per channel, configured for this test
 
@@ -22,17 +23,15 @@ async def test_slack_outage_delays_the_thread_but_loses_nothing(slack_bot):
     )
     response = await h.sender.send_slash_command(REQUESTER, "host01")
     assert response.status == 200
-    [run] = h.runs()
+    [run] = await eventually(h.runs, what="the slash command created a run")  # created after the ack
     h.slack.rate_limit(6, retry_after=1)
     await asyncio.sleep(3)
     h.slack.server_errors(4, status=500)
     await asyncio.sleep(1)
     await h.slack.down()
     went_down = time.monotonic()
-    for _ in range(600):
-        if not h.store.get_run(run.id).state.active:
-            break
-        await asyncio.sleep(0.05)
+    # Slack stays down until up() below, however long the run takes
+    await eventually(lambda: not h.store.get_run(run.id).state.active, timeout=120, what="the run ended")
     finished_while_down = time.monotonic()
     assert h.store.get_run(run.id).state is RunState.succeeded  # Slack's outage did not stop the upgrade
     assert h.host.state.connector.version == "19.03.0.1"

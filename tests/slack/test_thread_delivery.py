@@ -80,11 +80,11 @@ async def test_events_projected_while_the_card_is_being_updated_get_an_update_of
     await engine.store.call(store.set_run_state, run.id, RunState.running, event="run.started")
     await engine.store.call(progress.projector.project, run.id)
     progress.projector.wake.set()
-    await asyncio.wait_for(client.updating.wait(), 10)  # the running card is on its way
+    await asyncio.wait_for(client.updating.wait(), 30)  # the running card is on its way
     await engine.store.call(store.set_run_state, run.id, RunState.failed, event="run.failed", result="it broke")
     await engine.store.call(progress.projector.project, run.id)
     client.release.set()
-    assert await progress.idle(timeout=10)
+    assert await progress.idle(timeout=30)
     assert "failed" in client.updates[-1].lower(), client.updates[-1]
     await progress.stop()
     await engine.stop()

@@ -3,7 +3,6 @@ SignatureVerifier and SocketModeClient, and slack_bolt's AsyncApp over signed HT
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -37,6 +36,7 @@ from sandbox.slack import SlackStandIn
 from sandbox.slack_sender import signature_for
 from sandbox.slack_state import APPROVER, GROUP, GROUP_MEMBER, OPS_CHANNEL, OUTSIDER, REQUESTER, TEAM_ID
 from sandbox.slack_thread import running_slack
+from tests.support.waiting import eventually
 
 BOT = "xoxb-sandbox"
 APP = "xapp-sandbox"
@@ -270,7 +270,7 @@ async def test_down_refuses_connections_then_listens_on_the_same_port(slack):
 
     await slack.down(0.3)
     assert not slack.is_up
-    await asyncio.sleep(0.6)
+    await eventually(lambda: slack.is_up, what="the stand-in listening again after its 0.3 s outage")
     assert slack.is_up and (await client.chat_postMessage(channel=OPS_CHANNEL, text="back"))["ok"]
 
 
@@ -396,17 +396,11 @@ async def test_bolt_over_signed_http_accepts_valid_and_rejects_forged_and_stale(
     result = await sender.send_slash_command(REQUESTER, "host01")
     assert result.status == 200
     assert [e.text for e in slack.ephemerals(OPS_CHANNEL, REQUESTER)] == ["Starting host01"]  # the ack, shown
-    for _ in range(100):
-        if slack.latest_button(OPS_CHANNEL, "approve"):
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: slack.latest_button(OPS_CHANNEL, "approve"), what="the app posted its approve button")
     message, button = slack.latest_button(OPS_CHANNEL, "approve")
     assert button.value == "ap-1" and message.thread_ts
     assert (await sender.click(APPROVER, "approve")).status == 200
-    for _ in range(100):
-        if slack.message(OPS_CHANNEL, message.ts).edited:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: slack.message(OPS_CHANNEL, message.ts).edited, what="the click replaced the message")
     assert slack.message(OPS_CHANNEL, message.ts).text == "Approved by <@U0APPROVER1>"
 
 
@@ -418,7 +412,7 @@ async def test_socket_mode_with_bolts_async_socket_mode_handler(slack):
     handler = AsyncSocketModeHandler(app, app_token=APP, web_client=client_for(slack))
     await handler.connect_async()
     try:
-        await slack.wait_socket_connected()
+        await slack.wait_socket_connected(30)
         ack = await slack.socket_send_slash_command(REQUESTER, "host02")
         assert ack.payload == {"text": "Starting host02"} and ack.seconds < 3
         assert [e.text for e in slack.ephemerals(OPS_CHANNEL, REQUESTER)] == ["Starting host02"]
@@ -426,25 +420,19 @@ async def test_socket_mode_with_bolts_async_socket_mode_handler(slack):
         assert envelope["type"] == "slash_commands" and envelope["accepts_response_payload"] is True
         assert sorted(envelope["payload"]) == sorted(SLASH_FIELDS)
 
-        for _ in range(100):
-            if slack.latest_button(OPS_CHANNEL, "approve"):
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: slack.latest_button(OPS_CHANNEL, "approve"), what="the app posted its approve button")
         message, _ = slack.latest_button(OPS_CHANNEL, "approve")
         ack = await slack.socket_click_button(APPROVER, "approve")
         assert ack.envelope_id == slack.socket.envelopes[-1]["envelope_id"]
         assert slack.socket.envelopes[-1]["type"] == "interactive"
-        for _ in range(100):
-            if slack.message(OPS_CHANNEL, message.ts).edited:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: slack.message(OPS_CHANNEL, message.ts).edited, what="the click replaced the message")
         assert slack.message(OPS_CHANNEL, message.ts).text == "Approved by <@U0APPROVER1>"
 
         assert await slack.socket_disconnect() == 1  # Slack recycles the connection: the client comes back
-        for _ in range(200):
-            if slack.socket.connections_opened == 2 and len(slack.socket.connections) == 1:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: slack.socket.connections_opened == 2 and len(slack.socket.connections) == 1,
+            what="the Socket Mode client reconnected",
+        )
         assert slack.socket.connections_opened == 2
         assert (await slack.socket_send_slash_command(REQUESTER, "host03")).payload == {"text": "Starting host03"}
         assert len(slack.calls_to("apps.connections.open")) == 2
@@ -485,13 +473,13 @@ async def test_socket_mode_client_comes_back_after_an_outage(slack):
     )
     await client.connect()
     try:
-        await slack.wait_socket_connected()
+        await slack.wait_socket_connected(30)
         await slack.down(0.5)
         assert slack.socket.connections == []  # the outage cut the WebSocket
-        for _ in range(150):
-            if slack.socket.connections_opened >= 2 and slack.socket.connections:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: slack.socket.connections_opened >= 2 and slack.socket.connections,
+            what="the Socket Mode client came back after the outage",
+        )
         ack = await slack.socket_send_slash_command(REQUESTER, "status")
         assert ack.message == {"envelope_id": ack.envelope_id} and slack.socket.connections_opened >= 2
     finally:
@@ -532,12 +520,10 @@ async def test_modal_open_and_submit_through_bolt(slack, serve):
     sender = slack.sender(await serve(app.web_app()) + "/slack/events")
     await client_for(slack).chat_postMessage(channel=OPS_CHANNEL, text="approve?", blocks=approval_blocks("ap-9"))
     assert (await sender.click(APPROVER, "deny")).status == 200
-    for _ in range(100):
-        if slack.workspace.views:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: slack.workspace.views, what="the app opened its modal")
     (view_id,) = slack.workspace.views
     assert (await sender.submit_view(APPROVER, view_id, {"reason": {"text": "change freeze"}})).status == 200
+    await eventually(lambda: reasons, what="the submission handled")  # Bolt runs the listener on after its ack
     assert reasons == ["ap-9: change freeze"]
 
 

@@ -13,12 +13,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +41,7 @@ def sandbox_host():
     yield start
     for proc in procs:
         proc.send_signal(signal.SIGINT)
-        proc.wait(10)
+        proc.wait(30)
 
 
 def write_config(tmp_path: Path, info: dict) -> Path:
@@ -85,7 +86,7 @@ def bot(config: Path, info: dict, *args: str, stdin=subprocess.PIPE) -> subproce
 
 def stats(info: dict) -> dict:
     base = info["endpoint"].rsplit("/wsman", 1)[0]
-    with urllib.request.urlopen(f"{base}/_sandbox/stats", timeout=5) as response:
+    with urllib.request.urlopen(f"{base}/_sandbox/stats", timeout=30) as response:
         return json.loads(response.read())
 
 
@@ -127,10 +128,10 @@ def test_terminal_bad_input_exits_2_and_touches_nothing(tmp_path, sandbox_host):
     info = sandbox_host("default")
     config = write_config(tmp_path, info)
     proc = bot(config, info, "host99")
-    out, err = proc.communicate("", timeout=30)
+    out, err = proc.communicate("", timeout=60)
     assert proc.returncode == 2 and "unknown host(s): host99" in err
     proc = bot(config, info, "host01", "--yes")
-    out, err = proc.communicate("", timeout=30)
+    out, err = proc.communicate("", timeout=60)
     assert proc.returncode == 2 and "terminal.allow_yes = true" in err
     assert stats(info)["scripts"] == {}
 
@@ -143,15 +144,6 @@ def test_check_only(tmp_path, sandbox_host):
     assert set(stats(info)["scripts"]) == {"preflight"}
 
 
-def wait_for(condition, timeout=60.0):
-    stop = time.monotonic() + timeout
-    while time.monotonic() < stop:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.parametrize("moment", ["install", "reboot wait"])
 def test_killed_during_install_or_reboot_wait_resumes_without_repeating(tmp_path, sandbox_host, moment):
     info = sandbox_host("default")
@@ -159,13 +151,16 @@ def test_killed_during_install_or_reboot_wait_resumes_without_repeating(tmp_path
     first = bot(config, info, "host01")
     first.stdin.write("y\ny\ny\ny\n")
     first.stdin.flush()
-    if moment == "install":
-        reached = wait_for(lambda: stats(info)["installs_started"] == 1 and stats(info)["installs_run"] == 0)
-    else:
-        reached = wait_for(lambda: stats(info)["reboots_requested"] == 1)
-    assert reached, f"never reached {moment}"
+
+    def reached() -> bool:
+        seen = stats(info)
+        if moment == "install":
+            return seen["installs_started"] == 1 and seen["installs_run"] == 0
+        return seen["reboots_requested"] == 1
+
+    wait_until(reached, timeout=60, what=f"the run reached the {moment}")
     first.send_signal(signal.SIGKILL)
-    first.wait(10)
+    first.wait(30)
     second = bot(config, info, "host01")
     out, err = second.communicate("y\ny\ny\ny\n", timeout=120)
     assert second.returncode == 0, out + err

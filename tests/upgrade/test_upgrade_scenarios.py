@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 import pytest
@@ -19,6 +18,7 @@ from sandbox.threaded import running_host
 from sandbox.workspace_one import WorkspaceOneStandIn
 from steps.plan import upgrade_plan
 from tests.support.configs import REQUESTER
+from tests.support.waiting import eventually
 from tests.upgrade.conftest import Clicker, sandbox_config
 
 PLAN = ["preflight", "snapshot", "starttls", "stage", "install", "service", "reboot", "verify", "postcheck"]
@@ -168,10 +168,12 @@ async def test_bot_restarted_while_the_server_is_down_for_its_reboot(tmp_path):
 
         first, first_executor = engine_with(Clicker())
         [run] = await first.submit(["host01"], REQUESTER)
-        for _ in range(400):
-            if host.stats["reboots_requested"] == 1 and not host.server.online:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: host.stats["reboots_requested"] == 1 and not host.server.online,
+            timeout=60,
+            interval=0.02,
+            what="the reboot was requested and the server went down",
+        )
         assert host.stats["reboots_requested"] == 1
         await first.stop()  # the bot goes away while the server is down
         first_executor.close()

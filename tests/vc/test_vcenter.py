@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from bot.systems.vcenter import (
     VCenterError,
     VMNotFound,
 )
+from tests.support.waiting import eventually
 from tests.vcsim import running_vcsim, vcsim_fixture
 
 VM = "DC0_H0_VM0"
@@ -213,16 +215,24 @@ async def test_a_snapshot_past_its_deadline_times_out_and_the_task_is_left_runni
                 Disconnect(si)
 
 
-async def test_cancelling_a_wait_frees_the_worker():
+async def test_cancelling_a_wait_frees_the_worker(monkeypatch):
     with running_vcsim(hang_snapshot=[VM]) as sim:
         async with client_for(sim) as client:
+            polling = threading.Event()  # the worker is in the wait for the (hanging) snapshot task
+            wait = client._wait
+
+            def observed_wait(*args):
+                polling.set()
+                return wait(*args)
+
+            monkeypatch.setattr(client, "_wait", observed_wait)
             waiting = asyncio.create_task(client.take_snapshot(VM, "slow", "", deadline=600))
-            await asyncio.sleep(0.5)
+            await eventually(polling.is_set, what="the client waiting for the snapshot task")
             waiting.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiting
-            # the worker thread stopped polling: the next call is served at once
-            assert await asyncio.wait_for(client.snapshots("DC0_H0_VM1"), 5) == []
+            # the worker thread stopped polling (its deadline is 600 s): the next call is served
+            assert await asyncio.wait_for(client.snapshots("DC0_H0_VM1"), 30) == []
 
 
 # ---------------------------------------------------------------------------- login and connection

@@ -31,6 +31,7 @@ from sandbox.host import SCENARIOS
 from sandbox.ps_handlers import HANDLERS, HandlerResult
 from sandbox.threaded import running_fleet, running_host
 from steps.reboot import RebootTimedOut, read_boot_time, wait_for_reboot
+from tests.support.waiting import eventually
 
 PREFLIGHT = {
     "ServiceName": "VMwareIDMConnector",
@@ -127,7 +128,7 @@ async def test_cancelling_the_task_stops_the_command_on_the_host():
         host.faults.command_delay_seconds = 30
         executor = executor_for(host, "operation_timeout_seconds = 1\nread_timeout_seconds = 3")
         task = asyncio.create_task(executor.run("host01", "boottime"))
-        await asyncio.sleep(1.0)
+        await eventually(lambda: host.stats["commands_in_flight"] == 1, what="the command running on the host")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -193,7 +194,7 @@ async def test_a_shell_lost_to_a_restart_is_not_polled_again():
         host.faults.command_delay_seconds = 1.0
         executor = executor_for(host, receive_retries=10)
         running = asyncio.create_task(executor.run("host01", "boottime"))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: host.stats["commands_in_flight"] == 1, what="the command running on the host")
         await asyncio.to_thread(host.begin_reboot)  # the host restarts while the command runs
         with pytest.raises(CommandOutcomeUnknown) as caught:
             await running
@@ -209,11 +210,11 @@ async def test_a_command_that_restarts_the_host_ends_when_the_connection_does():
         host.faults.command_delay_seconds = 1.0
         executor = executor_for(host, receive_retries=10)
         running = asyncio.create_task(executor.run("host01", "boottime", ends_connection=True))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: host.stats["commands_in_flight"] == 1, what="the command running on the host")
         await asyncio.to_thread(host.begin_reboot)
         with pytest.raises(HostUnreachable):
             await running
-        assert host.wait_online(10)
+        assert host.wait_online(30)
         # it did not poll the lost shell again once the host was back
         assert not [r for r in host.requests if r.action == "Receive" and "InvalidSelectors" in r.detail]
         executor.close()
