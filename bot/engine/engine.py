@@ -79,7 +79,7 @@ class Engine:
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self.store.call(fn, *args, **kwargs)
 
     def _publish(self, kind: str, run: Run, text: str, step: str | None = None, **data: Any) -> None:
@@ -92,7 +92,7 @@ class Engine:
 
     async def start(self) -> list[Run]:
         """Resume every unfinished run found in the database."""
-        runs = await self.db(self.store.runs, active=True)
+        runs = await self._db(self.store.runs, active=True)
         for batch_id in dict.fromkeys(r.batch_id for r in sorted(runs, key=lambda r: r.created_at)):
             self._spawn(batch_id)
         for run in runs:
@@ -106,7 +106,7 @@ class Engine:
         if unknown:
             raise UnknownRecord(f"unknown host(s): {', '.join(unknown)}")
         plan = self.plan_for(check_only)
-        runs = await self.db(self.store.create_runs, hosts, requester=requester, plan=plan, check_only=check_only)
+        runs = await self._db(self.store.create_runs, hosts, requester=requester, plan=plan, check_only=check_only)
         for run in runs:
             self._publish("run.queued", run, f"queued by {requester}: {'check only' if check_only else 'upgrade'}")
         self._spawn(runs[0].batch_id)
@@ -138,10 +138,10 @@ class Engine:
 
     async def _run_batch(self, batch_id: str) -> None:
         try:
-            for run in await self.db(self.store.batch, batch_id):
+            for run in await self._db(self.store.batch, batch_id):
                 if run.state.active:
                     await self._drive(run)
-                    run = await self.db(self.store.get_run, run.id)
+                    run = await self._db(self.store.get_run, run.id)
                 if run.state is not RunState.succeeded:
                     await self._abandon_rest(batch_id, run)
                     return
@@ -152,10 +152,10 @@ class Engine:
             log.exception("batch %s stopped unexpectedly; it will resume on restart", batch_id)
 
     async def _abandon_rest(self, batch_id: str, stopped: Run) -> None:
-        for run in await self.db(self.store.batch, batch_id):
+        for run in await self._db(self.store.batch, batch_id):
             if run.batch_position > stopped.batch_position and run.state is RunState.queued:
                 reason = f"not started: {stopped.host} before it in the batch ended {stopped.state.label}"
-                done = await self.db(
+                done = await self._db(
                     self.store.set_run_state,
                     run.id,
                     RunState.cancelled,
@@ -170,7 +170,7 @@ class Engine:
         # Queued runs wait here for a slot (and stay 'queued' on the card); a resumed run goes first.
         async with Slot(self._slots, under_way=run.state is not RunState.queued) as slot:
             if run.state is RunState.queued:
-                started = await self.db(
+                started = await self._db(
                     self.store.set_run_state,
                     run.id,
                     RunState.running,
@@ -184,7 +184,7 @@ class Engine:
             try:
                 for step_id in run.plan:
                     # One read of the run's steps per step: the record, the skip reason and the context's facts.
-                    records = {r.step: r for r in await self.db(self.store.steps, run.id)}
+                    records = {r.step: r for r in await self._db(self.store.steps, run.id)}
                     record = records[step_id]
                     step = self.steps[step_id]
                     if record.state is StepState.failed:  # the process stopped before the run was marked
@@ -211,11 +211,11 @@ class Engine:
         return None
 
     async def _skip(self, run: Run, step: Step, reason: str) -> None:
-        await self.db(self.store.update_step, run.id, step.id, StepState.skipped, event="step.skipped", reason=reason)
+        await self._db(self.store.update_step, run.id, step.id, StepState.skipped, event="step.skipped", reason=reason)
         self._publish("step.finished", run, f"skipped: {reason}", step.id, state="skipped")
 
     async def _mark_unavailable(self, run: Run, step: Step, why: str) -> None:
-        await self.db(
+        await self._db(
             self.store.update_step,
             run.id,
             step.id,
@@ -227,7 +227,7 @@ class Engine:
         self._publish("step.finished", run, f"NOT AVAILABLE: {why}", step.id, state="unavailable")
 
     async def _summary(self, run: Run) -> str:
-        records = await self.db(self.store.steps, run.id)
+        records = await self._db(self.store.steps, run.id)
         skipped_rest = next((r.facts["skip_rest"] for r in records if r.facts.get("skip_rest")), None)
         manual = [r.step for r in records if r.state is StepState.unavailable]
         text = skipped_rest or "all steps done"
@@ -236,11 +236,11 @@ class Engine:
         return text
 
     async def _finish(self, run: Run, state: RunState, result: str, actor: str = "bot") -> None:
-        records = await self.db(self.store.steps, run.id)
+        records = await self._db(self.store.steps, run.id)
         notes = [note for r in records if r.step in self.steps and (note := self.steps[r.step].closing_note(r))]
         if notes:
             result = f"{result}. {'. '.join(notes)}"
-        done = await self.db(
+        done = await self._db(
             self.store.set_run_state,
             run.id,
             state,
@@ -254,9 +254,9 @@ class Engine:
         self._wakeups.pop(run.id, None)
 
     async def _stop_if_cancelled(self, run: Run, step: str) -> None:
-        current = await self.db(self.store.get_run, run.id)
+        current = await self._db(self.store.get_run, run.id)
         if current.cancel_requested_by:
-            await self.db(self.store.update_step, run.id, step, StepState.cancelled, reason="run cancelled")
+            await self._db(self.store.update_step, run.id, step, StepState.cancelled, reason="run cancelled")
             await self._finish(
                 run,
                 RunState.cancelled,
@@ -266,7 +266,7 @@ class Engine:
             raise RunStopped
 
     async def _fail(self, run: Run, step: str, reason: str, facts: dict | None = None) -> None:
-        await self.db(
+        await self._db(
             self.store.update_step,
             run.id,
             step,
@@ -315,7 +315,7 @@ class Engine:
 
     async def _do_step(self, run: Run, step: Step, slot: Slot, records: dict[str, StepRecord]) -> None:
         await self._stop_if_cancelled(run, step.id)
-        record = records[step.id] = await self.db(
+        record = records[step.id] = await self._db(
             self.store.update_step,
             run.id,
             step.id,
@@ -328,7 +328,7 @@ class Engine:
         check: CheckResult = await self._call(run, step, "check", step.check, ctx)
         check_facts = {**check.facts, **({"skip_rest": check.skip_rest} if check.skip_rest else {})}
         if not check.needed and not ctx.resumed_after_apply:
-            await self.db(
+            await self._db(
                 self.store.update_step,
                 run.id,
                 step.id,
@@ -346,24 +346,24 @@ class Engine:
         if check.needed:
             if gate:  # someone may have cancelled the run while a person decided
                 await self._stop_if_cancelled(run, step.id)
-            records[step.id] = await self.db(
+            records[step.id] = await self._db(
                 self.store.update_step, run.id, step.id, StepState.applying, facts=check_facts
             )
             ctx = self._context(run, step, slot, records)
             applied = await self._call(run, step, "apply", step.apply, ctx)
-            records[step.id] = await self.db(
+            records[step.id] = await self._db(
                 self.store.update_step, run.id, step.id, StepState.verifying, facts=applied or {}
             )
         else:
             # apply ran before a restart and the host now shows it done: prove it with verify.
-            records[step.id] = await self.db(
+            records[step.id] = await self._db(
                 self.store.update_step, run.id, step.id, StepState.verifying, facts=check_facts
             )
         ctx = self._context(run, step, slot, records)
         result = await self._call(run, step, "verify", step.verify, ctx)
         if not result.ok:
             await self._fail(run, step.id, f"verify failed: {result.reason}", result.facts)
-        await self.db(
+        await self._db(
             self.store.update_step,
             run.id,
             step.id,
@@ -379,11 +379,11 @@ class Engine:
 
         A request already granted for this step and gate in this run is not asked again (resume).
         """
-        asked = [a for a in await self.db(self.store.approvals, run.id, step.id) if a.gate == gate.name]
+        asked = [a for a in await self._db(self.store.approvals, run.id, step.id) if a.gate == gate.name]
         latest = asked[-1] if asked else None
         kind = gate.kind.value
         if latest is None or latest.state not in (ApprovalState.open, ApprovalState.granted):
-            latest = await self.db(
+            latest = await self._db(
                 self.store.request_approval,
                 run.id,
                 step.id,
@@ -406,7 +406,7 @@ class Engine:
             )
             latest = await self._await_decision(run, step, latest.id)
         if latest.state is ApprovalState.granted:
-            await self.db(self.store.set_run_state, run.id, RunState.running)
+            await self._db(self.store.set_run_state, run.id, RunState.running)
             return
         if latest.state is ApprovalState.denied:
             deny = next(d for d in reversed(latest.decisions) if d.decision == "deny")
@@ -425,13 +425,13 @@ class Engine:
         wakeup = self._wakeup(run.id)
         while True:
             wakeup.clear()
-            approval = await self.db(self.store.get_approval, approval_id)
+            approval = await self._db(self.store.get_approval, approval_id)
             if approval.state is not ApprovalState.open:
                 return approval
             await self._stop_if_cancelled(run, step.id)
             remaining = (approval.expires_at - utcnow()).total_seconds()
             if remaining <= 0:
-                if await self.db(self.store.expire_approval, approval_id):
+                if await self._db(self.store.expire_approval, approval_id):
                     self._publish("approval.decided", run, f"{approval.gate} approval expired", step.id)
                 continue
             with contextlib.suppress(TimeoutError):
@@ -441,25 +441,25 @@ class Engine:
 
     async def decide(self, approval_id: str, user: str, decision: str, comment: str | None = None) -> Reply:
         """An approver's click. Refusals are audited and leave the request open."""
-        approval = await self.db(self.store.find_approval, approval_id)
+        approval = await self._db(self.store.find_approval, approval_id)
         if approval is None:
             return Reply(False, f"There is no approval request {approval_id!r}; it may belong to another bot.")
         if approval.state is ApprovalState.open and approval.expires_at <= utcnow():
             # Past its deadline but not yet marked (the bot was restarting): it is expired, not decided now.
-            await self.db(self.store.expire_approval, approval_id)
-            approval = await self.db(self.store.get_approval, approval_id)
+            await self._db(self.store.expire_approval, approval_id)
+            approval = await self._db(self.store.get_approval, approval_id)
         if approval.state is not ApprovalState.open:
             by = ", ".join(d.user for d in approval.decisions) or "the bot"
             return Reply(
                 False,
                 f"This {approval.gate} request is already {approval.state.value} ({by}); nothing changed.",
             )
-        run = await self.db(self.store.get_run, approval.run_id)
+        run = await self._db(self.store.get_run, approval.run_id)
         verdict = await self.policy.may_decide(user, run, decision, approval.gate)
         if not verdict.allowed:
-            await self.db(self.store.record_refusal, approval_id, user, verdict.reason)
+            await self._db(self.store.record_refusal, approval_id, user, verdict.reason)
             return Reply(False, f"Not accepted: {verdict.reason}.")
-        result = await self.db(self.store.record_decision, approval_id, user, decision, comment=comment)
+        result = await self._db(self.store.record_decision, approval_id, user, decision, comment=comment)
         self._wakeup(run.id).set()
         approval = result.approval
         messages = {
@@ -485,7 +485,7 @@ class Engine:
         return Reply(ok, messages[result.outcome])
 
     async def cancel(self, run_id: str, user: str) -> Reply:
-        run = await self.db(self.store.find_run, run_id)
+        run = await self._db(self.store.find_run, run_id)
         if run is None:
             return Reply(False, f"There is no run {run_id!r}. `/idm-upgrade status` lists active runs.")
         if not run.state.active:
@@ -495,8 +495,8 @@ class Engine:
             return Reply(False, f"Not accepted: {verdict.reason}.")
         if run.cancel_requested_by:
             return Reply(True, f"Cancel of {run_id} was already requested by {run.cancel_requested_by}.")
-        await self.db(self.store.request_cancel, run_id, user)
-        cancelled = await self.db(
+        await self._db(self.store.request_cancel, run_id, user)
+        cancelled = await self._db(
             self.store.set_run_state,
             run_id,
             RunState.cancelled,

@@ -19,56 +19,56 @@ FAULTS = [
     (
         "WinRM",
         "connection refused",
-        "tests/winrm/test_executor.py::test_refused_port_is_unreachable_after_bounded_retries",
+        "tests/systems/test_winrm_executor.py::test_refused_port_is_unreachable_after_bounded_retries",
     ),
     (
         "WinRM",
         "connection reset mid-Receive",
-        "tests/winrm/test_executor.py::test_dropped_receive_is_polled_again_not_rerun",
+        "tests/systems/test_winrm_executor.py::test_dropped_receive_is_polled_again_not_rerun",
     ),
     (
         "WinRM",
         "reset too often: outcome unknown, not rerun",
-        "tests/winrm/test_executor.py::test_receive_dropped_too_often_is_reported_and_not_rerun",
+        "tests/systems/test_winrm_executor.py::test_receive_dropped_too_often_is_reported_and_not_rerun",
     ),
     (
         "WinRM",
         "HTTP 500 before the command",
-        "tests/winrm/test_executor.py::test_server_error_before_the_command_is_retried",
+        "tests/systems/test_winrm_executor.py::test_server_error_before_the_command_is_retried",
     ),
     (
         "WinRM",
         "Command request lost",
-        "tests/winrm/test_executor.py::test_lost_command_request_is_not_resent_unless_the_script_is_safe",
+        "tests/systems/test_winrm_executor.py::test_lost_command_request_is_not_resent_unless_the_script_is_safe",
     ),
-    ("WinRM", "401 in the middle of a run", "tests/winrm/test_executor.py::test_401_in_the_middle_of_a_run"),
+    ("WinRM", "401 in the middle of a run", "tests/systems/test_winrm_executor.py::test_401_in_the_middle_of_a_run"),
     (
         "WinRM",
         "slow beyond the deadline",
-        "tests/winrm/test_executor.py::test_command_past_its_deadline_is_stopped_and_reported",
+        "tests/systems/test_winrm_executor.py::test_command_past_its_deadline_is_stopped_and_reported",
     ),
     (
         "WinRM",
         "host down longer than the reboot timeout",
-        "tests/upgrade/test_upgrade_scenarios.py::test_failure_scenarios_stop_at_the_right_step_and_say_why[reboot-never-returns...]",
+        "tests/steps/test_upgrade_scenarios.py::test_failure_scenarios_stop_at_the_right_step_and_say_why[reboot-never-returns...]",
     ),
     (
         "WinRM",
         "bot restarted while the host is down",
-        "tests/upgrade/test_upgrade_scenarios.py::test_bot_restarted_while_the_server_is_down_for_its_reboot",
+        "tests/steps/test_upgrade_scenarios.py::test_bot_restarted_while_the_server_is_down_for_its_reboot",
     ),
-    ("Workspace ONE", "5xx", "tests/ws1/test_workspace_one.py (5xx → WorkspaceOneUnavailable naming the call)"),
-    ("Workspace ONE", "token expiry mid-run", "tests/ws1/test_workspace_one.py (expire_tokens → one refresh)"),
+    ("Workspace ONE", "5xx", "tests/systems/test_workspace_one.py (5xx → WorkspaceOneUnavailable naming the call)"),
+    ("Workspace ONE", "token expiry mid-run", "tests/systems/test_workspace_one.py (expire_tokens → one refresh)"),
     (
         "Workspace ONE",
         "update rejected",
-        "tests/upgrade/test_external_steps.py::test_update_rejected_goes_to_the_console_and_is_verified",
+        "tests/steps/test_external_steps.py::test_update_rejected_goes_to_the_console_and_is_verified",
     ),
-    ("vCenter", "task error", "tests/vc/test_vcenter.py (fail_snapshot → SnapshotFailed)"),
+    ("vCenter", "task error", "tests/systems/test_vcenter.py (fail_snapshot → SnapshotFailed)"),
     (
         "vCenter",
         "VM not found",
-        "tests/upgrade/test_external_steps.py::test_vcenter_vm_not_found_names_what_was_searched",
+        "tests/steps/test_external_steps.py::test_vcenter_vm_not_found_names_what_was_searched",
     ),
     (
         "Slack",
@@ -78,7 +78,7 @@ FAULTS = [
     (
         "disk",
         "database locked by another process",
-        "tests/core/test_store_audit.py::test_one_active_run_per_host_across_processes (BEGIN IMMEDIATE + busy_timeout)",
+        "tests/store/test_store_audit.py::test_one_active_run_per_host_across_processes (BEGIN IMMEDIATE + busy_timeout)",
     ),
 ]
 

@@ -243,7 +243,7 @@ async def test_100_hosts_in_batches_with_200_concurrent_requests(tmp_path, capsy
                 break
             await asyncio.sleep(0.2)
         runs_done = time.monotonic()
-        runs = await bot.engine.db(bot.store.runs)
+        runs = await bot.store.call(bot.store.runs)
         not_finished = [f"{r.host} {r.id} {r.state.value}" for r in runs if r.state.active]
         assert not not_finished, f"stuck runs after {RUNS_TIMEOUT:g} s: {not_finished[:10]}"
         upgrade_runs = [r for r in runs if not r.check_only]
@@ -306,7 +306,7 @@ async def test_100_hosts_in_batches_with_200_concurrent_requests(tmp_path, capsy
                 assert any(w in text for w in words), (kind, text)
                 refused[kind] += 1
         assert all(r.cancel_requested_by is None for r in runs), "an outsider's cancel changed a run"
-        events = await bot.engine.db(bot.store.audit_events)
+        events = await bot.store.call(bot.store.audit_events)
         assert not [e for e in events if e.event in ("run.cancelled", "run.cancel_requested")]
 
         # ---- stop: no lock is left behind -----------------------------------------------------------

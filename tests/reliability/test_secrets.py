@@ -430,10 +430,10 @@ async def settle(s: Stack, run_id: str, *, socket: bool = False, timeout: float 
     loop = asyncio.get_running_loop()
     stop = loop.time() + timeout
     while loop.time() < stop:
-        run = await s.bot.engine.db(s.bot.store.get_run, run_id)
+        run = await s.bot.store.call(s.bot.store.get_run, run_id)
         if not run.state.active:
             break
-        for approval in await s.bot.engine.db(s.bot.store.approvals, run_id):
+        for approval in await s.bot.store.call(s.bot.store.approvals, run_id):
             if approval.state is not ApprovalState.open or approval.id in clicked:
                 continue
             action = gate_named(approval.gate).button
@@ -446,7 +446,7 @@ async def settle(s: Stack, run_id: str, *, socket: bool = False, timeout: float 
                 await s.sender.click_button(APPROVER, action, value=approval.id, message_ts=found[0].ts)
             clicked.add(approval.id)
         await asyncio.sleep(0.05)
-    assert not (await s.bot.engine.db(s.bot.store.get_run, run_id)).state.active, "the run did not finish"
+    assert not (await s.bot.store.call(s.bot.store.get_run, run_id)).state.active, "the run did not finish"
     assert await s.bot.progress.idle(timeout=60), "the outbox did not drain"
 
 
@@ -460,7 +460,7 @@ async def audit_into(corpus: Corpus, config_path: Path) -> None:
 
 
 async def first_run(s: Stack, timeout: float = 30):
-    runs = await eventually(lambda: s.bot.engine.db(s.bot.store.runs), timeout=timeout, what="a run was created")
+    runs = await eventually(lambda: s.bot.store.call(s.bot.store.runs), timeout=timeout, what="a run was created")
     return runs[0]
 
 
@@ -530,9 +530,9 @@ async def test_full_upgrade_through_slack_leaks_nothing(tmp_path, scan, vcsim_bi
             assert response.status == 200
             run = await first_run(s)
             await settle(s, run.id)
-            run = await s.bot.engine.db(s.bot.store.get_run, run.id)
+            run = await s.bot.store.call(s.bot.store.get_run, run.id)
             assert run.state is RunState.succeeded, run.result
-            steps = {r.step: r.state.value for r in await s.bot.engine.db(s.bot.store.steps, run.id)}
+            steps = {r.step: r.state.value for r in await s.bot.store.call(s.bot.store.steps, run.id)}
             assert steps["snapshot"] == "succeeded" and steps["starttls"] == "succeeded", steps
             assert s.ws1.updates, "STARTTLS was turned off through the API"
             status = await s.sender.send_slash_command(REQUESTER, f"status {run.id}")
@@ -559,7 +559,7 @@ async def test_wrong_winrm_password_leaks_nothing(tmp_path, scan):
             await s.sender.send_slash_command(REQUESTER, "host01")
             run = await first_run(s)
             await settle(s, run.id)
-            run = await s.bot.engine.db(s.bot.store.get_run, run.id)
+            run = await s.bot.store.call(s.bot.store.get_run, run.id)
             assert run.state is RunState.failed and "refused the credentials" in run.result, run.result
             assert any(r.status == 401 for r in s.hosts[0].requests)
             # the executor's own exception, as any caller would see it
@@ -589,7 +589,7 @@ async def test_workspace_one_token_refused_in_socket_mode_leaks_nothing(tmp_path
             await s.slack.socket_send_slash_command(REQUESTER, "host01")
             run = await first_run(s)
             await settle(s, run.id, socket=True)
-            run = await s.bot.engine.db(s.bot.store.get_run, run.id)
+            run = await s.bot.store.call(s.bot.store.get_run, run.id)
             assert run.state is RunState.failed and run.result.startswith("starttls failed"), run.result
             assert any(r.path.endswith("oauthtoken") and r.status == 401 for r in s.ws1.requests)
             client = WorkspaceOneClient(s.ws1.config(timeout_seconds=5), Secrets.from_env(env))
@@ -615,7 +615,7 @@ async def test_revoked_slack_token_and_refused_vcenter_login_leak_nothing(tmp_pa
         async with slack_stack(tmp_path, bot_env=env, standin_bot_token=revoked) as s:
             # Bolt's auth.test fails: the command is refused before the bot sees it
             await s.sender.send_slash_command(REQUESTER, "check host01")
-            assert await s.bot.engine.db(s.bot.store.runs) == []
+            assert await s.bot.store.call(s.bot.store.runs) == []
             assert s.slack.calls_to("auth.test", ok=False)
             # the token works, the run starts, and then it is revoked: the thread cannot be delivered
             s.slack.bot_token = SECRET["SLACK_BOT_TOKEN"]

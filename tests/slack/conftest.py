@@ -14,8 +14,8 @@ from sandbox.slack import SlackStandIn
 from sandbox.slack_state import OPS_CHANNEL
 from sandbox.threaded import running_host
 from sandbox.workspace_one import WorkspaceOneStandIn
+from tests.steps.conftest import sandbox_config
 from tests.support.waiting import eventually
-from tests.upgrade.conftest import sandbox_config
 
 SIGNING_SECRET = "sandbox-signing-secret-7f3a"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.core.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 

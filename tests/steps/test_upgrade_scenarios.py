@@ -17,9 +17,9 @@ from sandbox.host import NEW_JRE_HOME, OLD_JRE_HOME
 from sandbox.threaded import running_host
 from sandbox.workspace_one import WorkspaceOneStandIn
 from steps.plan import upgrade_plan
+from tests.steps.conftest import Clicker, sandbox_config
 from tests.support.configs import REQUESTER
 from tests.support.waiting import eventually
-from tests.upgrade.conftest import Clicker, sandbox_config
 
 PLAN = ["preflight", "snapshot", "starttls", "stage", "install", "service", "reboot", "verify", "postcheck"]
 

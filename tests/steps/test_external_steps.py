@@ -15,8 +15,8 @@ from bot.systems.vcenter import VCenterClient
 from sandbox.threaded import running_host
 from sandbox.workspace_one import WorkspaceOneStandIn, iwa_directory
 from steps.plan import upgrade_plan
+from tests.steps.conftest import Clicker, sandbox_config
 from tests.support.configs import REQUESTER
-from tests.upgrade.conftest import Clicker, sandbox_config
 from tests.vcsim import running_vcsim
 
 

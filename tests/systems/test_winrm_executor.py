@@ -381,7 +381,7 @@ async def test_twenty_hosts_at_once_and_a_responsive_loop():
         await tick
         assert len(results) == 20
         # the transport runs what it is given, one command per host at a time; how many hosts work at once
-        # is the engine's business (its slots: tests/core/test_engine.py, max_parallel)
+        # is the engine's business (its slots: tests/engine/test_engine.py, max_parallel)
         assert fleet.gauge.peak == 20
         assert max(gaps) < 0.25, f"event loop stalled for {max(gaps):.3f} s"
         for ex in executors.values():
