@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bot.core.config import Config, Secrets
 from bot.engine.approvals import ApprovalPolicy
-from bot.engine.engine import Engine
+from bot.engine.engine import APPROVAL_POLL_SECONDS, Engine
 from bot.engine.events import ProgressSink
 from bot.store.killpoints import KillPoints
 from bot.store.lease import EngineLease
@@ -43,6 +43,7 @@ class Runtime:
         services: Services | None = None,
         plan: Mapping[str, Step] | None = None,
         environ: Mapping[str, str] | None = None,
+        approval_poll_seconds: float = APPROVAL_POLL_SECONDS,
     ) -> Runtime:
         """Raises EngineBusy (another engine holds the database) or ServicesError; nothing is left held."""
         lease = EngineLease(config.database.path).acquire()
@@ -54,7 +55,13 @@ class Runtime:
         hooks = KillPoints(dict(os.environ if environ is None else environ))
         store = Store(config.database.path, hooks=hooks if hooks.active else None)
         engine = Engine(
-            store, config, plan if plan is not None else upgrade_plan(), policy=policy, sinks=sinks, services=built
+            store,
+            config,
+            plan if plan is not None else upgrade_plan(),
+            policy=policy,
+            sinks=sinks,
+            services=built,
+            approval_poll_seconds=approval_poll_seconds,
         )
         return cls(config, lease, store, built, engine)
 
@@ -62,9 +69,13 @@ class Runtime:
     def titles(self) -> dict[str, str]:
         return {step_id: step.title for step_id, step in self.engine.steps.items()}
 
-    async def close(self) -> None:
-        """After the front end stopped: the engine, the outside systems, the store, then the lease."""
+    async def stop(self) -> None:
+        """After the front end stopped: the engine, the outside systems, then the lease (the store stays
+        readable, for a test that looks at what the runs left)."""
         await self.engine.stop()
         await self.services.close()
-        self.store.close()
         self.lease.release()
+
+    async def close(self) -> None:
+        await self.stop()
+        self.store.close()

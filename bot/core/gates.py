@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+# What a request shows a person, in this order, wherever it is shown (Slack, the terminal). A step's
+# evidence may carry more (facts for the audit trail); these are the keys people read.
+EVIDENCE_SHOWN = ("what_changes", "what_to_do", "why", "directories", "verified_so_far")
+
 
 class GateKind(StrEnum):
     approval = "approval"

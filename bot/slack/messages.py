@@ -18,7 +18,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.core.gates import gate_named
+from bot.core.gates import EVIDENCE_SHOWN, gate_named
 from bot.core.models import Approval, AuditEvent, Run, RunState, StepRecord, StepState
 
 SECTION_LIMIT = 2900  # Slack allows 3,000 characters in a section's text
@@ -136,7 +136,7 @@ def approval_request(approval: Approval, run: Run, title: str) -> dict[str, Any]
     evidence = dict(approval.evidence)
     kind = evidence.pop("kind", "approval")
     lines = [f"*{approval.gate} {kind} needed* for `{run.host}` ({title})"]
-    for key in ("what_changes", "what_to_do", "why", "directories", "verified_so_far"):
+    for key in EVIDENCE_SHOWN:
         if key in evidence:
             value = evidence[key]
             if isinstance(value, list):

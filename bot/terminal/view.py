@@ -10,7 +10,7 @@ import threading
 import time
 from typing import TextIO
 
-from bot.core.gates import gate_named
+from bot.core.gates import EVIDENCE_SHOWN, gate_named
 from bot.engine.engine import Engine
 from bot.engine.events import ProgressEvent
 
@@ -61,7 +61,7 @@ class TerminalView:
         kind = event.data.get("request_kind", "approval")
         evidence = event.data.get("evidence", {})
         self.out.write(f"\n  {gate.upper()} {kind.upper()} for {event.host} (request {approval_id})\n")
-        for key in ("what_changes", "what_to_do", "directories", "why", "verified_so_far"):
+        for key in EVIDENCE_SHOWN:
             if key in evidence:
                 value = evidence[key]
                 if isinstance(value, str):

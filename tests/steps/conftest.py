@@ -10,11 +10,10 @@ import pytest
 from bot.core.config import Secrets, parse_config
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.engine import Engine
-from bot.store.store import Store
-from bot.systems.services import build_services, close_services
+from bot.runtime import Runtime
+from bot.systems.services import build_services
 from bot.systems.winrm import WinRMExecutor
 from sandbox.threaded import running_host
-from steps.plan import upgrade_plan
 from tests.support.configs import APPROVER, REQUESTER
 
 
@@ -144,20 +143,19 @@ def upgrade(tmp_path):
             clicker = Clicker(decision)
         else:
             clicker = Clicker("approve", decision)
-        engine = Engine(
-            Store(config.database.path),
+        runtime = Runtime.build(
             config,
-            upgrade_plan(),
+            secrets,
             policy=ApprovalPolicy(config.slack),
             sinks=[clicker],
             services=services,
             approval_poll_seconds=0.05,
         )
-        clicker.engine = engine
+        cleanups.append(runtime.store.close)
+        engine = clicker.engine = runtime.engine
         [run] = await engine.submit(["host01"], REQUESTER, check_only=check_only)
         await engine.join()
-        await engine.stop()
-        await close_services(services)
+        await runtime.stop()
         return engine, host, clicker, engine.store.get_run(run.id)
 
     yield go

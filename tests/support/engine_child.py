@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bot.core.config import load_config
+from bot.core.config import Secrets, load_config
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.engine import Engine
-from bot.store.killpoints import KillPoints
-from bot.store.store import Store
+from bot.runtime import Runtime
+from bot.systems.services import Services
+from bot.systems.winrm import WinRMExecutor
 from tests.support.configs import APPROVER, REQUESTER
 from tests.support.fake_steps import gated_plan
 
@@ -32,20 +33,25 @@ class ClickingApprover:
 async def main(config_path: str, host_dir: str, mode: str, decision: str) -> int:
     config = load_config(config_path)
     approver = ClickingApprover(decision)
-    engine = Engine(
-        Store(config.database.path, hooks=KillPoints()),  # IDM_UPGRADE_KILL_AT / _TRACE from the parent
+    # The runtime injects IDM_UPGRADE_KILL_AT / IDM_UPGRADE_TRACE from the parent as the store's hooks.
+    runtime = Runtime.build(
         config,
-        gated_plan(host_dir),
+        Secrets(),
         policy=ApprovalPolicy(config.slack),
         sinks=[approver],
+        # the fake steps never reach a host; the executor is there because every runtime has one
+        services=Services(
+            winrm=WinRMExecutor(config, Secrets.from_env({"WINRM_USERNAME": "-", "WINRM_PASSWORD": "-"}))
+        ),
+        plan=gated_plan(host_dir),
         approval_poll_seconds=0.05,
     )
-    approver.engine = engine
+    engine = approver.engine = runtime.engine
     await engine.start()
     if mode == "start":
         await engine.submit(["host01"], REQUESTER)
     await engine.join()
-    await engine.stop()
+    await runtime.close()
     return 0
 
 
