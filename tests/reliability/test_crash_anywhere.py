@@ -258,7 +258,8 @@ def trial(tmp: Path, kill_at: str | None) -> dict:
             slack.call(ws1.stop())
 
 
-def record(name: str, outcome: dict) -> None:
+def record(name: str, outcome: dict, clean: dict | None = None) -> None:
+    """Each trial adds its line to .results/crash_anywhere.json (the reliability report quotes it)."""
     results = ROOT / "tests" / "reliability" / ".results"
     results.mkdir(parents=True, exist_ok=True)
     path = results / "crash_anywhere.json"
@@ -266,9 +267,12 @@ def record(name: str, outcome: dict) -> None:
         recorded = json.loads(path.read_text())
     except (OSError, ValueError):
         recorded = {}
-    if recorded.get("seed") != SEED:
-        recorded = {"seed": SEED, "kill_points": {}}
-    recorded["kill_points"][name] = outcome
+    if recorded.get("seed") != SEED or not isinstance(recorded.get("kill_points"), list):
+        recorded = {"seed": SEED, "kill_points": []}
+    if clean is not None:
+        recorded["transitions_in_clean_run"] = clean["transitions"]
+    recorded["kill_points"] = [k for k in recorded["kill_points"] if k.get("kill_point") != name]
+    recorded["kill_points"].append({"kill_point": name, **outcome})
     path.write_text(json.dumps(recorded, indent=1))
 
 
@@ -297,7 +301,7 @@ def test_crash_anywhere_through_slack(clean_run, index, tmp_path):
     outcome = trial(tmp_path / "trial", kill_at)
     assert outcome["killed_at"], f"kill point {kill_at} was not reached"
     assert outcome["final_reply"], outcome
-    record(kill_at, outcome)
+    record(kill_at, outcome, clean_run)
 
 
 @pytest.mark.timeout(TRIAL_BUDGET)
