@@ -8,10 +8,11 @@ Facts written by an older version (camelCase, in the database) still read, by al
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from bot.systems.winrm import BadOutput
@@ -44,16 +45,69 @@ class Facts(BaseModel):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an array" if isinstance(value, list) else "an object" if isinstance(value, dict) else "text"
+
+
 def _lines(value: Any) -> list[str]:
-    """Lines of text, however ConvertTo-Json wrote them: one bare string for a one-element array, and on
-    Windows PowerShell 5.1 a string from Get-Content as an object whose text is its ``value``."""
+    """Lines of text, however ConvertTo-Json wrote them. Windows PowerShell 5.1 writes ``null`` for an empty
+    array, the bare element for a one-element array, and a line from Get-Content as an object whose text is its
+    ``value`` (the line keeps its PSPath/PSDrive NoteProperties). Anything else is not a line: a clear error."""
     if value is None:
         return []
-    items = value if isinstance(value, list) else [value]
-    return [str(item.get("value", "")) if isinstance(item, dict) else str(item) for item in items]
+    lines = []
+    for number, item in enumerate(value if isinstance(value, list) else [value], start=1):
+        text = item.get("value") if isinstance(item, dict) else item
+        if not isinstance(text, str):
+            what = "an object without a text value" if isinstance(item, dict) else _json_kind(item)
+            raise ValueError(f"line {number} is {what}, not text")
+        lines.append(text)
+    return lines
 
 
 TextLines = Annotated[list[str], BeforeValidator(_lines)]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What Windows PowerShell 5.1's ConvertTo-Json writes for a DateTime: "\/Date(ms since 1970 UTC)\/", the
+# offset after the milliseconds (if any) being only the zone it was shown in.
+_MS_DATE = re.compile(r"\\?/Date\((-?\d{1,20})(?:[+-]\d{4})?\)\\?/")
+
+
+def _from_ms_date(value: Any) -> Any:
+    """A 5.1 "/Date(ms)/" as a UTC datetime; Get-Date's (which carries a DisplayHint) is an object whose
+    ``value`` is that text. Anything else is left for the datetime or str validation that follows."""
+    text = value.get("value") if isinstance(value, dict) else value
+    match = _MS_DATE.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not match:
+        return value
+    try:
+        return _EPOCH + timedelta(milliseconds=int(match.group(1)))
+    except OverflowError:
+        raise ValueError(f"date out of range: {text}") from None
+
+
+def _utc(value: datetime) -> datetime:
+    # A time without its zone could be any zone, and comparing it with an aware one raises later.
+    if value.utcoffset() is None:
+        raise ValueError("a time must carry its timezone (the scripts write UTC with a Z)")
+    return value.astimezone(UTC)
+
+
+def _iso_from_ms_date(value: Any) -> Any:
+    when = _from_ms_date(value)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(when, datetime) else when
+
+
+# A moment, as the scripts write it ("YYYY-MM-DDTHH:MM:SSZ") or as 5.1 writes a DateTime; always UTC.
+Instant = Annotated[datetime, BeforeValidator(_from_ms_date), AfterValidator(_utc)]
+# A moment kept as the scripts' text, "YYYY-MM-DDTHH:MM:SSZ" (a 5.1 "/Date(ms)/" is rewritten to that).
+IsoTime = Annotated[str, BeforeValidator(_iso_from_ms_date)]
 
 
 # -- preflight.ps1 (also read again by install and reboot) -------------------------------------------
@@ -111,11 +165,11 @@ class HostFacts(Facts):
     disk: Disk
     pending_reboot: PendingReboot
     machine: Machine = Field(default_factory=Machine)
-    boot_time: datetime
+    boot_time: Instant
 
 
 class BootTime(Facts):
-    boot_time: datetime
+    boot_time: Instant
 
 
 # -- stage and install ------------------------------------------------------------------------------
@@ -139,7 +193,7 @@ class Staged(Facts):
 class InstallStarted(Facts):
     token: str
     pid: int | None = None
-    started_at: str | None = None
+    started_at: IsoTime | None = None
     log: str | None = None
     exit_file: str | None = None
     already_started: bool = False
@@ -149,7 +203,7 @@ class InstallStatus(Facts):
     known: bool
     token: str | None = None
     pid: int | None = None
-    started_at: str | None = None
+    started_at: IsoTime | None = None
     running: bool = False
     exit_code: int | None = None
     log_tail: TextLines = Field(default_factory=list)
@@ -191,5 +245,5 @@ class RebootIssued(Facts):
     already_scheduled: bool = False
     already_rebooted: bool = False
     shutdown_exit_code: int | None = None
-    boot_time: datetime | None = None
+    boot_time: Instant | None = None
     connection_dropped: bool = False
