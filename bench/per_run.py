@@ -35,7 +35,7 @@ from bench.rig import (
     running_bot,
     until,
 )
-from bot.systems.winrm import build_script, command_line
+from bot.systems.winrm import UTF8_CODEPAGE, build_script, start_script
 from sandbox.slack import SlackStandIn
 from sandbox.workspace_one import WorkspaceOneStandIn
 
@@ -49,11 +49,11 @@ def plain_pywinrm_loop(host: HostInfo, sequence: list[tuple[str, dict]]) -> floa
     protocol = Protocol(host.endpoint, transport="basic", username=host.username, password=host.password)
     started = time.perf_counter()
     for script, params in sequence:
-        line = command_line(build_script(script, params))
+        body = build_script(script, params)
         while True:
             try:
-                shell = protocol.open_shell()
-                command = protocol.run_command(shell, line)
+                shell = protocol.open_shell(codepage=UTF8_CODEPAGE)
+                command = start_script(protocol, shell, body)
                 protocol.get_command_output(shell, command)
                 protocol.cleanup_command(shell, command)
                 protocol.close_shell(shell)

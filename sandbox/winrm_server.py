@@ -46,7 +46,7 @@ from sandbox import wsman
 from sandbox.faults import Faults
 from sandbox.handler_base import BackgroundProcess
 from sandbox.host import HostState, scenario
-from sandbox.powershell import Execution, run_command_line
+from sandbox.powershell import Execution, StdinScript, run_command_line
 from sandbox.ps_handlers import HANDLERS, Handler
 
 log = logging.getLogger(__name__)
@@ -87,17 +87,23 @@ class RequestRecord:
     status: int  # HTTP status answered; 0 when the connection was dropped
     shell_id: str | None = None
     command_id: str | None = None
-    script: str | None = None  # Command: the script's marker name
-    params: dict[str, Any] | None = None  # Command: the $Params the script got
-    detail: str = ""  # e.g. "TimedOut", "terminate", "unauthorized", "dropped", "exit 0"
+    # Command with the script in its command line, or the Send that ended a bootstrap's stdin: the
+    # script's marker name and the $Params it got
+    script: str | None = None
+    params: dict[str, Any] | None = None
+    # e.g. "codepage 65001", "reading stdin", "stdin ended", "TimedOut", "terminate", "dropped", "exit 0"
+    detail: str = ""
 
 
 @dataclass
 class _Command:
     id: str
     shell_id: str
-    execution: Execution
+    execution: Execution | None  # None while a StdinScript waits for the end of its stdin
     codepage: int
+    reads_stdin: StdinScript | None = None
+    stdin: bytearray = field(default_factory=bytearray)
+    stdin_ended: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     exit_code: int | None = None
     stdout: bytes = b""
@@ -369,8 +375,7 @@ class WinRMHostServer:
             if action == "Signal":
                 return self._signal(req, shell)
             if action == "Send":
-                self._record(action, 200, shell_id=shell.id, command_id=wsman.body_command_id(req))
-                return self._soap(wsman.send_response(req))
+                return self._send(req, shell)
             if action == "Delete":
                 self._discard_shell(shell)
                 self._record(action, 200, shell_id=shell.id)
@@ -388,7 +393,7 @@ class WinRMHostServer:
             codepage = 437
         shell = _Shell(wsman.new_id(), codepage)
         self._shells[shell.id] = shell
-        self._record("Create", 200, shell_id=shell.id)
+        self._record("Create", 200, shell_id=shell.id, detail=f"codepage {codepage}")
         return self._soap(
             wsman.create_response(
                 req, shell.id, address=self.endpoint, owner=self.username, client_ip=request.remote or ""
@@ -396,12 +401,17 @@ class WinRMHostServer:
         )
 
     def _command(self, req: wsman.WSManRequest, shell: _Shell) -> web.Response:
-        execution = run_command_line(wsman.command_line(req), self.state, self.handlers)
-        if execution.script in self.handlers:
-            self.scripts_run[execution.script] += 1
-        if execution.result.process is not None:
-            self._start_process(execution.result.process)
-        command = _Command(wsman.new_id(), shell.id, execution, shell.codepage)
+        launched = run_command_line(wsman.command_line(req), self.state, self.handlers)
+        if isinstance(launched, StdinScript):
+            # powershell.exe runs, reading stdin; the script is known (and run) once stdin has ended
+            command = _Command(wsman.new_id(), shell.id, None, shell.codepage, reads_stdin=launched)
+            shell.commands[command.id] = command
+            self._start(command)
+            self._record("Command", 200, shell_id=shell.id, command_id=command.id, detail="reading stdin")
+            return self._soap(wsman.command_response(req, command.id))
+        self._accept(launched)
+        command = _Command(wsman.new_id(), shell.id, launched, shell.codepage)
+        command.stdin_ended.set()  # nothing reads it: the command runs at once
         shell.commands[command.id] = command
         self._start(command)
         self._record(
@@ -409,11 +419,50 @@ class WinRMHostServer:
             200,
             shell_id=shell.id,
             command_id=command.id,
-            script=execution.script,
-            params=execution.params,
-            detail="" if execution.script else "not a marked script",
+            script=launched.script,
+            params=launched.params,
+            detail="" if launched.script else "not a marked script",
         )
         return self._soap(wsman.command_response(req, command.id))
+
+    def _accept(self, execution: Execution) -> None:
+        """The script starts: count it, and start what it starts outside its shell."""
+        if execution.script in self.handlers:
+            self.scripts_run[execution.script] += 1
+        if execution.result.process is not None:
+            self._start_process(execution.result.process)
+
+    def _send(self, req: wsman.WSManRequest, shell: _Shell) -> web.Response:
+        chunk = wsman.send_stream(req)
+        command = shell.commands.get(chunk.command_id)
+        if command is None:
+            fault = wsman.invalid_parameter("The Windows Remote Shell received a request for an unknown CommandId.")
+            return self._fault(fault, req.message_id, "Send", shell.id, chunk.command_id)
+        if command.stdin_ended.is_set() and command.reads_stdin is not None:
+            fault = wsman.invalid_parameter("The stdin stream of this command was already closed (End was sent).")
+            return self._fault(fault, req.message_id, "Send", shell.id, command.id, "stdin closed")
+        if command.reads_stdin is None or command.done.is_set():
+            # A process that does not read stdin leaves it in the pipe; Windows accepts the Send.
+            self._record("Send", 200, shell_id=shell.id, command_id=command.id, detail="stdin not read")
+            return self._soap(wsman.send_response(req))
+        command.stdin += chunk.data
+        if not chunk.end:
+            self._record("Send", 200, shell_id=shell.id, command_id=command.id, detail="stdin")
+            return self._soap(wsman.send_response(req))
+        execution = command.reads_stdin.run(bytes(command.stdin), shell.codepage, self.state, self.handlers)
+        self._accept(execution)
+        command.execution = execution
+        command.stdin_ended.set()
+        self._record(
+            "Send",
+            200,
+            shell_id=shell.id,
+            command_id=command.id,
+            script=execution.script,
+            params=execution.params,
+            detail="stdin ended",
+        )
+        return self._soap(wsman.send_response(req))
 
     async def _receive(self, request: web.Request, req: wsman.WSManRequest, shell: _Shell) -> web.Response:
         command = shell.commands.get(wsman.body_command_id(req))
@@ -469,12 +518,14 @@ class WinRMHostServer:
         command.task.add_done_callback(finished)
 
     async def _run(self, command: _Command) -> None:
+        await command.stdin_ended.wait()  # a bootstrap reading stdin runs its script once stdin ended
         execution = command.execution
+        assert execution is not None
         result = execution.result
         wait = result.duration_seconds * self.time_scale + self.faults.command_delay_seconds
         if wait > 0:
             await asyncio.sleep(wait)
-        exit_code, stderr = result.exit_code, execution.stderr_bytes()
+        exit_code, stderr = result.exit_code, execution.stderr_bytes(command.codepage)
         if result.on_complete is not None:
             try:
                 result.on_complete()
@@ -576,8 +627,11 @@ class WinRMHostServer:
             self._requests.append(record)
 
     async def _commands_route(self, request: web.Request) -> web.Response:
-        """The scripts this host was sent, in order, with their $Params (a benchmark replays them)."""
-        sent = [{"script": r.script, "params": r.params or {}} for r in self.requests if r.action == "Command"]
+        """The scripts this host was sent, in order, with their $Params (a benchmark replays them): from the
+        command line, or from stdin when it ended."""
+        sent = [
+            {"script": r.script, "params": r.params or {}} for r in self.requests if r.action in ("Command", "Send")
+        ]
         return web.json_response([c for c in sent if c["script"]])
 
     async def _stats_route(self, request: web.Request) -> web.Response:

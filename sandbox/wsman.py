@@ -195,6 +195,32 @@ def body_command_id(req: WSManRequest) -> str:
     return command_id
 
 
+@dataclass(frozen=True)
+class StdinChunk:
+    """One rsp:Send: a piece of a command's stdin, and whether it is the last (End="true")."""
+
+    command_id: str
+    data: bytes
+    end: bool
+
+
+def send_stream(req: WSManRequest) -> StdinChunk:
+    """rsp:Send/rsp:Stream Name="stdin" CommandId=... End="true|false", base64 content."""
+    stream = req.body.find("rsp:Stream", NS) if req.body is not None else None
+    if req.body is None or req.body.tag != f"{{{NS['rsp']}}}Send" or stream is None:
+        raise MalformedRequest("Send needs rsp:Send/rsp:Stream")
+    if stream.get("Name") != "stdin":
+        raise MalformedRequest(f"Send to the stream {stream.get('Name')!r}; the shell's input stream is stdin")
+    command_id = stream.get("CommandId") or req.body.get("CommandId")
+    if not command_id:
+        raise MalformedRequest("Send needs a CommandId")
+    try:
+        data = base64.b64decode("".join((stream.text or "").split()), validate=True)
+    except ValueError as exc:
+        raise MalformedRequest("stdin is not base64") from exc
+    return StdinChunk(command_id, data, (stream.get("End") or "false").lower() == "true")
+
+
 def signal_code(req: WSManRequest) -> str:
     code = _text(req.body.find("rsp:Code", NS)) if req.body is not None else None
     return (code or "").rsplit("/", 1)[-1]

@@ -1,13 +1,21 @@
 """The WinRM executor: runs one steps/ps script on a host and returns its JSON document.
 
+How a script travels (field notes section 8): the command line is always the same short
+`powershell.exe -NoProfile -NonInteractive -EncodedCommand <bootstrap>`; the bootstrap silences progress,
+makes PowerShell write UTF-8, reads ALL of stdin as UTF-8 and runs it as one script block. The script
+itself (one prologue line setting `$Params` from a JSON literal, then steps/ps/NAME.ps1) goes through the
+WS-Management Send operation on stdin, so its size is not bounded by cmd.exe's 8,191 characters. The
+shell is opened with code page 65001 so output is UTF-8 even before the bootstrap runs.
+
 pywinrm is synchronous and has no overall deadline, so each command is driven by hand in a worker
-thread (open shell, Command, Receive until Done or the deadline, Signal, delete shell), with a fresh
-Protocol per command so no session is ever shared between threads. A global semaphore bounds the
+thread (open shell, Command, Send, Receive until Done or the deadline, Signal, delete shell), with a
+fresh Protocol per command so no session is ever shared between threads. A global semaphore bounds the
 hosts worked on at once and a per-host lock keeps one command per host.
 
 Retries are for transport trouble only, and only where they cannot repeat a change on the host:
 before the command was sent, any script; while reading output, the same command is polled again,
-never started again; when the Command request itself was lost, only scripts marked ``retry_safe``.
+never started again; when the Command or the Send that carries the script was lost, only scripts
+marked ``retry_safe``.
 """
 
 from __future__ import annotations
@@ -15,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import html
 import json
 import logging
 import math
+import re
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +54,23 @@ log = logging.getLogger(__name__)
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "steps" / "ps"
 CMD_LINE_LIMIT = 8191  # cmd.exe's limit on a whole command line
+UTF8_CODEPAGE = 65001
+# One Send carries at most this much of the script: Windows refuses envelopes over MaxEnvelopeSizekb
+# (500 KB by default) and base64 grows the bytes by a third.
+STDIN_CHUNK_BYTES = 192 * 1024
+# Every character PowerShell's tokenizer ends a single-quoted string at (CharExtensions.IsSingleQuote).
+SINGLE_QUOTES = ("'", "\u2018", "\u2019", "\u201a", "\u201b")
+# Runs on Windows PowerShell 4.0 and 5.1 (New-Object, not ::new(), which is 5.0+). Progress is silenced
+# before the first cmdlet so no CLIXML progress record opens stderr; stdin is read whole and run as ONE
+# script block (`-Command -` would run it line by line). The shell's code page is 65001 already; setting
+# OutputEncoding as well keeps output UTF-8 where a host or policy changed the console's code page.
+BOOTSTRAP = (
+    "$ErrorActionPreference = 'Stop'; $ProgressPreference = 'SilentlyContinue'\n"
+    "[Console]::OutputEncoding = New-Object Text.UTF8Encoding $false\n"
+    "$idmUpgradeStdin = New-Object IO.StreamReader ([Console]::OpenStandardInput()), "
+    "(New-Object Text.UTF8Encoding $false)\n"
+    "& ([ScriptBlock]::Create($idmUpgradeStdin.ReadToEnd()))\n"
+)
 STDERR_LIMIT = 2000
 ACCESS_DENIED_FAULTS = frozenset({5, 0x80070005})
 SHELL_NOT_FOUND_FAULT = 0x8033805B  # w:InvalidSelectors: the host no longer knows the shell (it restarted)
@@ -125,8 +151,15 @@ class ScriptResult:
 
 
 def powershell_literal(params: dict[str, Any]) -> str:
-    """A single-quoted PowerShell string holding JSON: quotes doubled, nothing else is special."""
-    return "'" + json.dumps(params, separators=(",", ":"), default=str).replace("'", "''") + "'"
+    """A single-quoted PowerShell string holding JSON: every single-quote character doubled.
+
+    All five are doubled explicitly: json.dumps happens to write U+2018-U+201B as \\u escapes, but the
+    script now travels as UTF-8, so the JSON is written as is (ensure_ascii=False) and must not rely on it.
+    """
+    text = json.dumps(params, separators=(",", ":"), default=str, ensure_ascii=False)
+    for quote in SINGLE_QUOTES:
+        text = text.replace(quote, quote * 2)
+    return "'" + text + "'"
 
 
 @functools.lru_cache(maxsize=128)
@@ -140,32 +173,77 @@ def script_body(path: Path) -> str:
 
 
 def build_script(name: str, params: dict[str, Any] | None = None, scripts_dir: Path = SCRIPTS_DIR) -> str:
-    """steps/ps/NAME.ps1 with one line prepended that sets $Params from a JSON literal."""
+    """steps/ps/NAME.ps1 with one line prepended that sets $Params from a JSON literal.
+
+    The line silences errors and progress before ConvertFrom-Json: a cmdlet that runs first can write a
+    progress record, and then CLIXML opens stderr ahead of the script's own failure text.
+    """
     body = script_body(scripts_dir / f"{name}.ps1")
-    return f"$Params = {powershell_literal(params or {})} | ConvertFrom-Json\n{body}"
+    return (
+        "$ErrorActionPreference = 'Stop'; $ProgressPreference = 'SilentlyContinue'; "
+        f"$Params = {powershell_literal(params or {})} | ConvertFrom-Json\n{body}"
+    )
 
 
-def command_line(script: str) -> str:
-    encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
-    return f"powershell -NoProfile -NonInteractive -EncodedCommand {encoded}"
+@functools.cache
+def command_line() -> str:
+    """The one command line every script is run with: the bootstrap that reads the script from stdin."""
+    encoded = base64.b64encode(BOOTSTRAP.encode("utf-16-le")).decode("ascii")
+    return f"powershell.exe -NoProfile -NonInteractive -EncodedCommand {encoded}"
+
+
+def start_script(protocol: Protocol, shell_id: str, script: str) -> str:
+    """Command (the bootstrap), then Send (the script as UTF-8 on stdin, closed at the end): the command id.
+
+    console_mode_stdin=False: stdin is a pipe the bootstrap reads to its end, as Ansible sends it.
+    Tests and benchmarks use this to send exactly what the executor sends.
+    """
+    command_id = protocol.run_command(shell_id, command_line(), console_mode_stdin=False)
+    send_stdin(protocol, shell_id, command_id, script)
+    return command_id
+
+
+def send_stdin(protocol: Protocol, shell_id: str, command_id: str, script: str) -> None:
+    data = script.encode("utf-8")
+    chunks = [data[i : i + STDIN_CHUNK_BYTES] for i in range(0, len(data), STDIN_CHUNK_BYTES)] or [b""]
+    for i, chunk in enumerate(chunks):
+        protocol.send_command_input(shell_id, command_id, chunk, end=i == len(chunks) - 1)
+
+
+_CLIXML_HEADER = re.compile(r"#< CLIXML\r?\n?")
+# A CLIXML document's pieces: the <Objs> wrapper, each serialised object, each string record.
+_CLIXML_PIECE = re.compile(
+    r"<Objs\b[^>]*>|</Objs>|<Obj\b.*?</Obj>|<Obj\b[^>]*/>|<S\b(?P<attrs>[^>]*)>(?P<text>.*?)</S>", re.DOTALL
+)
+_CLIXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 
 
 def clean_stderr(raw: bytes) -> str:
-    """PowerShell's CLIXML error stream as plain text; progress records dropped."""
+    """stderr as plain text: Error records of PowerShell's CLIXML decoded, everything written outside the
+    records kept (a script's own [Console]::Error.WriteLine lands before, inside or after the document),
+    progress and other records dropped.
+
+    Parsed piece by piece, not as XML: the plain text that lands inside the document is not escaped.
+    """
     text = raw.decode("utf-8", errors="replace")
-    if text.startswith("#< CLIXML"):
-        try:
-            root = ET.fromstring(text.split("\n", 1)[1] if "\n" in text else "")
-        except ET.ParseError:
-            return text.strip()[:STDERR_LIMIT]
-        parts = [
-            (node.text or "").replace("_x000D__x000A_", "\n").replace("_x000A_", "\n")
-            for node in root.iter()
-            if node.tag.endswith("}S") and node.get("S") == "Error"
-        ]
+    if "#< CLIXML" in text:
+        parts: list[str] = []
+        for chunk in _CLIXML_HEADER.split(text):
+            position = 0
+            for piece in _CLIXML_PIECE.finditer(chunk):
+                parts.append(chunk[position : piece.start()])
+                position = piece.end()
+                if piece.group("text") is not None and 'S="Error"' in piece.group("attrs"):
+                    parts.append(_clixml_text(piece.group("text")))
+            parts.append(chunk[position:])
         text = "".join(parts)
-    text = text.strip()
+    text = text.replace("\r\n", "\n").strip()
     return text if len(text) <= STDERR_LIMIT else text[:STDERR_LIMIT] + " […truncated]"
+
+
+def _clixml_text(text: str) -> str:
+    decoded = _CLIXML_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    return html.unescape(decoded)
 
 
 class WinRMExecutor:
@@ -226,12 +304,13 @@ class WinRMExecutor:
         """
         if host not in self.config.hosts:
             raise ValueError(f"unknown host {host!r}")
-        line = command_line(build_script(script, params, self.scripts_dir))
-        if len(line) > CMD_LINE_LIMIT:
+        body = build_script(script, params, self.scripts_dir)
+        line = command_line()
+        if len(line) > CMD_LINE_LIMIT:  # the script is on stdin; only the bootstrap could outgrow cmd.exe
             raise CommandTooLong(
                 host,
                 f"{script}: the command line would be {len(line)} characters; Windows allows {CMD_LINE_LIMIT}. "
-                "Shorten the script or its parameters.",
+                "Shorten the bootstrap.",
             )
         seconds = deadline if deadline is not None else self.config.winrm.command_timeout_seconds
         started = time.monotonic()
@@ -247,7 +326,7 @@ class WinRMExecutor:
                         self._protocol(host),
                         host,
                         script,
-                        line,
+                        body,
                         stop_at,
                         seconds,
                         retry_safe,
@@ -324,16 +403,22 @@ class WinRMExecutor:
         protocol: Protocol,
         host: str,
         script: str,
-        line: str,
+        body: str,
         stop_at: float,
         seconds: float,
         retry_safe: bool,
         ends_connection: bool = False,
     ) -> tuple[int, bytes, bytes]:
-        shell_id = self._call(host, lambda: protocol.open_shell())  # nothing has run yet: any error retryable
+        # nothing has run yet: any error retryable. 65001: output in UTF-8, which is how it is decoded.
+        shell_id = self._call(host, lambda: protocol.open_shell(codepage=UTF8_CODEPAGE))
         try:
+            # Once the Command may exist on the host, a lost request (the Command, or the Send that carries
+            # the script) leaves its outcome unknown: only a retry-safe script is sent again.
             try:
-                command_id = self._call(host, lambda: protocol.run_command(shell_id, line))
+                command_id = self._call(
+                    host, lambda: protocol.run_command(shell_id, command_line(), console_mode_stdin=False)
+                )
+                self._call(host, lambda: send_stdin(protocol, shell_id, command_id, body))
             except ExecutorError as exc:
                 if exc.retryable and not retry_safe:
                     raise CommandOutcomeUnknown(
@@ -443,12 +528,12 @@ class WinRMExecutor:
         Connect and operation timeouts of a few seconds and no retry: a probe of a host that is down must
         cost seconds, not read_timeout. Waiting for the host to come back is the caller's business.
         """
-        line = command_line(build_script(script, {}, self.scripts_dir))
+        body = build_script(script, {}, self.scripts_dir)
         short = max(1, int(self.config.winrm.connect_timeout_seconds))
         protocol = self._protocol(host, operation_timeout=short, read_timeout=short + 2)
         async with self._host_locks.setdefault(host, asyncio.Lock()):
             exit_code, stdout, stderr = await self._in_thread(
-                self._execute, protocol, host, script, line, time.monotonic() + seconds, seconds, True
+                self._execute, protocol, host, script, body, time.monotonic() + seconds, seconds, True
             )
         return self._result(host, script, exit_code, stdout, stderr, seconds, 1)
 

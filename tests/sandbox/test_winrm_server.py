@@ -26,6 +26,7 @@ from winrm.exceptions import (
 )
 from winrm.protocol import Protocol
 
+from bot.systems.winrm import command_line, start_script
 from sandbox.host import (
     NEW_JRE_HOME,
     NEW_JRE_VERSION,
@@ -55,9 +56,10 @@ SHELL_NOT_FOUND = 2150858843
 
 
 def with_params(script: str, params: dict) -> str:
-    """What the executor sends: one `$Params = '<json>' | ConvertFrom-Json` line, then the script."""
+    """The executor's prologue (preferences first, then `$Params = '<json>' | ConvertFrom-Json`), then the script."""
     literal = json.dumps(params).replace("'", "''")
-    return f"$Params = '{literal}' | ConvertFrom-Json\r\n{script}"
+    prologue = "$ErrorActionPreference = 'Stop'; $ProgressPreference = 'SilentlyContinue'; "
+    return f"{prologue}$Params = '{literal}' | ConvertFrom-Json\r\n{script}"
 
 
 # proxy=None: an HTTP(S)_PROXY in the environment must not capture 127.0.0.1; ca_trust_path=None: plain
@@ -78,14 +80,27 @@ def encoded(script: str) -> str:
     return "powershell -encodedcommand " + base64.b64encode(script.encode("utf-16-le")).decode()
 
 
+def run_ps(h, script: str, **kwargs) -> winrm.Response:
+    """A script as the bot sends it: a UTF-8 shell, the bootstrap command line, the script on stdin."""
+    p = protocol(h, **kwargs)
+    shell_id = p.open_shell(codepage=65001)
+    try:
+        command_id = start_script(p, shell_id, script)
+        response = winrm.Response(p.get_command_output(shell_id, command_id))
+        p.cleanup_command(shell_id, command_id)
+    finally:
+        p.close_shell(shell_id)
+    return response
+
+
 def run_preflight(h, params: dict | None = None) -> dict:
-    response = session(h).run_ps(with_params(PREFLIGHT, params or PREFLIGHT_PARAMS))
+    response = run_ps(h, with_params(PREFLIGHT, params or PREFLIGHT_PARAMS))
     assert response.status_code == 0, response.std_err
     return json.loads(response.std_out)
 
 
 def run_boottime(h) -> str:
-    response = session(h).run_ps(with_params(BOOTTIME, {}))
+    response = run_ps(h, with_params(BOOTTIME, {}))
     assert response.status_code == 0, response.std_err
     return json.loads(response.std_out)["bootTime"]
 
@@ -126,6 +141,12 @@ EXPECTED = {
     },
     "low-disk": {"disk.freeBytes": 800 * 1024**2, "disk.drive": "C:"},
     "hash-mismatch": {"connector.version": "19.03.0.0"},
+    # before the install these look like the default host
+    "installer-launch-fails": {"connector.version": "19.03.0.0", "service.state": "Running"},
+    "several-uninstall-entries": {"connector.version": "19.03.0.0 Build 13180"},
+    "service-account-reset": {"connector.version": "19.03.0.0", "java.home": OLD_JRE_HOME},
+    "delayed-service-start": {"connector.version": "19.03.0.0", "service.state": "Running"},
+    "clock-step": {"connector.version": "19.03.0.0", "pendingReboot.any": False},
 }
 
 
@@ -185,8 +206,8 @@ def test_preflight_reports_absent_things_and_each_pending_reboot_source():
 
 def test_preflight_without_params_fails_like_the_script():
     with running_host("default") as h:
-        missing = session(h).run_ps(PREFLIGHT)
-        bad_drive = session(h).run_ps(with_params(PREFLIGHT, {**PREFLIGHT_PARAMS, "Drive": "C:' OR 1=1"}))
+        missing = run_ps(h, PREFLIGHT)
+        bad_drive = run_ps(h, with_params(PREFLIGHT, {**PREFLIGHT_PARAMS, "Drive": "C:' OR 1=1"}))
     assert missing.status_code == 1
     assert b"ServiceName is required" in missing.std_err
     assert bad_drive.status_code == 1
@@ -198,8 +219,9 @@ def test_preflight_without_params_fails_like_the_script():
 
 def test_a_command_slower_than_the_operation_timeout_completes_by_polling():
     with running_host("default", time_scale=1.0, handlers=TEST_HANDLERS) as h:
-        s = session(h, operation_timeout_sec=1, read_timeout_sec=2)
-        response = s.run_ps(with_params("# idm-upgrade: slow\n", {"seconds": 2.5}))
+        response = run_ps(
+            h, with_params("# idm-upgrade: slow\n", {"seconds": 2.5}), operation_timeout_sec=1, read_timeout_sec=2
+        )
         assert response.status_code == 0
         assert json.loads(response.std_out) == {"slept": 2.5}
         timeouts = [r for r in h.requests if r.action == "Receive" and r.detail == "TimedOut"]
@@ -210,14 +232,15 @@ def test_a_command_slower_than_the_operation_timeout_completes_by_polling():
 
 def test_a_run_is_logged_request_by_request_with_the_signal():
     with running_host("default", handlers=TEST_HANDLERS) as h:
-        response = session(h).run_ps(with_params("# idm-upgrade: echo\n", {"it's": "quoted"}))
+        response = run_ps(h, with_params("# idm-upgrade: echo\n", {"it's": "quoted"}))
         assert json.loads(response.std_out) == {"echo": {"it's": "quoted"}}
         log = h.requests
-    assert [r.action for r in log] == ["Create", "Command", "Receive", "Signal", "Delete"]
-    command = log[1]
-    assert (command.script, command.params) == ("echo", {"it's": "quoted"})
-    assert log[3].command_id == command.command_id
-    assert log[3].detail == "terminate"
+    assert [r.action for r in log] == ["Create", "Command", "Send", "Receive", "Signal", "Delete"]
+    command, send = log[1], log[2]
+    assert (command.script, command.detail) == (None, "reading stdin")
+    assert (send.script, send.params) == ("echo", {"it's": "quoted"})
+    assert send.command_id == log[4].command_id == command.command_id
+    assert log[4].detail == "terminate"
     assert {r.shell_id for r in log} == {log[0].shell_id}
 
 
@@ -226,7 +249,7 @@ def test_signal_terminates_a_hung_command():
         h.faults.command_delay_seconds = 60  # the real preflight script, hanging
         p = protocol(h, operation_timeout_sec=1, read_timeout_sec=2)
         shell_id = p.open_shell()
-        command_id = p.run_command(shell_id, encoded(with_params(PREFLIGHT, PREFLIGHT_PARAMS)))
+        command_id = start_script(p, shell_id, with_params(PREFLIGHT, PREFLIGHT_PARAMS))
         assert h.stats["commands_in_flight"] == 1
         with pytest.raises(WinRMOperationTimeoutError):
             p.get_command_output_raw(shell_id, command_id)
@@ -276,7 +299,8 @@ def test_unknown_or_unmarked_scripts_fail_like_unknown_commands():
 
 
 def test_powershell_switches_before_the_encoded_command_are_accepted():
-    payload = base64.b64encode(with_params(PREFLIGHT, PREFLIGHT_PARAMS).encode("utf-16-le")).decode()
+    script = with_params("# idm-upgrade: preflight\n$ProgressPreference = 'SilentlyContinue'\n", PREFLIGHT_PARAMS)
+    payload = base64.b64encode(script.encode("utf-16-le")).decode()
     lines = [
         f"powershell -NoProfile -NonInteractive -EncodedCommand {payload}",
         f"powershell.exe -ExecutionPolicy Bypass -enc {payload}",
@@ -323,27 +347,26 @@ def test_forgetting_progress_preference_adds_clixml_noise_but_not_failure():
 
 def test_injected_500_401_and_dropped_receive_surface_as_client_errors():
     with running_host("default") as h:
-        s = session(h)
         h.faults.server_errors = 1
         with pytest.raises(WSManFaultError) as fault:
-            s.run_ps(with_params(PREFLIGHT, PREFLIGHT_PARAMS))
+            run_ps(h, with_params(PREFLIGHT, PREFLIGHT_PARAMS))
         assert fault.value.code == 500
         assert fault.value.wsman_fault_code not in (None, TIMED_OUT)
 
         h.faults.server_errors, h.faults.server_error_body = 1, False
         with pytest.raises(WinRMTransportError) as transport_error:
-            session(h).run_ps(with_params(PREFLIGHT, PREFLIGHT_PARAMS))
+            run_ps(h, with_params(PREFLIGHT, PREFLIGHT_PARAMS))
         assert transport_error.value.code == 500
 
         # Credentials "expire" for one request, then work again.
         h.faults.unauthorized = 1
         with pytest.raises(InvalidCredentialsError):
-            session(h).run_ps(with_params(PREFLIGHT, PREFLIGHT_PARAMS))
+            run_ps(h, with_params(PREFLIGHT, PREFLIGHT_PARAMS))
         assert run_preflight(h)["connector"]["installed"] is True
 
         h.faults.drop_receives = 1
         with pytest.raises(requests.exceptions.ConnectionError):
-            session(h).run_ps(with_params(PREFLIGHT, PREFLIGHT_PARAMS))
+            run_ps(h, with_params(PREFLIGHT, PREFLIGHT_PARAMS))
         assert [r.detail for r in h.requests if r.action == "Receive"][-1] == "dropped"
 
 
@@ -351,7 +374,7 @@ def test_a_dropped_receive_can_be_retried_and_the_command_is_still_there():
     with running_host("default") as h:
         p = protocol(h)
         shell_id = p.open_shell()
-        command_id = p.run_command(shell_id, encoded(with_params(PREFLIGHT, PREFLIGHT_PARAMS)))
+        command_id = start_script(p, shell_id, with_params(PREFLIGHT, PREFLIGHT_PARAMS))
         h.faults.drop_receives = 1
         with pytest.raises(requests.exceptions.ConnectionError):
             p.get_command_output_raw(shell_id, command_id)
@@ -377,7 +400,7 @@ def test_slow_responses_and_refused_connections():
         with pytest.raises(requests.exceptions.ConnectionError):
             p.run_command(shell_id, encoded("# idm-upgrade: preflight"))
         with pytest.raises(requests.exceptions.ConnectionError):
-            session(h).run_ps(PREFLIGHT)
+            run_ps(h, PREFLIGHT)
         h.accept_connections()
         assert run_preflight(h)["connector"]["installed"] is True
         # Only the network went away: the shell is still there.
@@ -400,7 +423,7 @@ def test_reboot_refuses_connections_then_comes_back_with_a_new_boot_time_and_the
         shell_id = p.open_shell()
         h.begin_reboot()
         with pytest.raises(requests.exceptions.ConnectionError):
-            session(h).run_ps(with_params(PREFLIGHT, PREFLIGHT_PARAMS))
+            run_ps(h, with_params(PREFLIGHT, PREFLIGHT_PARAMS))
         assert h.wait_online(timeout=30)
 
         after = run_preflight(h)
@@ -420,7 +443,7 @@ def test_reboot_never_returns_stays_down():
         h.begin_reboot()
         assert not h.wait_online(timeout=1.0)  # three times the simulated downtime
         with pytest.raises(requests.exceptions.ConnectionError):
-            session(h).run_ps(PREFLIGHT)
+            run_ps(h, PREFLIGHT)
 
 
 def test_a_handler_can_schedule_a_reboot_like_shutdown_r_t():
@@ -540,3 +563,145 @@ def test_every_script_has_a_handler_and_every_handler_a_script():
         assert first_line == f"# idm-upgrade: {path.stem}", path.name
         names[path.stem] = path
     assert set(names) == set(HANDLERS)
+
+
+# ----- code pages, the script on stdin, progress before stderr ------------------------------------------
+
+NON_ASCII = "Müller — 東京 ’"
+
+
+def unicode_out(state, params) -> HandlerResult:
+    return HandlerResult(stdout={"name": NON_ASCII}, stderr=f"warned {NON_ASCII}", stderr_plain=True)
+
+
+def plain_failure(state, params) -> HandlerResult:
+    return HandlerResult(exit_code=2, stderr="boom: the script's own words", stderr_plain=True)
+
+
+STDIN_HANDLERS = {**TEST_HANDLERS, "unicode_out": unicode_out, "plain_failure": plain_failure}
+
+
+def bootstrap_line() -> str:
+    return command_line()
+
+
+@pytest.mark.parametrize("codepage", [437, 65001])
+def test_output_is_written_in_the_code_page_the_shell_asked_for(codepage):
+    """Without [Console]::OutputEncoding set, PowerShell writes in the shell's code page (437 by default),
+    and what that code page cannot hold arrives as '?', as from a real host."""
+    script = "# idm-upgrade: unicode_out\n$ProgressPreference = 'SilentlyContinue'\n"
+    with running_host("default", handlers=STDIN_HANDLERS) as h:
+        p = protocol(h)
+        shell_id = p.open_shell(codepage=codepage)
+        out, err, code = p.get_command_output(shell_id, p.run_command(shell_id, encoded(script)))
+        p.close_shell(shell_id)
+    assert code == 0
+    expected = json.dumps({"name": NON_ASCII}, separators=(",", ":"), ensure_ascii=False) + "\r\n"
+    codec = "cp437" if codepage == 437 else "utf-8"
+    assert out == expected.encode(codec, errors="replace")
+    assert err == f"warned {NON_ASCII}\r\n".encode(codec, errors="replace")
+    assert (json.loads(out.decode("utf-8", errors="replace"))["name"] == NON_ASCII) is (codepage == 65001)
+
+
+def send_script(p: Protocol, shell_id: str, script: str, chunks: int = 1) -> str:
+    command_id = p.run_command(shell_id, bootstrap_line(), console_mode_stdin=False)
+    data = script.encode("utf-8")
+    size = -(-len(data) // chunks)
+    for i in range(chunks):
+        p.send_command_input(shell_id, command_id, data[i * size : (i + 1) * size], end=i == chunks - 1)
+    return command_id
+
+
+def test_the_bootstrap_runs_the_script_sent_on_stdin_only_once_stdin_ended():
+    padding = "x" * 20_000
+    script = with_params(
+        "# idm-upgrade: echo\n$ProgressPreference = 'SilentlyContinue'\n", {"P": padding, "N": NON_ASCII}
+    )
+    assert len(script) > CMD_MAX_COMMAND_LINE
+    with running_host("default", handlers=STDIN_HANDLERS) as h:
+        # a 437 shell: the bootstrap sets [Console]::OutputEncoding to UTF-8 itself
+        p = protocol(h, operation_timeout_sec=1, read_timeout_sec=3)
+        shell_id = p.open_shell(codepage=437)
+        command_id = p.run_command(shell_id, bootstrap_line(), console_mode_stdin=False)
+        data = script.encode("utf-8")
+        p.send_command_input(shell_id, command_id, data[:7000], end=False)
+        assert h.stats["scripts"] == {}  # half a script is not run
+        with pytest.raises(WinRMOperationTimeoutError):  # still waiting for the rest of stdin
+            p.get_command_output_raw(shell_id, command_id)
+        p.send_command_input(shell_id, command_id, data[7000:], end=True)
+        out, err, code = p.get_command_output(shell_id, command_id)
+        p.cleanup_command(shell_id, command_id)
+        p.close_shell(shell_id)
+        sends = [(r.detail, r.script) for r in h.requests if r.action == "Send"]
+    assert (code, err) == (0, b"")
+    assert json.loads(out.decode("utf-8")) == {"echo": {"P": padding, "N": NON_ASCII}}
+    assert sends == [("stdin", None), ("stdin ended", "echo")]
+
+
+def test_stdin_is_refused_after_it_ended_and_for_unknown_commands():
+    with running_host("default", handlers=STDIN_HANDLERS) as h:
+        p = protocol(h)
+        shell_id = p.open_shell(codepage=65001)
+        command_id = send_script(p, shell_id, "# idm-upgrade: echo\n$ProgressPreference = 'SilentlyContinue'\n")
+        with pytest.raises(WSManFaultError):
+            p.send_command_input(shell_id, command_id, b"more", end=True)
+        with pytest.raises(WSManFaultError):
+            p.send_command_input(shell_id, "00000000-0000-0000-0000-000000000000", b"x", end=True)
+        out, _, code = p.get_command_output(shell_id, command_id)
+        p.close_shell(shell_id)
+    assert code == 0 and json.loads(out) == {"echo": {}}
+
+
+def test_a_hand_made_bootstrap_command_line_over_the_limit_is_refused():
+    line = bootstrap_line() + " " + "-NoLogo " * ((CMD_MAX_COMMAND_LINE - len(bootstrap_line())) // 8 + 1)
+    assert len(line) > CMD_MAX_COMMAND_LINE
+    with running_host("default", handlers=STDIN_HANDLERS) as h:
+        p = protocol(h)
+        shell_id = p.open_shell(codepage=65001)
+        command_id = p.run_command(shell_id, line, console_mode_stdin=False)
+        p.send_command_input(shell_id, command_id, b"# idm-upgrade: echo\n", end=True)
+        out, err, code = p.get_command_output(shell_id, command_id)
+        p.close_shell(shell_id)
+        assert h.stats["scripts"] == {}
+    assert (code, out) == (1, b"")
+    assert err.strip() == b"The command line is too long."
+
+
+def test_a_terminated_command_that_waits_for_stdin_ends():
+    with running_host("default", handlers=STDIN_HANDLERS) as h:
+        p = protocol(h)
+        shell_id = p.open_shell(codepage=65001)
+        command_id = p.run_command(shell_id, bootstrap_line(), console_mode_stdin=False)
+        assert h.stats["commands_in_flight"] == 1  # powershell.exe is running, reading its stdin
+        p.cleanup_command(shell_id, command_id)
+        wait_until(lambda: h.stats["commands_in_flight"] == 0, interval=0.01, what="the Signal ended the command")
+        p.close_shell(shell_id)
+        assert h.stats["scripts"] == {}
+
+
+OLD_PROLOGUE = "$Params = '{}' | ConvertFrom-Json\r\n"
+PLAIN_FAILURE = (
+    "# idm-upgrade: plain_failure\n$ErrorActionPreference = 'Stop'\n$ProgressPreference = 'SilentlyContinue'\n"
+)
+
+
+def test_a_cmdlet_before_progress_is_silenced_puts_a_progress_record_before_the_scripts_stderr():
+    with running_host("default", handlers=STDIN_HANDLERS) as h:
+        p = protocol(h)
+        shell_id = p.open_shell(codepage=65001)
+        # the old prologue: ConvertFrom-Json runs before the script's own $ProgressPreference line
+        _, noisy, noisy_code = p.get_command_output(
+            shell_id, p.run_command(shell_id, encoded(OLD_PROLOGUE + PLAIN_FAILURE))
+        )
+        # the same script with progress silenced first, on the first line
+        quiet_script = "$ProgressPreference = 'SilentlyContinue'; " + OLD_PROLOGUE + PLAIN_FAILURE
+        _, quiet, quiet_code = p.get_command_output(shell_id, p.run_command(shell_id, encoded(quiet_script)))
+        # no prologue at all: the first cmdlet comes after the script silenced progress
+        _, bare, _ = p.get_command_output(shell_id, p.run_command(shell_id, encoded(PLAIN_FAILURE)))
+        # through the bootstrap, which silences progress before anything else, the old prologue is quiet too
+        _, piped, _ = p.get_command_output(shell_id, send_script(p, shell_id, OLD_PROLOGUE + PLAIN_FAILURE))
+        p.close_shell(shell_id)
+    assert noisy_code == quiet_code == 2
+    assert noisy.startswith(b"#< CLIXML\r\n")
+    assert noisy.index(b"Preparing modules for first use.") < noisy.index(b"boom: the script's own words")
+    assert quiet == bare == piped == b"boom: the script's own words\r\n"

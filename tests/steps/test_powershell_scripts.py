@@ -107,7 +107,6 @@ def test_script_follows_the_rules(path):
     assert "ConvertTo-Json -Compress -Depth 5" in code
 
 
-@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
-def test_script_fits_the_command_line_limit(path):
-    line = command_line(build_script(path.stem, REALISTIC_PARAMS[path.stem]))
-    assert len(line) <= CMD_LINE_LIMIT, f"{path.stem}: {len(line)} characters"
+def test_only_the_bootstrap_must_fit_the_command_line_limit():
+    # scripts go on stdin (bot.systems.winrm.start_script), which cmd.exe's 8,191 characters do not bound
+    assert len(command_line()) <= CMD_LINE_LIMIT
