@@ -7,6 +7,12 @@ and may adjust the returned state before serving it.
 
 Durations here are simulated seconds; the WinRM server multiplies them by its `time_scale`.
 
+The host keeps its own clock (`now()`, real time plus `clock_offset`, which time sync may step), and
+LastBootUpTime moves with it as it does on Windows. A service start may take a while (`Start Pending`):
+after a boot for `service_start_pending_after_boot_seconds`, after a start for the service's
+`start_seconds`; the server times it (see `service_start_timer`). `shutdown_calls` keeps the arguments
+of every `shutdown.exe /r`, so a test can see how event 1074 logs the restart.
+
 Files are a flat map of normalised paths (`files`, with size and SHA-256), and text files (logs, the
 install state file, reboot markers) also keep their lines in `text_files`. Processes started outside a
 WinRM shell (the detached installer) are listed by pid in `processes` until they exit or a reboot kills
@@ -46,6 +52,7 @@ from sandbox.host_model import (
     RebootBehaviour,
     ServiceState,
     ServiceStatus,
+    ShutdownCall,
     StartMode,
     fake_installer_payload,
     make_artifact,
@@ -77,6 +84,7 @@ __all__ = [
     "RebootBehaviour",
     "ServiceState",
     "ServiceStatus",
+    "ShutdownCall",
     "StartMode",
     "fake_installer_payload",
     "make_artifact",
@@ -92,6 +100,9 @@ class HostState:
     os_version: str = "10.0.14393"
     manufacturer: str = "VMware, Inc."
     model: str = "VMware7,1"
+    # The tenant's AD-over-IWA directory as Workspace ONE Access names it (the sandbox's stand-in serves it
+    # with this name); None: the stand-in's default.
+    directory_name: str | None = None
     connector: InstalledProduct | None = None
     other_products: list[InstalledProduct] = field(default_factory=list)
     service: ServiceState | None = field(default_factory=ServiceState)
@@ -110,6 +121,7 @@ class HostState:
     text_files: dict[str, list[str]] = field(default_factory=dict)  # normalised path -> lines
     processes: dict[int, str] = field(default_factory=dict)  # running detached processes: pid -> ProcessName
     msi_pids: set[int] = field(default_factory=set)  # installer runs holding the Windows Installer mutex
+    installer_runs: list[InstallerRun] = field(default_factory=list)  # every installer start, in order
     next_pid: int = 4812
     shutdown_scheduled: bool = False  # a `shutdown /r /t N` is counting down
     artifact_url: str | None = None  # where this host's web server serves the artifact (set by the server)
@@ -119,6 +131,28 @@ class HostState:
     installs_killed: int = 0  # installer runs a reboot killed before they finished
     reboots_requested: int = 0  # shutdown /r calls that took (exit 0 or 1115)
     boots: int = 0
+    shutdown_calls: list[ShutdownCall] = field(default_factory=list)  # every `shutdown.exe /r ...`, as sent
+    # The host's clock runs this far from the real one (VM time sync steps it: `step_clock`).
+    clock_offset: timedelta = timedelta(0)
+    # When the installer exits, time sync steps the clock by this many seconds (the clock-step scenario).
+    clock_step_after_install_seconds: float = 0.0
+    # After a boot the connector (delayed auto-start) stays Start Pending this long, simulated seconds:
+    # WinRM answers well before it (Windows starts delayed auto-start services about 120 s after boot).
+    service_start_pending_after_boot_seconds: float = 0.0
+    # A start of the connector is under way: (its number, simulated seconds until it completes), waiting
+    # for the server to time it (sandbox.ps_handlers arms it as a BackgroundProcess with the next command).
+    service_start_timer: tuple[int, float] | None = None
+    service_starts: int = 0  # starts begun; a timer only completes the start it was armed for
+
+    def now(self) -> datetime:
+        """The host's clock (UTC): what Get-Date and [DateTime]::UtcNow say there."""
+        return datetime.now(UTC) + self.clock_offset
+
+    def step_clock(self, seconds: float) -> None:
+        """Time sync steps the clock. LastBootUpTime is now minus the uptime, so it moves by as much."""
+        step = timedelta(seconds=seconds)
+        self.clock_offset += step
+        self.boot_time += step
 
     @property
     def virtual(self) -> bool:
@@ -184,12 +218,36 @@ class HostState:
         foreign = 0 < self.installs_started < self.installer.busy_first_starts
         return bool(self.msi_pids) or foreign
 
+    def begin_service_start(self, pending_seconds: float) -> str | None:
+        """The Service Control Manager starts the connector: Start Pending for `pending_seconds` (simulated),
+        then Running or failed, as `start_connector_service`; 0: at once. The refusal of an immediate start
+        (its message), else None."""
+        service = self.service
+        if service is None or service.start_mode == "Disabled":
+            return None
+        if pending_seconds <= 0:
+            return self.start_connector_service()
+        self.service_starts += 1
+        service.state = "Start Pending"
+        self.service_start_timer = (self.service_starts, pending_seconds)
+        return None
+
+    def take_service_start_timer(self) -> tuple[int, float] | None:
+        """The start to be timed, once: (its number, simulated seconds)."""
+        timer, self.service_start_timer = self.service_start_timer, None
+        return timer
+
+    def complete_service_start(self, number: int) -> None:
+        """Start number `number` is over, unless the service was stopped or started anew since."""
+        if self.service is not None and self.service.state == "Start Pending" and number == self.service_starts:
+            self.start_connector_service()
+
     def start_connector_service(self) -> str | None:
-        """Start-Service on the connector: the service state and connector.log follow; the error or None."""
+        """The connector starts now: the service state and connector.log follow; the error or None."""
         service = self.service
         if service is None:
             return None
-        now = datetime.now(UTC)
+        now = self.now()
         service.restart()
         if service.state == "Running":
             version = self.connector.version if self.connector else TARGET_VERSION
@@ -198,10 +256,7 @@ class HostState:
         if service.start_mode == "Disabled":
             return None
         self.append_lines(CONNECTOR_LOG, logs.connector_failed(now))
-        return (
-            f"Service '{service.display_name} ({service.name})' cannot be started due to the following error: "
-            f"Cannot start service {service.name} on computer '.'."
-        )
+        return f"Cannot start service {service.name} on computer '.'."  # ServiceController's message
 
     def start_installer(self, log: str, exit_file: str) -> InstallerRun:
         """The detached installer process starts: decide its outcome, stop the service, begin its log."""
@@ -227,6 +282,8 @@ class HostState:
         """The installer finished: apply (or roll back), finish its log, write the exit file."""
         self.processes.pop(run.pid, None)
         self.msi_pids.discard(run.pid)
+        if self.clock_step_after_install_seconds:
+            self.step_clock(self.clock_step_after_install_seconds)
         self.run_installer(run.exit_code)
         if run.exit_code not in INSTALL_SUCCESS_CODES and run.holds_msi_mutex and self.service is not None:
             self.service.state = run.service_before or self.service.state  # rolled back, service restarted
@@ -271,7 +328,7 @@ class HostState:
 
     def finish_boot(self, now: datetime | None = None) -> None:
         """The host comes back from a reboot: new boot time, pending work applied, services started."""
-        now = (now or datetime.now(UTC)).replace(microsecond=0)
+        now = (now or self.now()).replace(microsecond=0)
         # LastBootUpTime is compared at one-second resolution; a new boot must never look like the old one.
         self.boot_time = max(now, self.boot_time + timedelta(seconds=1))
         self.boots += 1
@@ -283,14 +340,15 @@ class HostState:
         self.msi_pids.clear()
         if self.pending_java_home:
             self.java_home, self.pending_java_home = self.pending_java_home, None
+        self.service_start_timer = None  # a start under way before the reboot died with it
         if self.service is not None:
+            self.service.state = "Stopped"
             if self.service.start_mode == "Auto":
-                self.start_connector_service()
-            else:
-                self.service.state = "Stopped"
+                self.begin_service_start(self.service_start_pending_after_boot_seconds)
 
-    def shutdown(self) -> int:
-        """`shutdown.exe /r` as this host answers it; 0 and 1115 mean the host is going down."""
+    def shutdown(self, args: tuple[str, ...] = ("/r",)) -> int:
+        """`shutdown.exe /r ...` as this host answers it; 0 and 1115 mean the host is going down."""
+        self.shutdown_calls.append(ShutdownCall(args))
         if self.reboot.shutdown_exit_codes:
             return self.reboot.shutdown_exit_codes.pop(0)
         return 1190 if self.shutdown_scheduled else 0
@@ -372,6 +430,68 @@ def _hash_mismatch() -> HostState:
     return state
 
 
+def _delayed_service_start() -> HostState:
+    state = _default()
+    # Windows' delayed auto-start: about 120 s after boot (field notes section 8); WinRM answers long before.
+    state.service_start_pending_after_boot_seconds = 120.0
+    return state
+
+
+def _clock_step() -> HostState:
+    state = _default()
+    # VM time sync steps the clock while the installer runs: LastBootUpTime moves although nothing rebooted.
+    state.clock_step_after_install_seconds = 3.0
+    return state
+
+
+def _installer_launch_fails() -> HostState:
+    """The wrapper starts, but its Start-Process cannot launch the installer (blocked by policy or AV)."""
+    state = _default()
+    state.installer.launch_error = "This command cannot be run due to the error: Access is denied."
+    return state
+
+
+def _several_uninstall_entries() -> HostState:
+    """Programs & Features as some hosts have it: the connector under WOW6432Node with a build suffix,
+    and listed first a hidden component (SystemComponent = 1) whose own version is higher."""
+    state = _default()
+    state.connector = InstalledProduct(CONNECTOR_PRODUCT, "19.03.0.0 Build 13180", wow64=True)
+    state.other_products = [
+        InstalledProduct(f"{CONNECTOR_PRODUCT} Service", "20.10.0.0", system_component=True),
+        _vmware_tools(),
+    ]
+    state.installer.installs_version = f"{TARGET_VERSION} Build 13999"
+    return state
+
+
+def _service_account_reset() -> HostState:
+    """The installer resets the connector service's logon account to LocalSystem (IWA then fails)."""
+    state = _default()
+    state.installer.resets_service_account_to = "LocalSystem"
+    state.installer.upgrades_jre = False
+    return state
+
+
+# Names as real tenants and hosts have them: typographic quotes and dashes (U+2019 is a single quote to
+# PowerShell), umlauts, a localized log line. In a WinRM shell left at code page 437 they arrive mangled.
+UNICODE_DIRECTORY = "Zürich – Ünïcødé ’s"
+UNICODE_LOG_MESSAGE = "Überprüfung fehlgeschlagen"
+
+
+def _unicode_names() -> HostState:
+    state = _default()
+    state.directory_name = UNICODE_DIRECTORY
+    stamp = _LAST_START.strftime("%Y-%m-%d %H:%M:%S,") + f"{_LAST_START.microsecond // 1000:03d}"
+    state.append_lines(
+        CONNECTOR_LOG,
+        [
+            f"{stamp} WARN  (pool-2-thread-1) [;;] com.vmware.horizon.connector.directory.DirectorySyncService - "
+            f"{UNICODE_LOG_MESSAGE}: Verzeichnis „{UNICODE_DIRECTORY}“ wird später erneut synchronisiert"
+        ],
+    )
+    return state
+
+
 _SCENARIOS: dict[str, Callable[[], HostState]] = {
     "default": _default,
     "physical": _physical,
@@ -382,6 +502,12 @@ _SCENARIOS: dict[str, Callable[[], HostState]] = {
     "pending-reboot": _pending_reboot,
     "low-disk": _low_disk,
     "hash-mismatch": _hash_mismatch,
+    "installer-launch-fails": _installer_launch_fails,
+    "several-uninstall-entries": _several_uninstall_entries,
+    "service-account-reset": _service_account_reset,
+    "delayed-service-start": _delayed_service_start,
+    "clock-step": _clock_step,
+    "unicode-names": _unicode_names,
 }
 
 SCENARIOS: tuple[str, ...] = tuple(_SCENARIOS)

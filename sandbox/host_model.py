@@ -39,6 +39,7 @@ class InstalledProduct:
     display_name: str
     version: str
     wow64: bool = False  # listed under the WOW6432Node view (a 32-bit installer) rather than the native one
+    system_component: bool = False  # SystemComponent = 1: a part Programs & Features hides
 
 
 @dataclass
@@ -48,6 +49,9 @@ class ServiceState:
     state: ServiceStatus = "Running"
     start_mode: StartMode = "Auto"
     healthy: bool = True  # False: every start attempt fails and it stays Stopped
+    # How long one start stays Start Pending before it is Running (or failed), simulated seconds; 0: at once.
+    start_seconds: float = 0.0
+    start_name: str = r"CORP\svc-idm-connector"  # Win32_Service.StartName: IWA needs a domain account
 
     def restart(self) -> None:
         """What the installer and a boot do to it: start it unless it is disabled or broken."""
@@ -87,6 +91,12 @@ class InstallerBehaviour:
     busy_duration_seconds: float = 3.0
     create_return_value: int = 0  # Win32_Process.Create's ReturnValue (e.g. 2 access denied, 8 out of memory)
     reboot_after_1641_seconds: float = 5.0  # with exit_code 1641: the installer restarts the host itself
+    # Start-Process in the wrapper fails with this message (the installer never runs); None: it launches.
+    launch_error: str | None = None
+    # What setup.exe itself returns when it differs from the MSI's status in the log; None: the same.
+    setup_exit_code: int | None = None
+    # A successful install leaves the connector service running as this account (e.g. LocalSystem).
+    resets_service_account_to: str | None = None
 
 
 @dataclass
@@ -96,6 +106,35 @@ class RebootBehaviour:
     # Exit codes the next `shutdown.exe /r` calls return, consumed in order (5 access denied, 1190 already
     # scheduled, 1115 in progress); when empty: 1190 if a shutdown is already scheduled, else 0.
     shutdown_exit_codes: list[int] = field(default_factory=list)
+
+
+# `shutdown /d` reason codes and the title event 1074 shows for them; without /d Windows logs the restart
+# as "Other (Unplanned)", which a change board reads as an outage (field notes section 8).
+SHUTDOWN_REASONS = {
+    "p:4:1": "Application: Maintenance (Planned)",
+    "p:4:2": "Application: Installation (Planned)",
+    "p:2:4": "Operating System: Reconfiguration (Planned)",
+}
+UNPLANNED_REASON = "Other (Unplanned)"
+
+
+@dataclass(frozen=True)
+class ShutdownCall:
+    """One `shutdown.exe /r ...` as the host got it, and how its event log (event 1074) records it."""
+
+    args: tuple[str, ...]
+
+    @property
+    def reason_code(self) -> str | None:
+        args = [a.lower() for a in self.args]
+        return args[args.index("/d") + 1] if "/d" in args[:-1] else None
+
+    @property
+    def logged_as(self) -> str:
+        code = self.reason_code
+        if code is None:
+            return UNPLANNED_REASON
+        return SHUTDOWN_REASONS.get(code, f"Reason code {code}")
 
 
 @dataclass
@@ -129,6 +168,8 @@ class InstallerRun:
     exit_file: str
     holds_msi_mutex: bool
     service_before: ServiceStatus | None
+    installer: str = ""  # the file the wrapper's Start-Process runs ...
+    arguments: str = ""  # ... and its argument line, as the wrapper received them
 
 
 def norm_path(path: str) -> str:

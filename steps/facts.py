@@ -246,4 +246,5 @@ class RebootIssued(Facts):
     already_rebooted: bool = False
     shutdown_exit_code: int | None = None
     boot_time: Instant | None = None
+    requested_at: Instant | None = None  # the host's clock when the reboot was asked (reboot.ps1's marker)
     connection_dropped: bool = False

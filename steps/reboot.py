@@ -2,9 +2,14 @@
 
 Needed when the JRE changed, the installer asked (3010), or Windows reports a pending reboot after
 the install. Issued once per run: the host keeps a marker per token, so a crash and resume never
-reboots twice. Then: wait for a new boot time (bounded, ``wait_for_reboot``), and re-check the service
-and JAVA_HOME. The WinRM transport only runs commands; waiting for a host to come back is done here
-(the install step uses it too, when the installer restarted the host itself: exit code 1641).
+reboots twice. Then: wait for a new boot time (bounded, ``wait_for_reboot``), wait for the service
+to be Running (a real server answers WinRM while it is still Start Pending), and re-check JAVA_HOME.
+The WinRM transport only runs commands; waiting for a host to come back is done here (the install
+step uses it too, when the installer restarted the host itself: exit code 1641).
+
+A boot time that differs is not yet a reboot: VM time sync steps the clock (after a snapshot, a
+vMotion), and LastBootUpTime, being "now minus uptime", moves with it. A reboot counts when the new
+boot time is later than the moment it was requested, on the host's clock (reboot.ps1's marker).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.core.config import Config
@@ -22,9 +27,15 @@ from bot.systems.winrm import ExecutorError, HostUnreachable, WinRMExecutor
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 from steps.common import read_host, read_script, version_tuple
 from steps.facts import BootTime, HostFacts, InstallFacts, Java, RebootIssued
-from steps.service import healthy
+from steps.service import wait_for_running
 
 REBOOT_PROBE_MAX_SECONDS = 12.0  # the longest wait between two boot-time probes after a reboot
+# A new boot time counts as the reboot only when it is later than the request minus this margin. LastBootUpTime
+# moves with every clock step (VM time sync), so "it differs" is not enough; no real reboot, with shutdown
+# /t >= 2 and a restart taking tens of seconds, boots anywhere near the request. The margin absorbs the
+# whole seconds both times are written in and a guest clock read from the hardware clock at boot, which can
+# trail the clock the request was stamped with by a second or two before time sync corrects it.
+REBOOT_CLOCK_MARGIN_SECONDS = 5
 
 
 class RebootTimedOut(ExecutorError):
@@ -38,6 +49,17 @@ async def read_boot_time(winrm: WinRMExecutor, host: str, deadline: float | None
     return BootTime.from_script(host, "boottime", result.data).boot_time
 
 
+def rebooted_since(boot_time: datetime, before_boot_time: datetime, requested_at: datetime | None) -> bool:
+    """Whether ``boot_time`` is a boot after the reboot asked at ``requested_at`` (host clock).
+
+    Without a request time (an older marker, a connection lost before the answer) only "it differs from
+    the boot time before" is left, which a clock step fools.
+    """
+    if requested_at is None:
+        return boot_time != before_boot_time
+    return boot_time > requested_at - timedelta(seconds=REBOOT_CLOCK_MARGIN_SECONDS)
+
+
 async def wait_for_reboot(
     winrm: WinRMExecutor,
     config: Config,
@@ -45,15 +67,17 @@ async def wait_for_reboot(
     before_boot_time: datetime,
     timeout: float,
     *,
+    requested_at: datetime | None = None,
     max_delay: float | None = None,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
 ) -> datetime:
-    """Wait, bounded by ``timeout``, until the host answers with a boot time other than before.
+    """Wait, bounded by ``timeout``, until the host answers with the boot time of a new boot.
 
     Like Ansible's win_reboot: a short probe per attempt, the boot time compared (a host that answers
-    with the old boot time has not gone down yet), backoff with jitter, capped. The backoff starts at
-    winrm.poll_seconds: a host that is back is noticed within one poll (benchmarked: a fixed 2 s first
-    wait was most of a fast run's time).
+    with the old boot time has not gone down yet), backoff with jitter, capped. A new boot is one later
+    than ``requested_at`` (see ``rebooted_since``); a boot time that only moved is a clock step. The
+    backoff starts at winrm.poll_seconds: a host that is back is noticed within one poll (benchmarked: a
+    fixed 2 s first wait was most of a fast run's time).
     """
     stop_at = time.monotonic() + timeout
     base = config.winrm.poll_seconds
@@ -65,9 +89,14 @@ async def wait_for_reboot(
         try:
             answer = await winrm.probe(host, "boottime", min(probe, remaining))
             booted = BootTime.from_script(host, "boottime", answer.data).boot_time
-            if booted != before_boot_time:
+            if rebooted_since(booted, before_boot_time, requested_at):
                 return booted
             last = "the host still reports the old boot time (not restarted yet)"
+            if booted != before_boot_time:
+                last = (
+                    f"the boot time moved ({before_boot_time:%Y-%m-%d %H:%M:%S} -> {booted:%Y-%m-%d %H:%M:%S} UTC) "
+                    "but not past the reboot request: a clock step, not a restart"
+                )
         except ExecutorError as exc:
             last = str(exc)
         attempt += 1
@@ -76,9 +105,10 @@ async def wait_for_reboot(
     raise RebootTimedOut(host, timeout, last)
 
 
-async def wait_for_host(ctx: StepContext, before: datetime) -> datetime:
-    """This run's host, back from a restart that began after boot time ``before``."""
-    return await wait_for_reboot(ctx.winrm, ctx.config, ctx.host, before, ctx.config.reboot.timeout_seconds)
+async def wait_for_host(ctx: StepContext, before: datetime, requested_at: datetime | None = None) -> datetime:
+    """This run's host, back from a restart asked at ``requested_at`` (host clock) from boot time ``before``."""
+    timeout = ctx.config.reboot.timeout_seconds
+    return await wait_for_reboot(ctx.winrm, ctx.config, ctx.host, before, timeout, requested_at=requested_at)
 
 
 def reasons_for_reboot(install: InstallFacts | None, now: HostFacts) -> list[str]:
@@ -106,14 +136,23 @@ class Reboot(Step):
         except HostUnreachable:
             if not (ctx.resumed_after_apply and before):
                 raise
-            # The bot stopped after issuing the reboot: the server may be down now. Wait for it, bounded.
+            # The bot stopped after issuing the reboot: the server may be down now. Wait for it, bounded;
+            # apply, run again, tells from the host's marker whether this boot is the reboot it asked for.
             ctx.note("resuming while the server reboots: waiting for it to come back")
             await wait_for_host(ctx, before)
             now = await read_host(ctx)
         facts: dict[str, Any] = {"host": now.dump()}
-        if before and now.boot_time != before:
-            return CheckResult(False, f"the server already restarted (boot time {now.dump()['boot_time']})", facts)
-        reasons = reasons_for_reboot(InstallFacts.stored(ctx.facts.get("install")), now)
+        install = InstallFacts.stored(ctx.facts.get("install"))
+        if install and install.rebooted_by_installer:
+            return CheckResult(False, "the installer already restarted the server (exit code 1641)", facts)
+        if before and now.boot_time != before and not ctx.resumed_after_apply:
+            # Nothing of this run restarted the server: a boot time that moved is a clock step (or someone
+            # else's restart, which left nothing pending, so the reasons below come out empty).
+            ctx.note(
+                f"the boot time moved since preflight ({before:%Y-%m-%d %H:%M:%S} -> "
+                f"{now.boot_time:%Y-%m-%d %H:%M:%S} UTC) without a reboot from this run; not counted as one"
+            )
+        reasons = reasons_for_reboot(install, now)
         if not reasons:
             return CheckResult(False, "no reboot needed: the JRE did not change and nothing is pending", facts)
         return CheckResult(True, "; ".join(reasons), {**facts, "reasons": reasons})
@@ -145,6 +184,7 @@ class Reboot(Step):
             "Reason": f"idm-upgrade {ctx.run.id}: connector upgrade to {config.installer.version} (approved)",
             "Token": ctx.run.id,
             "MarkerDirectory": config.installer.work_dir,
+            "MarginSeconds": REBOOT_CLOCK_MARGIN_SECONDS,
         }
         try:
             issued = await read_script(ctx, "reboot", RebootIssued, params, ends_connection=True)
@@ -159,16 +199,18 @@ class Reboot(Step):
             + ("already scheduled by this run; waiting" if issued.already_scheduled else "issued")
             + f"; waiting up to {config.reboot.timeout_seconds:g} s for the server to come back"
         )
-        back = await wait_for_host(ctx, before)
+        back = await wait_for_host(ctx, before, issued.requested_at)
         return {"reboot": issued.dump(), "boot_time_before": before.isoformat(), "boot_time_after": back.isoformat()}
 
     async def verify(self, ctx: StepContext) -> VerifyResult:
+        # WinRM answers before the services run: wait (bounded) while the connector is Stopped/Start Pending.
+        waited = await wait_for_running(ctx, "the reboot", start=False)
         now = await read_host(ctx)
-        facts: dict[str, Any] = {"after_reboot": now.dump()}
-        if not healthy(now.service):
+        facts: dict[str, Any] = {"after_reboot": now.dump(), "service_after_reboot": waited.dump()}
+        if now.service.start_mode != "Auto":
             raise StepFailed(
-                f"after the reboot {ctx.config.connector.service} is {now.service.state} "
-                f"({now.service.start_mode}); check connector.log on the host",
+                f"after the reboot {ctx.config.connector.service} is {now.service.state} with start mode "
+                f"{now.service.start_mode}; expected Automatic (Set-Service -StartupType Automatic)",
                 facts,
             )
         install = InstallFacts.stored(ctx.facts.get("install"))

@@ -1,7 +1,14 @@
-"""service: wait, bounded, until the connector service is Running with start mode Automatic."""
+"""service: wait, bounded, until the connector service is Running with start mode Automatic.
+
+The waiting lives here once (`wait_for_running`); the reboot step uses it too, because a real server
+answers WinRM before its services run: right after a boot the connector is Start Pending (a delayed
+auto-start service begins about 120 s after boot).
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -22,6 +29,54 @@ def healthy(status: ServiceStatus | ServiceState) -> bool:
     return status.state == RUNNING and status.start_mode == AUTOMATIC
 
 
+@dataclass(frozen=True)
+class ServiceWait:
+    """How the service was when first read, and once it was Running."""
+
+    first: ServiceStatus
+    last: ServiceStatus
+    seconds: float
+
+    def dump(self) -> dict[str, Any]:
+        return {"first": self.first.dump(), "status": self.last.dump(), "waited_seconds": round(self.seconds, 1)}
+
+
+async def wait_for_running(ctx: StepContext, after: str, *, start: bool) -> ServiceWait:
+    """Wait until the connector service is Running, bounded by connector.service_timeout_seconds.
+
+    ``after`` says what just happened ("the install", "the reboot") for the messages. ``start``: start a
+    Stopped service (service.ps1 starts it without blocking; the polling here is the only wait). Without
+    it the service is left to Windows, as after a boot, where it is Stopped or Start Pending for a while.
+    """
+    name, began = ctx.config.connector.service, time.monotonic()
+    first = status = await service_status(ctx)
+    if not status.exists:
+        raise StepFailed(
+            f"after {after} the service {name} does not exist; check the installer log", {"status": status.dump()}
+        )
+    if status.start_mode == "Disabled":
+        raise StepFailed(
+            f"the service {name} is Disabled; set it to Automatic and run again", {"status": status.dump()}
+        )
+    if start and status.state == "Stopped":
+        ctx.note(f"{name} is Stopped: starting it")
+        status = await service_status(ctx, start=True)
+    if status.state != RUNNING:
+        ctx.note(f"{name} is {status.state} after {after}: waiting for it to be Running")
+        timeout = ctx.config.connector.service_timeout_seconds
+        status, ok = await wait_until(ctx, partial(service_status, ctx), lambda s: s.state == RUNNING, timeout=timeout)
+        if not ok:
+            start_error = status.start_error or first.start_error
+            raise StepFailed(
+                f"{name} is {status.state} (start mode {status.start_mode}) {timeout:g} s after {after}"
+                f"{'; start failed: ' + start_error if start_error else ''}. "
+                f"Last lines of {ctx.config.connector.log_path}: {tail(status.log_tail)}. "
+                "Fix the cause on the host (the log says why), then run again",
+                {"status": status.dump(), "first": first.dump()},
+            )
+    return ServiceWait(first, status, time.monotonic() - began)
+
+
 class Service(Step):
     id = "service"
     title = "Connector service running"
@@ -34,28 +89,8 @@ class Service(Step):
         )
 
     async def apply(self, ctx: StepContext) -> dict[str, Any]:
-        name = ctx.config.connector.service
-        status = await service_status(ctx)
-        if not status.exists:
-            raise StepFailed(
-                f"the service {name} does not exist after the install; check the installer log", status.dump()
-            )
-        if status.start_mode == "Disabled":
-            raise StepFailed(f"the service {name} is Disabled; set it to Automatic and run again", status.dump())
-        if status.state != RUNNING:
-            ctx.note(f"{name} is {status.state}: starting it")
-            status = await service_status(ctx, start=True)
-        timeout = ctx.config.connector.service_timeout_seconds
-        status, ok = await wait_until(ctx, partial(service_status, ctx), lambda s: s.state == RUNNING, timeout=timeout)
-        if not ok:
-            raise StepFailed(
-                f"{name} is {status.state} (start mode {status.start_mode}) after {timeout:g} s"
-                f"{'; start failed: ' + status.start_error if status.start_error else ''}. "
-                f"Last lines of {ctx.config.connector.log_path}: {tail(status.log_tail)}. "
-                "Fix the cause on the host (the log says why), then run again",
-                {"status": status.dump()},
-            )
-        return {"status": status.dump()}
+        waited = await wait_for_running(ctx, "the install", start=True)
+        return {"status": waited.last.dump()}
 
     async def verify(self, ctx: StepContext) -> VerifyResult:
         status = await service_status(ctx)

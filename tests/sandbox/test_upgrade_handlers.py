@@ -1,7 +1,7 @@
 """The upgrade's scripts against the sandbox host, sent as the executor sends them, through real pywinrm.
 
-Each command is `bot.winrm.command_line(build_script(NAME, params))` run with pywinrm's Protocol (open
-shell, Command, Receive, Signal, delete shell), so the host sees exactly what it would from the bot.
+Each command is `bot.winrm.start_script(protocol, shell, build_script(NAME, params))` with pywinrm's Protocol
+(open shell, Command, Send, Receive, Signal, delete shell), so the host sees exactly what it would from the bot.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import requests
 from winrm.protocol import Protocol
 
-from bot.systems.winrm import build_script, clean_stderr, command_line
+from bot.systems.winrm import build_script, clean_stderr, start_script
 from sandbox.host import (
     CONNECTOR_LOG,
     INSTALLER_FILE,
@@ -50,7 +50,7 @@ class Out:
 
 
 def run(h, name: str, params: dict | None = None) -> Out:
-    """One script, as the executor sends it: the $Params line, -EncodedCommand, one shell per command."""
+    """One script, as the executor sends it: the bootstrap command line, the script on stdin, one shell per command."""
     p = Protocol(
         h.endpoint,
         transport="basic",
@@ -63,7 +63,7 @@ def run(h, name: str, params: dict | None = None) -> Out:
     )
     shell_id = p.open_shell()
     try:
-        command_id = p.run_command(shell_id, command_line(build_script(name, params or {})))
+        command_id = start_script(p, shell_id, build_script(name, params or {}))
         stdout, stderr, code = p.get_command_output(shell_id, command_id)
         p.cleanup_command(shell_id, command_id)
     finally:
@@ -86,10 +86,11 @@ def stage_params(h, **overrides) -> dict:
 def start_params(token: str = "run-1-install") -> dict:
     return {
         "Installer": INSTALLER,
-        "Arguments": f'/s /v"/qn /l*v ""{INSTALL_LOG}"""',
+        "Arguments": f'/s /w /v"/qn /l*v ""{INSTALL_LOG}"""',
         "Log": INSTALL_LOG,
         "StateFile": STATE_FILE,
         "Token": token,
+        "ServiceName": "VMwareIDMConnector",
     }
 
 
@@ -141,6 +142,7 @@ def test_product_reads_the_uninstall_keys():
             "installed": True,
             "displayName": "VMware Identity Manager Connector",
             "version": "19.03.0.0",
+            "entries": 1,
         }
         # the WOW6432Node view counts too
         assert ok(h, "product", {"ProductNamePattern": "Dell OpenManage*"})["version"] == "9.5.0"
@@ -148,6 +150,7 @@ def test_product_reads_the_uninstall_keys():
             "installed": False,
             "displayName": None,
             "version": None,
+            "entries": 0,
         }
 
 
@@ -208,16 +211,17 @@ def test_stage_download_failures_and_file_copies():
         elsewhere = run(h, "stage", stage_params(h, Url="https://artifacts.example.com/" + INSTALLER_FILE))
         assert elsewhere.code == 2
 
+        # A share is a second hop from a WinRM session (ANONYMOUS LOGON): refused, never tried
         share = r"\\fileserver\software\vmware\connector.exe"
         h.state.put_file(share, h.state.artifact.payload)
+        downloads = h.stats["downloads"]
         for source in (share, "file://fileserver/software/vmware/connector.exe"):
-            h.state.remove_file(INSTALLER)
-            assert ok(h, "stage", stage_params(h, Url=source))["reused"] is False
-            assert h.state.file(INSTALLER).sha256 == h.installer_sha256
-        h.state.remove_file(INSTALLER)
-        absent = run(h, "stage", stage_params(h, Url=r"\\fileserver\software\nothing.exe"))
-        assert absent.code == 2
-        assert "Cannot find path '\\\\fileserver\\software\\nothing.exe' because it does not exist." in absent.stderr
+            refused = run(h, "stage", stage_params(h, Url=source))
+            assert (refused.code, refused.stderr) == (
+                1,
+                "stage: Url must be http:// or https:// (a file share is a second hop from WinRM)",
+            )
+        assert h.state.file(INSTALLER) is None and h.stats["downloads"] == downloads
 
         bad_hash = run(h, "stage", stage_params(h, Sha256="abc"))
         bad_name = run(h, "stage", stage_params(h, FileName=r"..\evil.exe"))
@@ -365,10 +369,8 @@ def test_service_start_failure_reports_the_error_and_the_connector_log():
         tried = ok(h, "service", params)
         assert tried["exists"] is True
         assert (tried["state"], tried["startMode"]) == ("Stopped", "Auto")
-        assert tried["startError"] == (
-            "Service 'VMware IDM Connector (VMwareIDMConnector)' cannot be started due to the following error: "
-            "Cannot start service VMwareIDMConnector on computer '.'."
-        )
+        # ServiceController.Start's refusal, as service.ps1 reports it (the InnerException's message)
+        assert tried["startError"] == "Cannot start service VMwareIDMConnector on computer '.'."
         assert len(tried["logTail"]) == 5
         assert any("BeanCreationException" in line for line in tried["logTail"])
         # "Start": "true" is not a JSON boolean: no start attempt
@@ -403,7 +405,9 @@ def test_reboot_is_issued_once_per_token_and_really_happens():
             "alreadyRebooted": False,
             "shutdownExitCode": 0,
             "bootTime": before,
+            "requestedAt": first["requestedAt"],  # the host's clock, when shutdown was asked
         }
+        assert first["requestedAt"] >= before
         second = ok(h, "reboot", reboot_params(delay=50))
         assert second == {**first, "issued": False, "alreadyScheduled": True, "shutdownExitCode": None}
         assert h.stats["reboots_requested"] == 1
@@ -464,6 +468,11 @@ OUTCOMES = {
     "pending-reboot": (0, 0, "19.03.0.1", True, "Running"),
     "low-disk": (0, 0, "19.03.0.1", True, "Running"),
     "hash-mismatch": (3, None, "19.03.0.0", False, "Running"),
+    "installer-launch-fails": (0, None, "19.03.0.0", False, "Running"),
+    "several-uninstall-entries": (0, 0, "19.03.0.1 Build 13999", True, "Running"),
+    "service-account-reset": (0, 0, "19.03.0.1", False, "Running"),
+    "delayed-service-start": (0, 0, "19.03.0.1", True, "Running"),  # Start Pending only after a boot
+    "clock-step": (0, 0, "19.03.0.1", True, "Running"),
 }
 
 
