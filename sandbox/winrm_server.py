@@ -1,7 +1,11 @@
 """A WinRM (WS-Management over HTTP) server that plays one simulated connector host.
 
 Real pywinrm talks to it unmodified (transport 'basic', endpoint http://127.0.0.1:PORT/wsman): shells
-are created and deleted, commands run asynchronously for their simulated duration, a Receive that
+are created (in the code page the client asked for, 437 by default, which output is then written in) and
+deleted; a command whose command line is a bootstrap reading stdin (the bot's) gets its script through
+Send, buffered per command, and runs it only once stdin ended (End="true"); the command line itself
+stays bounded by cmd.exe's 8,191 characters, stdin is not. Commands run asynchronously for their
+simulated duration, a Receive that
 outlasts the request's OperationTimeout gets the same 500 TimedOut fault Windows sends (so clients poll
 as they must against real hosts), and a reboot really closes the listening socket so clients see
 connection errors. See sandbox/host.py for the host model and sandbox/ps_handlers.py for the scripts.

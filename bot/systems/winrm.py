@@ -415,10 +415,13 @@ class WinRMExecutor:
             # Once the Command may exist on the host, a lost request (the Command, or the Send that carries
             # the script) leaves its outcome unknown: only a retry-safe script is sent again.
             try:
-                command_id = self._call(
-                    host, lambda: protocol.run_command(shell_id, command_line(), console_mode_stdin=False)
-                )
-                self._call(host, lambda: send_stdin(protocol, shell_id, command_id, body))
+                try:
+                    command_id = self._call(
+                        host, lambda: protocol.run_command(shell_id, command_line(), console_mode_stdin=False)
+                    )
+                    self._call(host, lambda: send_stdin(protocol, shell_id, command_id, body))
+                except WinRMOperationTimeoutError:  # the service gave up on the request: as uncertain as a loss
+                    raise HostUnreachable(host, "the WinRM service did not take the command in time") from None
             except ExecutorError as exc:
                 if exc.retryable and not retry_safe:
                     raise CommandOutcomeUnknown(

@@ -147,6 +147,7 @@ EXPECTED = {
     "service-account-reset": {"connector.version": "19.03.0.0", "java.home": OLD_JRE_HOME},
     "delayed-service-start": {"connector.version": "19.03.0.0", "service.state": "Running"},
     "clock-step": {"connector.version": "19.03.0.0", "pendingReboot.any": False},
+    "unicode-names": {"connector.version": "19.03.0.0", "service.state": "Running"},
 }
 
 
@@ -705,3 +706,17 @@ def test_a_cmdlet_before_progress_is_silenced_puts_a_progress_record_before_the_
     assert noisy.startswith(b"#< CLIXML\r\n")
     assert noisy.index(b"Preparing modules for first use.") < noisy.index(b"boom: the script's own words")
     assert quiet == bare == piped == b"boom: the script's own words\r\n"
+
+
+def test_a_single_quoted_string_ends_at_any_of_the_five_quote_characters():
+    """PowerShell ends '...' at ' and at U+2018-U+201B; doubling only ASCII ' lets data become code."""
+    value = "a\u2019; Remove-Item C:\\ ; \u2019"
+    ascii_only = json.dumps({"Name": value}, ensure_ascii=False).replace("'", "''")
+    every_quote = "".join(
+        c * 2 if c in "'\u2018\u2019\u201a\u201b" else c for c in json.dumps({"Name": value}, ensure_ascii=False)
+    )
+    with running_host("default", handlers=STDIN_HANDLERS) as h:
+        broken = run_ps(h, f"$Params = '{ascii_only}' | ConvertFrom-Json\n# idm-upgrade: echo\n")
+        data = run_ps(h, f"$Params = '{every_quote}' | ConvertFrom-Json\n# idm-upgrade: echo\n")
+    assert broken.status_code == 1 and b"Unexpected token" in broken.std_err
+    assert data.status_code == 0 and json.loads(data.std_out) == {"echo": {"Name": value}}
