@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox import script_text
 from sandbox.host import HostState, InstalledProduct
 
 
@@ -87,9 +88,21 @@ def like(value: str | None, pattern: str) -> bool:
 
 
 def find_product(state: HostState, pattern: str) -> InstalledProduct | None:
-    """The first Uninstall entry whose DisplayName is -like pattern: native view, then WOW6432Node."""
+    """As product.ps1/preflight.ps1 choose: of the Uninstall entries whose DisplayName is -like pattern and
+    that are not SystemComponent = 1, the highest DisplayVersion by its leading dotted numbers (native view
+    first among equals)."""
     products = sorted(state.products(), key=lambda product: product.wow64)
-    return next((p for p in products if like(p.display_name, pattern)), None)
+    if not script_text.picks_highest_version():
+        # A script without that selection keeps the first match, SystemComponent entries included.
+        return next((p for p in products if like(p.display_name, pattern)), None)
+    matching = [p for p in products if like(p.display_name, pattern) and not p.system_component]
+    return max(matching, key=lambda p: version_key(p.version), default=None)
+
+
+def version_key(version: str | None) -> tuple[int, ...]:
+    """The scripts' sort key: the leading dotted numbers of DisplayVersion ("19.03.0.1 Build 123" -> 19.03.0.1)."""
+    match = re.match(r"\s*\d+(?:\.\d+)*", version or "")
+    return tuple(int(part) for part in match.group().strip().split(".")) if match else ()
 
 
 def iso_utc(state: HostState) -> str:

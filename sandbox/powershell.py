@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
+from sandbox import script_text
 from sandbox.handler_base import Handler, HandlerResult, script_error
 from sandbox.host import HostState
 
@@ -154,12 +155,15 @@ def run_script(script: str, state: HostState, handlers: Mapping[str, Handler], *
     if handler is None:
         first_word = next((ln.split()[0] for ln in lines if ln.strip() and not ln.lstrip().startswith("#")), "")
         return Execution(_not_recognized(name or first_word, sorted(handlers)), name, params, **facts)
+    token = script_text.running(script)  # some answers depend on how the script is written (5.1)
     try:
         result = handler(state, params)
     except Exception as exc:
         # A bug in a handler must not look like a script that worked; show it as a script failure.
         log.exception("sandbox handler %r failed", name)
         result = script_error(f"{type(exc).__name__}: {exc}")
+    finally:
+        script_text.done(token)
     return Execution(result, name, params, **facts)
 
 

@@ -4,26 +4,39 @@ parameter checks, JSON fields, exit codes and stderr text. A missing required pa
 (exit 1, "<script>: <Param> is required"); the other failures write one line to stderr with
 [Console]::Error.WriteLine and `exit N`.
 
+Where Windows PowerShell 5.1's answer depends on how the script is written, the handler reads the script
+text (`sandbox.script_text`): `Get-Content -Tail` lines not unwrapped to strings come back as objects
+{"value", "PSPath", "PSDrive", ...}; an install_start that does not start the fixed wrapper with
+base64 data is refused (a wrapper built from values runs them as code).
+
 filehash     {Path}
              -> {exists: bool, path, sha256: lowercase hex | null, bytes: int | null}
 stage        {Url, Sha256, Directory, FileName}
              -> {path, sha256 (lowercase), bytes, reused: bool, seconds: float}
              An existing Directory\\FileName with the right hash is reused (no download); one with another
-             hash is deleted first. http(s) -> Invoke-WebRequest, file:// or a path/UNC -> Copy-Item, into
-             FileName.partial, then hashed and renamed.
+             hash is deleted first. Only http(s) (Invoke-WebRequest), into FileName.partial, then hashed
+             and renamed: a file share read from a WinRM session is a second hop (ANONYMOUS LOGON).
              exit 2 "download of <Url> failed: <message>"; exit 3 "SHA-256 mismatch for <FileName>: expected
-             <x>, got <y>; the downloaded file was deleted"; exit 1 for a bad Sha256 or FileName.
-install_start {Installer, Arguments, Log, StateFile, Token}
-             -> {token, pid, startedAt, log, exitFile, alreadyStarted: bool}
+             <x>, got <y>; the downloaded file was deleted"; exit 1 for a bad Sha256, FileName or Url.
+install_start {Installer, Arguments, Log, StateFile, Token, ServiceName (optional)}
+             -> {token, pid, startedAt, log, exitFile, errorFile, startNameBefore, alreadyStarted: bool}
              StateFile already holding Token: that record with alreadyStarted true, nothing started.
-             Otherwise the installer runs detached (Win32_Process.Create) and writes its exit code to
-             exitFile (= StateFile + ".exit") when done. exit 1 when Installer is not a file;
-             exit 5 "install_start: Win32_Process.Create failed: <ReturnValue or message>".
-install_status {StateFile, Tail}
+             Otherwise a fixed wrapper script, its data (installer, arguments, exit and error files) as
+             base64 JSON, runs detached (Win32_Process.Create): `Start-Process -Wait -PassThru` of the
+             installer, its exit code to exitFile (= StateFile + ".exit"); a launch failure's message to
+             errorFile (= StateFile + ".error"). startNameBefore: the service's StartName before the
+             launch. exit 1 when Installer is not a file; exit 5 "install_start: Win32_Process.Create
+             failed: <ReturnValue or message>".
+             InstallShield's setup.exe without /w returns its own 0 while the MSI may fail: the exit file
+             then holds 0 and the log "Installation success or error status: <MSI's code>".
+install_status {StateFile, Tail, ServiceName (optional)}
              -> {known: false, msiBusy} when StateFile is absent; else {known: true, token, pid, startedAt,
-             running: bool, exitCode: int | null, logTail: [str], msiBusy: bool}
-             running: the wrapper (a powershell process with that pid) lives and there is no exit file
-             yet. Killed by a reboot: running false, exitCode null. msiBusy: the Installer\\InProgress key.
+             running: bool, exitCode: int | null, msiStatus: int | null, launchError: str | null,
+             logTail: [str], msiBusy: bool, startName, startNameBefore}
+             running: the wrapper (a powershell process with that pid) lives, there is no exit file and
+             no launch error. Killed by a reboot: running false, exitCode null. msiBusy: the
+             Installer\\InProgress key. msiStatus: the log's last "Installation success or error status: N",
+             read once the wrapper is done. startName: the service's StartName now.
 service      {ServiceName, Start: bool, LogPath, Tail}
              -> {exists: bool, state, startMode, startError: str | null, logTail: [str]}
              Start true (a JSON boolean) on a Stopped, not Disabled service: one Start-Service, its error
@@ -36,11 +49,14 @@ reboot       {DelaySeconds, Reason, Token, MarkerDirectory}
              shutdown.exe /r /t DelaySeconds /c Reason; 1190 -> /a and once more; 1115 counts as issued.
              exit 6 "reboot: shutdown.exe /r failed with exit code <n>[ (access denied: ...)]" (the marker is
              removed). Token: letters, digits, . _ - only (exit 1 otherwise).
-product      {ProductNamePattern} -> {installed: bool, displayName, version} (Uninstall keys, as preflight)
+product      {ProductNamePattern} -> {installed: bool, displayName, version, entries: int}
+             Uninstall keys, as preflight: of the entries whose DisplayName is -like the pattern (entries
+             counts them all), the highest DisplayVersion that is not SystemComponent = 1.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import ntpath
@@ -48,20 +64,22 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
+from sandbox import script_text
 from sandbox.handler_base import (
     BackgroundProcess,
     Handler,
     HandlerResult,
     find_product,
     iso_utc,
+    like,
     missing_param,
     ps_int,
     script_error,
     script_exit,
 )
-from sandbox.host import HostState
+from sandbox.host import HostState, InstallerRun
 
 DOWNLOAD_SECONDS = 2.0  # a simulated download of the installer
 HASH_SECONDS = 0.1  # hashing a file that is already there
@@ -104,6 +122,8 @@ def stage(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
         return script_error("stage: Sha256 must be 64 hex digits")
     if re.search(r"[\\/:]", name) or name == "..":
         return script_error("stage: FileName must be a bare file name")
+    if not re.match(r"https?://", url, re.IGNORECASE):
+        return script_error("stage: Url must be http:// or https:// (a file share is a second hop from WinRM)")
     path = ntpath.join(str(params["Directory"]), name)
 
     def emit(reused: bool, size: int, seconds: float) -> dict[str, Any]:
@@ -116,24 +136,13 @@ def stage(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
         state.remove_file(path)
 
     state.downloads += 1
-    if re.match(r"https?://", url, re.IGNORECASE):
-        payload = _served_payload(state, url)
-        if payload is None:
-            return _download_failed(url, "The remote server returned an error: (404) Not Found.")
-        got, size = _sha256(payload), len(payload)
+    payload = _served_payload(state, url)
+    if payload is None:
+        return _download_failed(url, "The remote server returned an error: (404) Not Found.")
+    got, size = _sha256(payload), len(payload)
 
-        def store() -> None:
-            state.put_file(path, payload)
-
-    else:
-        source = _local_path(url)
-        entry = state.file(source)
-        if entry is None:
-            return _download_failed(url, f"Cannot find path '{source}' because it does not exist.")
-        got, size = entry.sha256, entry.size
-
-        def store() -> None:
-            state.copy_file(source, path)
+    def store() -> None:
+        state.put_file(path, payload)
 
     if got != want:
         message = f"SHA-256 mismatch for {name}: expected {want}, got {got}; the downloaded file was deleted"
@@ -166,17 +175,6 @@ def _served_payload(state: HostState, url: str) -> bytes | None:
     return None
 
 
-def _local_path(url: str) -> str:
-    """What `([Uri]$url).LocalPath` gives for a file: URL; anything else is used as a path as it is."""
-    if not url.lower().startswith("file:"):
-        return url
-    parts = urlsplit(url)
-    path = unquote(parts.path).replace("/", "\\")
-    if parts.netloc and parts.netloc.lower() != "localhost":
-        return f"\\\\{parts.netloc}{path}"
-    return path.lstrip("\\")
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -189,28 +187,144 @@ def install_start(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
         return error
     state_file, token = str(params["StateFile"]), str(params["Token"])
     if (lines := state.read_lines(state_file)) is not None:
-        record = json.loads("\n".join(lines))
-        if record.get("token") == token:
-            fields = ("token", "pid", "startedAt", "log", "exitFile")
-            return HandlerResult(stdout={**{k: record.get(k) for k in fields}, "alreadyStarted": True})
+        earlier = json.loads("\n".join(lines))
+        if earlier.get("token") == token:
+            fields = ("token", "pid", "startedAt", "log", "exitFile", "errorFile", "startNameBefore")
+            return HandlerResult(stdout={**{k: earlier.get(k) for k in fields}, "alreadyStarted": True})
     installer = str(params["Installer"])
     if state.file(installer) is None:
         return script_error(f"install_start: installer not found: {installer}")
-    exit_file = state_file + ".exit"
+    exit_file, error_file = state_file + ".exit", state_file + ".error"
     state.remove_file(exit_file)
+    state.remove_file(error_file)
+    data = {"installer": installer, "arguments": str(params.get("Arguments") or ""), "exitFile": exit_file}
+    # What the started wrapper reads back from its base64 data: the installer's file and argument line.
+    wrapper = started_wrapper(script_text.current(), {**data, "errorFile": error_file})
+    if isinstance(wrapper, HandlerResult):
+        return wrapper
     log = str(params["Log"])
     if (code := state.installer.create_return_value) != 0:
         return script_exit(f"install_start: Win32_Process.Create failed: {code}", 5)
 
-    run = state.start_installer(log, exit_file)
-    record = {"token": token, "pid": run.pid, "startedAt": _now_iso(), "log": log, "exitFile": exit_file}
+    record: dict[str, Any] = {
+        "token": token,
+        "pid": None,
+        "startedAt": _now_iso(),
+        "log": log,
+        "exitFile": wrapper["exitFile"],
+        "errorFile": wrapper["errorFile"],
+        "startNameBefore": _start_name(state, params.get("ServiceName")),
+    }
+    if state.installer.launch_error is not None:
+        return _launch_fails(state, state_file, record)
+    run = state.start_installer(log, wrapper["exitFile"])
+    run.installer, run.arguments = wrapper["installer"], wrapper["arguments"]
+    state.installer_runs.append(run)
+    record["pid"] = run.pid
     state.write_lines(state_file, [_json(record)])
     process = BackgroundProcess(
         name=f"installer (pid {run.pid})",
         duration_seconds=run.duration_seconds,
-        on_exit=lambda: state.installer_exited(run),
+        on_exit=lambda: _installer_exited(state, run),
         on_kill=lambda: state.installer_killed(run),
         reboot_after_seconds=state.installer.reboot_after_1641_seconds if run.exit_code == 1641 else None,
+    )
+    return HandlerResult(stdout={**record, "alreadyStarted": False}, process=process)
+
+
+# The wrapper install_start.ps1 starts: a single-quoted here-string assigned to $w, whose one '@DATA@'
+# literal the script replaces with the base64 of its data. Anything else is a wrapper built from values.
+_WRAPPER = re.compile(r"^\$w = @'\r?\n(?P<body>.*?)\r?\n'@[ \t]*$", re.MULTILINE | re.DOTALL)
+_FILLED = re.compile(
+    r"\$w\.Replace\('@DATA@', \[Convert\]::ToBase64String\(\[Text\.Encoding\]::UTF8\.GetBytes\(\$data\)\)\)"
+)
+_PS_QUOTES = "'\u2018\u2019\u201a\u201b"  # every character that opens or closes a single-quoted string
+
+
+def started_wrapper(script: str, data: dict[str, str]) -> dict[str, str] | HandlerResult:
+    """The data the detached wrapper decodes, or a refusal when the script would build its code from values.
+
+    The host runs `$w` with '@DATA@' replaced by base64 of `data`; the code it runs (everything outside
+    single-quoted strings, by PowerShell's quote characters) must be the same for any data.
+    """
+    found = _WRAPPER.search(script)
+    if found is None or _FILLED.search(script) is None or found.group("body").count("'@DATA@'") != 1:
+        return script_error(
+            "sandbox: install_start must start a fixed wrapper script with its data as base64 (field notes §8); "
+            "this script builds the wrapper's code from values, which PowerShell would run as code"
+        )
+    body = found.group("body")
+    encoded = base64.b64encode(json.dumps(data, ensure_ascii=False).encode()).decode()
+    filled = body.replace("'@DATA@'", f"'{encoded}'")
+    if _code_outside_strings(filled) != _code_outside_strings(body):
+        return script_error("sandbox: the wrapper's code changed with its data")
+    read = re.search(r"FromBase64String\('([A-Za-z0-9+/=]*)'\)", filled)
+    if read is None:
+        return script_error("sandbox: the wrapper does not read its data with [Convert]::FromBase64String")
+    decoded = json.loads(base64.b64decode(read.group(1)))
+    return {key: str(decoded.get(key) or "") for key in ("installer", "arguments", "exitFile", "errorFile")}
+
+
+def _code_outside_strings(code: str) -> str:
+    """The code with each single-quoted string's content dropped (a doubled quote of any kind is a quote)."""
+    out, i, inside = [], 0, False
+    while i < len(code):
+        ch = code[i]
+        if ch in _PS_QUOTES:
+            if inside and i + 1 < len(code) and code[i + 1] in _PS_QUOTES:
+                i += 2
+                continue
+            inside = not inside
+            out.append("'")
+        elif not inside:
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _start_name(state: HostState, service_name: Any) -> str | None:
+    """Win32_Service.StartName of the named service (Where-Object Name -eq: case-insensitive)."""
+    svc = state.service
+    if not service_name or svc is None or svc.name.casefold() != str(service_name).casefold():
+        return None
+    return svc.start_name
+
+
+def _installs_and_waits(arguments: str) -> bool:
+    """InstallShield's setup.exe waits for its MSI (and returns the MSI's code) only with /w."""
+    return any(word.lower() == "/w" for word in arguments.split())
+
+
+def _installer_exited(state: HostState, run: InstallerRun) -> None:
+    state.installer_exited(run)  # the log ends with the MSI's status; the exit file holds it too
+    behaviour = state.installer
+    setup_code = behaviour.setup_exit_code
+    if setup_code is None and not _installs_and_waits(run.arguments):
+        setup_code = 0  # setup.exe handed the MSI over and returned its own success
+    if setup_code is not None:
+        state.write_lines(run.exit_file, [str(setup_code)])
+    if run.exit_code in (0, 3010, 1641) and behaviour.resets_service_account_to and state.service is not None:
+        state.service.start_name = behaviour.resets_service_account_to
+
+
+def _launch_fails(state: HostState, state_file: str, record: dict[str, Any]) -> HandlerResult:
+    """The wrapper starts and its Start-Process throws (the installer never runs): the message goes to
+    errorFile a moment later, and the wrapper exits."""
+    pid = state.new_pid()
+    state.processes[pid] = "powershell"
+    record = {**record, "pid": pid}
+    state.write_lines(state_file, [_json(record)])
+    message = str(state.installer.launch_error)
+
+    def failed() -> None:
+        state.processes.pop(pid, None)
+        state.write_lines(record["errorFile"], [message])
+
+    def killed() -> None:
+        state.processes.pop(pid, None)
+
+    process = BackgroundProcess(
+        name=f"installer wrapper (pid {pid})", duration_seconds=0.5, on_exit=failed, on_kill=killed
     )
     return HandlerResult(stdout={**record, "alreadyStarted": False}, process=process)
 
@@ -227,20 +341,36 @@ def install_status(state: HostState, params: Mapping[str, Any]) -> HandlerResult
     if record.get("exitFile") and (text := state.read_lines(record["exitFile"])) is not None:
         value = "\n".join(text).strip()
         code = int(value) if re.fullmatch(r"-?\d+", value) else None
+    launch_error = None
+    if record.get("errorFile") and (text := state.read_lines(record["errorFile"])) is not None:
+        launch_error = "\n".join(text).strip()
     alive = bool(record.get("pid")) and state.processes.get(record["pid"]) == "powershell"
     log = record.get("log")
+    tail, msi_status = [], None
+    if log and (log_lines := state.read_lines(log)) is not None:
+        tail = script_text.get_content_lines(log, state.tail(log, ps_int(params.get("Tail"))))
+        if code is not None or not alive:
+            statuses = [m.group(1) for line in log_lines if (m := _MSI_STATUS.search(line))]
+            msi_status = int(statuses[-1]) if statuses else None
     return HandlerResult(
         stdout={
             "known": True,
             "token": record.get("token"),
             "pid": record.get("pid"),
             "startedAt": record.get("startedAt"),
-            "running": alive and code is None,
+            "running": alive and code is None and not launch_error,
             "exitCode": code,
-            "logTail": state.tail(log, ps_int(params.get("Tail"))) if log else [],
+            "msiStatus": msi_status,
+            "launchError": launch_error,
+            "logTail": tail,
             "msiBusy": busy,
+            "startName": _start_name(state, params.get("ServiceName")),
+            "startNameBefore": record.get("startNameBefore"),
         }
     )
+
+
+_MSI_STATUS = re.compile(r"Installation success or error status: (-?\d+)")
 
 
 # ----- service --------------------------------------------------------------------------------------
@@ -317,12 +447,14 @@ def reboot(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
 def product(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
     if error := missing_param("product", params, "ProductNamePattern"):
         return error
-    found = find_product(state, str(params["ProductNamePattern"]))
+    pattern = str(params["ProductNamePattern"])
+    found = find_product(state, pattern)
     return HandlerResult(
         stdout={
             "installed": found is not None,
             "displayName": found.display_name if found else None,
             "version": found.version if found else None,
+            "entries": sum(1 for p in state.products() if like(p.display_name, pattern)),
         }
     )
 

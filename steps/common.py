@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import PureWindowsPath
@@ -54,6 +55,21 @@ def version_tuple(version: str | None) -> tuple[int, ...]:
     while parts and parts[-1] == 0:
         parts.pop()
     return tuple(parts)
+
+
+def version_parts(version: str | None) -> tuple[int, ...]:
+    """The leading dotted numbers of a DisplayVersion: '19.03.0.1 Build 123' -> (19, 3, 0, 1)."""
+    match = re.match(r"\s*\d+(?:\.\d+)*", version or "")
+    return tuple(int(part) for part in match.group().strip().split(".")) if match else ()
+
+
+def versus_target(installed: str | None, target: str) -> int:
+    """-1 older than the target, 0 the target, 1 newer. Only as many parts as the target has are compared
+    (missing ones count as 0), so '19.03.0.1 Build 123' and '19.03.0.1.5' are 19.03.0.1 and '19.03' is
+    19.03.0.0. Unlike version_tuple, which compares every part (JRE versions)."""
+    want = version_parts(target)
+    have = (version_parts(installed) + (0,) * len(want))[: len(want)]
+    return (have > want) - (have < want)
 
 
 def installer_file_name(url: str) -> str:

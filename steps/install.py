@@ -2,7 +2,9 @@
 
 The installer outlives any WinRM command, so it is started detached and polled, with a deadline.
 Starting is idempotent on the host (a token per run and attempt): after a crash at any line, the
-same installer is found again instead of being started a second time.
+same installer is found again instead of being started a second time. The exit code is cross-checked
+with the MSI log's status (steps/install_outcome.py), and the connector service's logon account is
+compared before and after: IWA needs the domain account, and an installer may reset it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from functools import partial
 from typing import Any
 
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
-from steps.common import read_host, read_script, tail, version_tuple, wait_until, work_path
-from steps.facts import HostFacts, InstallFacts, InstallStarted, InstallStatus, Product
+from steps.common import read_host, read_script, tail, versus_target, wait_until, work_path
+from steps.facts import HostFacts, Product
+from steps.install_outcome import ExitCode, InstallRecord, Progress, Started, account_changed, exit_code
 from steps.reboot import wait_for_host
 from steps.stage import installer_path
 
@@ -33,7 +36,7 @@ class Install(Step):
     async def check(self, ctx: StepContext) -> CheckResult:
         product = await installed_version(ctx)
         target = ctx.config.installer.version
-        if version_tuple(product.version) == version_tuple(target):
+        if product.installed and versus_target(product.version, target) == 0:
             return CheckResult(False, f"{product.display_name} is already at {target}", {"product": product.dump()})
         return CheckResult(
             True, f"upgrade {product.version} → {target} with the installer", {"product": product.dump()}
@@ -41,8 +44,70 @@ class Install(Step):
 
     async def apply(self, ctx: StepContext) -> dict[str, Any]:
         config = ctx.config.installer
+        service = ctx.config.connector.service
         before = HostFacts.stored(ctx.facts.get("preflight")) or await read_host(ctx)
         started = time.monotonic()
+        status, decided, attempt, log, state_file = await self._run_installer(ctx)
+        code = decided.code
+        facts = InstallRecord(
+            exit_code=code,
+            attempts=attempt,
+            seconds=round(time.monotonic() - started, 1),
+            log=log,
+            java_before=before.java,
+            setup_exit_code=status.exit_code,
+            msi_status=status.msi_status,
+            exit_code_note=decided.note or None,
+            service_account_before=status.start_name_before,
+        )
+        why = f" ({decided.note})" if decided.note else ""
+        if code is None:
+            raise StepFailed(
+                f"the installer ended without an exit code (was it killed?). Last log lines: {tail(status.log_tail)}",
+                facts.dump(),
+            )
+        if code == BUSY:
+            raise StepFailed(
+                f"exit code 1618: another installation kept running through {config.busy_retries} retries. "
+                "Let it finish (Windows Update?), then run again",
+                facts.dump(),
+            )
+        if code not in (SUCCESS, REBOOT_REQUIRED, REBOOT_STARTED):
+            raise StepFailed(
+                f"the installer failed with exit code {code}{why}. Last lines of {log}: {tail(status.log_tail)}. "
+                "Nothing was rebooted; the previous version should still be installed (Windows Installer rolls back)",
+                {**facts.dump(), "log_tail": status.log_tail},
+            )
+        if code == REBOOT_STARTED:
+            ctx.note("exit code 1641: the installer started a reboot itself; waiting for the host to come back")
+            await wait_for_host(ctx, before.boot_time)
+            facts = facts.model_copy(update={"rebooted_by_installer": True})
+            status = await self._status(ctx, state_file)  # the service's account, after that boot
+        facts = facts.model_copy(update={"service_account_after": status.start_name})
+        if account_changed(status.start_name_before, status.start_name):
+            raise StepFailed(
+                f"the installer changed the account {service} runs as from {status.start_name_before} to "
+                f"{status.start_name}; Integrated Windows Authentication needs the domain account. The connector "
+                f"is upgraded (exit code {code}), but set the account back: services.msc → {service} → Properties → Log On "
+                f"→ This account: {status.start_name_before} (with its password), restart the service, then run "
+                "again",
+                facts.dump(),
+            )
+        after = await read_host(ctx)
+        return facts.model_copy(
+            update={
+                "java_after": after.java,
+                "jre_changed": after.java != before.java,
+                "reboot_required": code == REBOOT_REQUIRED or after.pending_reboot.any,
+                "pending_reboot_after": after.pending_reboot.reasons,
+            }
+        ).dump()
+
+    async def _run_installer(self, ctx: StepContext) -> tuple[Progress, ExitCode, int, str, str]:
+        """Start the installer (again after 1618, up to busy_retries) and wait for it: (last status, the
+        exit code that counts, attempts, log, state file)."""
+        config = ctx.config.installer
+        service = ctx.config.connector.service
         attempt = 0
         while True:
             attempt += 1
@@ -53,13 +118,14 @@ class Install(Step):
             start = await read_script(
                 ctx,
                 "install_start",
-                InstallStarted,
+                Started,
                 {
                     "Installer": installer_path(ctx),
                     "Arguments": arguments,
                     "Log": log,
                     "StateFile": state_file,
                     "Token": token,
+                    "ServiceName": service,
                 },
             )
             ctx.note(
@@ -79,60 +145,33 @@ class Install(Step):
                     "if it is just slow. It was left running; run again to resume waiting for it",
                     {"attempts": attempt, "log_tail": status.log_tail},
                 )
-            code = status.exit_code
+            if status.launch_error:
+                raise StepFailed(
+                    f"the installer could not be started: {status.launch_error}. Nothing was installed; "
+                    f"check that {installer_path(ctx)} may run on {ctx.host} (AppLocker, antivirus, the WinRM "
+                    "account's rights), then run again",
+                    {"attempts": attempt, "log": log, "launch_error": status.launch_error},
+                )
+            decided = exit_code(status)
+            code = decided.code
+            if decided.note:
+                ctx.note(decided.note)
             if code == BUSY and attempt <= config.busy_retries:
                 ctx.note(
                     f"exit code 1618: another installation is running; trying again in {config.busy_wait_seconds:g} s"
                 )
                 await asyncio.sleep(config.busy_wait_seconds)
                 continue
-            break
-        facts = InstallFacts(
-            exit_code=code,
-            attempts=attempt,
-            seconds=round(time.monotonic() - started, 1),
-            log=log,
-            java_before=before.java,
-        )
-        if code is None:
-            raise StepFailed(
-                f"the installer ended without an exit code (was it killed?). Last log lines: {tail(status.log_tail)}",
-                facts.dump(),
-            )
-        if code == BUSY:
-            raise StepFailed(
-                f"exit code 1618: another installation kept running through {config.busy_retries} retries. "
-                "Let it finish (Windows Update?), then run again",
-                facts.dump(),
-            )
-        if code not in (SUCCESS, REBOOT_REQUIRED, REBOOT_STARTED):
-            raise StepFailed(
-                f"the installer failed with exit code {code}. Last lines of {log}: {tail(status.log_tail)}. "
-                "Nothing was rebooted; the previous version should still be installed (Windows Installer rolls back)",
-                {**facts.dump(), "log_tail": status.log_tail},
-            )
-        if code == REBOOT_STARTED:
-            ctx.note("exit code 1641: the installer started a reboot itself; waiting for the host to come back")
-            await wait_for_host(ctx, before.boot_time)
-            facts = facts.model_copy(update={"rebooted_by_installer": True})
-        after = await read_host(ctx)
-        return facts.model_copy(
-            update={
-                "java_after": after.java,
-                "jre_changed": after.java != before.java,
-                "reboot_required": code == REBOOT_REQUIRED or after.pending_reboot.any,
-                "pending_reboot_after": after.pending_reboot.reasons,
-            }
-        ).dump()
+            return status, decided, attempt, log, state_file
 
-    async def _status(self, ctx: StepContext, state_file: str) -> InstallStatus:
-        params = {"StateFile": state_file, "Tail": 15}
-        return await read_script(ctx, "install_status", InstallStatus, params, retry_safe=True)
+    async def _status(self, ctx: StepContext, state_file: str) -> Progress:
+        params = {"StateFile": state_file, "Tail": 15, "ServiceName": ctx.config.connector.service}
+        return await read_script(ctx, "install_status", Progress, params, retry_safe=True)
 
     async def verify(self, ctx: StepContext) -> VerifyResult:
         product = await installed_version(ctx)
         target = ctx.config.installer.version
-        if version_tuple(product.version) == version_tuple(target):
+        if product.installed and versus_target(product.version, target) == 0:
             return VerifyResult(
                 True, f"{product.display_name} {product.version} installed", {"product": product.dump()}
             )

@@ -6,7 +6,7 @@ from typing import Any
 
 from bot.core.gates import PENDING_REBOOT, Gate
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
-from steps.common import GiB, read_host, version_tuple
+from steps.common import GiB, read_host, versus_target
 from steps.facts import HostFacts
 
 
@@ -27,13 +27,13 @@ class Preflight(Step):
                 facts,
             )
         current = connector.version
-        if version_tuple(current) > version_tuple(target):
+        if versus_target(current, target) > 0:
             raise StepFailed(
                 f"the connector is {current}, newer than the target {target}: nothing to upgrade. "
                 "If that is unexpected, check installer.version",
                 facts,
             )
-        if version_tuple(current) == version_tuple(target):
+        if versus_target(current, target) == 0:
             return CheckResult(
                 True,
                 f"the connector is already at {target}",

@@ -60,7 +60,7 @@ class Stage(Step):
             if failed.exit_code == DOWNLOAD_FAILED:
                 raise StepFailed(
                     f"{failed.stderr}. Check that {installer.url} is reachable from {ctx.host} "
-                    "(proxy, firewall, share permissions of the WinRM account)",
+                    "(proxy, firewall, the web server's access rules)",
                     {"exit_code": failed.exit_code},
                 ) from None
             raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from steps.base import CheckResult, Step, StepContext, VerifyResult
-from steps.common import version_tuple
+from steps.common import versus_target
 from steps.install import installed_version
 
 
@@ -23,7 +23,7 @@ class Verify(Step):
     async def verify(self, ctx: StepContext) -> VerifyResult:
         product = await installed_version(ctx)
         target = ctx.config.installer.version
-        if product.installed and version_tuple(product.version) == version_tuple(target):
+        if product.installed and versus_target(product.version, target) == 0:
             return VerifyResult(
                 True, f"Programs & Features shows {product.display_name} {product.version}", product.dump()
             )

@@ -114,7 +114,9 @@ class InstallerConfig(_Section):
     url: str
     sha256: str
     version: str
-    arguments: str = '/s /v"/qn /norestart /l*v \\"{log}\\""'
+    # InstallShield: /s silent, /w wait for the MSI (else setup.exe returns before it ends, with its own
+    # exit code), /v the msiexec options: quiet, no restart, verbose log.
+    arguments: str = '/s /w /v"/qn /norestart /l*v \\"{log}\\""'
     work_dir: str = "C:\\ProgramData\\idm-upgrade"
     timeout_minutes: float = Field(default=60, gt=0, le=24 * 60)
     busy_retries: int = Field(default=3, ge=0, le=20)
@@ -123,8 +125,14 @@ class InstallerConfig(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^(https?|file)://\S+$", value):
-            raise ValueError("must be an http(s):// or file:// URL the Windows hosts can reach")
+        if re.match(r"^file:", value, re.IGNORECASE) or value.startswith("\\\\"):
+            raise ValueError(
+                "a file share cannot be read from a WinRM session: with NTLM or Kerberos that is a second hop, "
+                "so the host reaches the share as ANONYMOUS LOGON and gets 'Access is denied'. Put the installer "
+                "on an http(s):// server the hosts can read without credentials"
+            )
+        if not re.match(r"^https?://\S+$", value):
+            raise ValueError("must be an http:// or https:// URL the Windows hosts can reach")
         return value
 
     @field_validator("sha256")

@@ -10,20 +10,39 @@ if (Test-Path -LiteralPath $sf) {
     $r = Get-Content -LiteralPath $sf -Raw | ConvertFrom-Json
     if ($r.token -eq $t) {
         [ordered]@{ token = $t; pid = $r.pid; startedAt = $r.startedAt; log = $r.log; exitFile = $r.exitFile
-            alreadyStarted = $true } | ConvertTo-Json -Compress -Depth 5
+            errorFile = $r.errorFile; startNameBefore = $r.startNameBefore; alreadyStarted = $true } | ConvertTo-Json -Compress -Depth 5
         exit 0
     }
 }
 $exe = [string]$Params.Installer
 if (-not (Test-Path -LiteralPath $exe -PathType Leaf)) { throw "install_start: installer not found: $exe" }
-function Q($s) { "'" + ([string]$s).Replace("'", "''") + "'" }
 $ef = "$sf.exit"
+$er = "$sf.error"
 foreach ($x in $sf, $Params.Log) { [void][IO.Directory]::CreateDirectory([IO.Path]::GetDirectoryName([string]$x)) }
-if (Test-Path -LiteralPath $ef) { Remove-Item -LiteralPath $ef -Force }
-$al = ''
-if ($Params.Arguments) { $al = ' -ArgumentList ' + (Q $Params.Arguments) }
-$in = '$p = Start-Process -FilePath ' + (Q $exe) + $al + ' -Wait -PassThru; Set-Content -LiteralPath ' + (Q $ef) + ' -Value $p.ExitCode'
-$rec = [ordered]@{ token = $t; pid = $null; startedAt = [DateTime]::UtcNow.ToString('s') + 'Z'; log = [string]$Params.Log; exitFile = $ef }
+foreach ($x in $ef, $er) { if (Test-Path -LiteralPath $x) { Remove-Item -LiteralPath $x -Force } }
+# The account the service runs as (IWA needs its domain account), to compare after the install
+$sn = $null
+if ($Params.ServiceName) { $sn = (Get-CimInstance Win32_Service | Where-Object { $_.Name -eq [string]$Params.ServiceName }).StartName }
+# The wrapper is this fixed text; its data goes in as base64 (A-Z a-z 0-9 + / =), so no value becomes
+# code: a quote of any kind in a path or argument (U+2018-U+201B end a string too) stays data
+$w = @'
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$d = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('@DATA@')) | ConvertFrom-Json
+try {
+    $a = @{ FilePath = $d.installer; Wait = $true; PassThru = $true }
+    if ($d.arguments) { $a.ArgumentList = $d.arguments }
+    $p = Start-Process @a
+    Set-Content -LiteralPath $d.exitFile -Value $p.ExitCode
+} catch {
+    Set-Content -LiteralPath $d.errorFile -Value $_.Exception.Message -Encoding UTF8
+    exit 1
+}
+'@
+$data = [ordered]@{ installer = $exe; arguments = [string]$Params.Arguments; exitFile = $ef; errorFile = $er } | ConvertTo-Json -Compress
+$in = $w.Replace('@DATA@', [Convert]::ToBase64String([Text.Encoding]::UTF8.GetBytes($data)))
+$rec = [ordered]@{ token = $t; pid = $null; startedAt = [DateTime]::UtcNow.ToString('s') + 'Z'; log = [string]$Params.Log
+    exitFile = $ef; errorFile = $er; startNameBefore = $sn }
 # Recorded before the launch
 $rec | ConvertTo-Json -Compress | Set-Content -LiteralPath $sf -Encoding UTF8
 # Win32_Process.Create: outlives this WinRM shell, unlike Start-Process

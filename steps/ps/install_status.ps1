@@ -16,11 +16,26 @@ if ($r.exitFile -and (Test-Path -LiteralPath $r.exitFile)) {
     $x = "$(Get-Content -LiteralPath $r.exitFile -Raw)".Trim()
     if ($x -match '^-?\d+$') { $code = [int]$x }
 }
+# What the wrapper caught itself (Start-Process could not launch the installer)
+$le = $null
+if ($r.errorFile -and (Test-Path -LiteralPath $r.errorFile)) { $le = "$(Get-Content -LiteralPath $r.errorFile -Raw)".Trim() }
 $alive = $false
 # By name too: after a reboot the pid may belong to something else
 if ($r.pid) { $alive = [bool](Get-Process -Id $r.pid -ErrorAction SilentlyContinue | Where-Object ProcessName -eq 'powershell') }
 $n = [int]$Params.Tail
 $tail = @()
-if ($n -gt 0 -and $r.log -and (Test-Path -LiteralPath $r.log)) { $tail = @(Get-Content -LiteralPath $r.log -Tail $n) }
-[ordered]@{ known = $true; token = $r.token; pid = $r.pid; startedAt = $r.startedAt; running = $alive -and ($null -eq $code)
-    exitCode = $code; logTail = $tail; msiBusy = $busy } | ConvertTo-Json -Compress -Depth 5
+$ms = $null
+if ($r.log -and (Test-Path -LiteralPath $r.log)) {
+    # [string]: on 5.1 a Get-Content line serialises as an object (value, PSPath, PSDrive...)
+    if ($n -gt 0) { $tail = @(Get-Content -LiteralPath $r.log -Tail $n | ForEach-Object { [string]$_ }) }
+    # The MSI's own result (setup.exe's exit code may be its own); read once the wrapper is done
+    if (($null -ne $code) -or -not $alive) {
+        $m = Select-String -LiteralPath $r.log -Pattern 'Installation success or error status: (-?\d+)' | Select-Object -Last 1
+        if ($m) { $ms = [int]$m.Matches[0].Groups[1].Value }
+    }
+}
+$sn = $null
+if ($Params.ServiceName) { $sn = (Get-CimInstance Win32_Service | Where-Object { $_.Name -eq [string]$Params.ServiceName }).StartName }
+[ordered]@{ known = $true; token = $r.token; pid = $r.pid; startedAt = $r.startedAt; running = $alive -and ($null -eq $code) -and -not $le
+    exitCode = $code; msiStatus = $ms; launchError = $le; logTail = $tail; msiBusy = $busy
+    startName = $sn; startNameBefore = $r.startNameBefore } | ConvertTo-Json -Compress -Depth 5

@@ -9,9 +9,17 @@ $os = Get-CimInstance Win32_OperatingSystem
 $cs = Get-CimInstance Win32_ComputerSystem
 # Uninstall keys, never the WMI product class: querying that makes MSI repair every product
 $u = 'Microsoft\Windows\CurrentVersion\Uninstall\*'
+# The highest version, SystemComponent entries left out (as product.ps1): "19.03.0.1 Build 123" sorts as 19.03.0.1
+function Key($v) {
+    $m = [regex]::Match([string]$v, '^\s*\d+(\.\d+)*')
+    if (-not $m.Success) { return '' }
+    (($m.Value.Trim() -split '\.') | ForEach-Object { $_.TrimStart('0').PadLeft(12, '0') }) -join '.'
+}
 $p = Get-ItemProperty "HKLM:\SOFTWARE\$u", "HKLM:\SOFTWARE\WOW6432Node\$u" -ErrorAction SilentlyContinue |
-    Where-Object { $_.DisplayName -like $Params.ProductNamePattern } | Select-Object -First 1
-$n = ([string]$Params.ServiceName).Replace("'", "\'")
+    Where-Object { $_.DisplayName -like $Params.ProductNamePattern -and $_.SystemComponent -ne 1 } |
+    Sort-Object -Property @{ Expression = { Key $_.DisplayVersion } } -Descending | Select-Object -First 1
+# WQL string: backslash and quote escaped
+$n = ([string]$Params.ServiceName).Replace('\', '\\').Replace("'", "\'")
 $svc = Get-CimInstance Win32_Service -Filter "Name='$n'"
 $disk = Get-CimInstance Win32_LogicalDisk -Filter "DeviceID='$d'"
 $free = $null

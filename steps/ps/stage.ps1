@@ -8,6 +8,8 @@ $want = ([string]$Params.Sha256).ToLowerInvariant()
 $name = [string]$Params.FileName
 if ($want -notmatch '^[0-9a-f]{64}$') { throw 'stage: Sha256 must be 64 hex digits' }
 if ($name -match '[\\/:]' -or $name -eq '..') { throw 'stage: FileName must be a bare file name' }
+# A share read from a WinRM session is a second hop: ANONYMOUS LOGON, Access is denied
+if ($url -notmatch '^https?://') { throw 'stage: Url must be http:// or https:// (a file share is a second hop from WinRM)' }
 $dir = [string]$Params.Directory
 $path = [IO.Path]::Combine($dir, $name)
 $sw = [Diagnostics.Stopwatch]::StartNew()
@@ -24,14 +26,8 @@ if (Test-Path -LiteralPath $path) {
 $tmp = "$path.partial"
 if (Test-Path -LiteralPath $tmp) { Remove-Item -LiteralPath $tmp -Force }
 try {
-    if ($url -match '^https?://') {
-        [Net.ServicePointManager]::SecurityProtocol = [Net.ServicePointManager]::SecurityProtocol -bor [Net.SecurityProtocolType]::Tls12
-        Invoke-WebRequest -UseBasicParsing -Uri $url -OutFile $tmp
-    } else {
-        $src = $url
-        if ($url -match '^file:') { $src = ([Uri]$url).LocalPath }
-        Copy-Item -LiteralPath $src -Destination $tmp
-    }
+    [Net.ServicePointManager]::SecurityProtocol = [Net.ServicePointManager]::SecurityProtocol -bor [Net.SecurityProtocolType]::Tls12
+    Invoke-WebRequest -UseBasicParsing -Uri $url -OutFile $tmp
 } catch {
     if (Test-Path -LiteralPath $tmp) { Remove-Item -LiteralPath $tmp -Force }
     [Console]::Error.WriteLine('download of {0} failed: {1}' -f $url, $_.Exception.Message)

@@ -44,7 +44,7 @@ pending_reboot = "ask"
 [database]
 path = "/tmp/x.db"
 [installer]
-url = "file://fileserver/share/connector.exe"
+url = "https://fileserver.corp.example/share/connector.exe"
 sha256 = "%s"
 version = "19.03.0.1"
 arguments = "/S /log={log} /from={installer}"
@@ -232,7 +232,7 @@ def test_example_file_loads_and_documents_every_key():
             ("[installer]", '[installer]\narguments = "/s {setup}"'),
             "installer.arguments: unknown placeholder(s) ['setup']",
         ),
-        (('url = "https://artifacts', 'url = "ftp://artifacts'), "installer.url: must be an http(s):// or file:// URL"),
+        (('url = "https://artifacts', 'url = "ftp://artifacts'), "installer.url: must be an http:// or https:// URL"),
         (("[hosts.host01]", "[hosts.Host_01]"), "hosts: host name(s) 'Host_01' must be a DNS label"),
         (("[hosts.host01]", "[hosts.host01]\ntransport = 'telnet'"), "hosts.host01.transport: Input should be"),
         (
