@@ -28,7 +28,7 @@ from bot.slack.app import SlackBot
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from sandbox.winrm_server import WinRMHostServer, start_hosts
-from sandbox.workspace_one import WorkspaceOneStandIn
+from sandbox.workspace_one import WorkspaceOneStandIn, default_directories
 
 SIGNING_SECRET = "sandbox-" + secrets.token_hex(8)
 REDRAW_SECONDS = 0.5
@@ -158,7 +158,9 @@ async def _run_sandbox(
         for server in servers:
             stack.push_async_callback(server.stop)
             server.state.artifact_url = servers[0].installer_url  # one artifact store for the fleet
-        ws1 = await stack.enter_async_context(WorkspaceOneStandIn())
+        # The tenant as the scenario has it (unicode-names: a directory named with non-ASCII characters)
+        directories = default_directories(servers[0].state.directory_name)
+        ws1 = await stack.enter_async_context(WorkspaceOneStandIn(directories))
         if database:
             db_path = Path(database)
         else:

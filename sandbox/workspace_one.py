@@ -174,9 +174,11 @@ def local_directory(
     }
 
 
-def default_directories() -> list[dict[str, Any]]:
-    """One AD-over-IWA directory with STARTTLS on, one AD-over-LDAP with STARTTLS on, one local directory."""
-    return [iwa_directory("corp.example.com"), ldap_directory("ldap.example.com"), local_directory()]
+def default_directories(iwa_name: str | None = None) -> list[dict[str, Any]]:
+    """One AD-over-IWA directory with STARTTLS on (named ``iwa_name``, for the domain corp.example.com), one
+    AD-over-LDAP with STARTTLS on, one local directory."""
+    iwa = iwa_directory(iwa_name or "corp.example.com", domains=["corp.example.com"])
+    return [iwa, ldap_directory("ldap.example.com"), local_directory()]
 
 
 @dataclass

@@ -473,6 +473,7 @@ OUTCOMES = {
     "service-account-reset": (0, 0, "19.03.0.1", False, "Running"),
     "delayed-service-start": (0, 0, "19.03.0.1", True, "Running"),  # Start Pending only after a boot
     "clock-step": (0, 0, "19.03.0.1", True, "Running"),
+    "unicode-names": (0, 0, "19.03.0.1", True, "Running"),
 }
 
 
