@@ -1,7 +1,7 @@
 """Every steps/ps script runs on Windows PowerShell 5.1 and 4.0 (DESIGN.md section 3, field-notes section 8).
 
 Checked on the tree-sitter parse of each script, on whatever the scripts are when the test runs:
-- every cmdlet exists in both 5.1 and 4.0 (/work/shared/reference/windows-powershell-commands.json, compacted from
+- every cmdlet exists in both 5.1 and 4.0 (tests/data/windows-powershell-commands.json, compacted from
   PSScriptAnalyzer's desktop-5.1.14393.206 and desktop-4.0 settings), and every named parameter is one of its
   parameters by PowerShell's unique-prefix rule, or a common parameter that 4.0 has too;
 - no PowerShell 7 syntax: pipeline chains (``&&``, ``||``), ``??``, ``?.``, the ternary;
@@ -23,7 +23,8 @@ from tree_sitter_language_pack import get_parser
 
 PS_DIR = Path(__file__).resolve().parents[2] / "steps" / "ps"
 SCRIPTS = sorted(PS_DIR.glob("*.ps1"))
-REFERENCE_FILE = Path("/work/shared/reference/windows-powershell-commands.json")
+# A copy kept with the tests (from the field notes' reference, MIT-licensed PSScriptAnalyzer data), so CI checks it.
+REFERENCE_FILE = Path(__file__).resolve().parents[1] / "data" / "windows-powershell-commands.json"
 VERSIONS = ("5.1", "4.0")
 
 # Common parameters every cmdlet takes, and their aliases. -InformationAction/-InformationVariable are 5.0+:
@@ -68,8 +69,6 @@ STRING_NODES = {
 
 def load_reference() -> dict[str, dict[str, list[str]]]:
     """{version: {cmdlet name lowercased: its parameters}}."""
-    if not REFERENCE_FILE.exists():
-        pytest.skip(f"{REFERENCE_FILE} is not on this machine")
     data = json.loads(REFERENCE_FILE.read_text())
     return {v: {name.lower(): entry["parameters"] for name, entry in data[v]["commands"].items()} for v in VERSIONS}
 
