@@ -1,6 +1,6 @@
 """The simulated host's answers to the upgrade's scripts: steps/ps/{filehash,stage,install_start,
-install_status,service,reboot,product}.ps1. Each handler mirrors its script line by line: the same
-parameter checks, JSON fields, exit codes and stderr text. A missing required parameter is a `throw`
+install_status,product}.ps1 (service and reboot: sandbox/ps_handlers.py). Each handler mirrors its
+script line by line: the same parameter checks, JSON fields, exit codes and stderr text. A missing required parameter is a `throw`
 (exit 1, "<script>: <Param> is required"); the other failures write one line to stderr with
 [Console]::Error.WriteLine and `exit N`.
 
@@ -37,18 +37,6 @@ install_status {StateFile, Tail, ServiceName (optional)}
              no launch error. Killed by a reboot: running false, exitCode null. msiBusy: the
              Installer\\InProgress key. msiStatus: the log's last "Installation success or error status: N",
              read once the wrapper is done. startName: the service's StartName now.
-service      {ServiceName, Start: bool, LogPath, Tail}
-             -> {exists: bool, state, startMode, startError: str | null, logTail: [str]}
-             Start true (a JSON boolean) on a Stopped, not Disabled service: one Start-Service, its error
-             message in startError; state/startMode are read again afterwards.
-reboot       {DelaySeconds, Reason, Token, MarkerDirectory}
-             -> {issued, alreadyScheduled, alreadyRebooted: bool, shutdownExitCode: int | null, bootTime}
-             Marker MarkerDirectory\\reboot-<Token>.json (written before shutdown.exe) holds the boot time the
-             reboot was asked from; with a marker nothing is issued: alreadyRebooted when the boot time has
-             changed since, else alreadyScheduled; bootTime is always the boot time before the reboot.
-             shutdown.exe /r /t DelaySeconds /c Reason; 1190 -> /a and once more; 1115 counts as issued.
-             exit 6 "reboot: shutdown.exe /r failed with exit code <n>[ (access denied: ...)]" (the marker is
-             removed). Token: letters, digits, . _ - only (exit 1 otherwise).
 product      {ProductNamePattern} -> {installed: bool, displayName, version, entries: int}
              Uninstall keys, as preflight: of the entries whose DisplayName is -like the pattern (entries
              counts them all), the highest DisplayVersion that is not SystemComponent = 1.
@@ -62,7 +50,6 @@ import json
 import ntpath
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,7 +59,6 @@ from sandbox.handler_base import (
     Handler,
     HandlerResult,
     find_product,
-    iso_utc,
     like,
     missing_param,
     ps_int,
@@ -89,8 +75,9 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _now_iso(state: HostState) -> str:
+    """[DateTime]::UtcNow on the host: its own clock, which time sync may have stepped."""
+    return state.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ----- filehash -------------------------------------------------------------------------------------
@@ -209,7 +196,7 @@ def install_start(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
     record: dict[str, Any] = {
         "token": token,
         "pid": None,
-        "startedAt": _now_iso(),
+        "startedAt": _now_iso(state),
         "log": log,
         "exitFile": wrapper["exitFile"],
         "errorFile": wrapper["errorFile"],
@@ -373,74 +360,6 @@ def install_status(state: HostState, params: Mapping[str, Any]) -> HandlerResult
 _MSI_STATUS = re.compile(r"Installation success or error status: (-?\d+)")
 
 
-# ----- service --------------------------------------------------------------------------------------
-
-
-def service(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
-    if error := missing_param("service", params, "ServiceName"):
-        return error
-    svc = state.service
-    if svc is not None and svc.name.casefold() != str(params["ServiceName"]).casefold():
-        svc = None
-    start_error = None
-    if svc is not None and params.get("Start") is True and svc.state == "Stopped" and svc.start_mode != "Disabled":
-        start_error = state.start_connector_service()
-    tail, log = ps_int(params.get("Tail")), str(params.get("LogPath") or "")
-    return HandlerResult(
-        stdout={
-            "exists": svc is not None,
-            "state": svc.state if svc else None,
-            "startMode": svc.start_mode if svc else None,
-            "startError": start_error,
-            "logTail": state.tail(log, tail) if log else [],
-        }
-    )
-
-
-# ----- reboot ---------------------------------------------------------------------------------------
-
-
-def reboot(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
-    if error := missing_param("reboot", params, "Token", "MarkerDirectory"):
-        return error
-    token = str(params["Token"])
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", token):
-        return script_error("reboot: Token may hold only letters, digits and . _ -")
-    delay = ps_int(params.get("DelaySeconds"))
-    if not 0 <= delay <= 315360000:
-        return script_error("reboot: DelaySeconds must be 0-315360000")
-    boot = iso_utc(state)
-    marker = ntpath.join(str(params["MarkerDirectory"]), f"reboot-{token}.json")
-
-    def emit(issued: bool, scheduled: bool, rebooted: bool, code: int | None, before: str) -> HandlerResult:
-        return HandlerResult(
-            stdout={
-                "issued": issued,
-                "alreadyScheduled": scheduled,
-                "alreadyRebooted": rebooted,
-                "shutdownExitCode": code,
-                "bootTime": before,
-            },
-            reboot_after_seconds=delay if issued else None,
-        )
-
-    if (lines := state.read_lines(marker)) is not None:
-        before = str(json.loads("\n".join(lines)).get("bootTime"))
-        return emit(False, before == boot, before != boot, None, before)
-    state.write_lines(marker, [_json({"token": token, "bootTime": boot, "requestedAt": _now_iso()})])
-    code = state.shutdown()
-    if code == 1190:
-        state.shutdown_scheduled = False  # shutdown /a
-        code = state.shutdown()
-    if code not in (0, 1115):
-        state.remove_file(marker)
-        hint = " (access denied: the account lacks SeRemoteShutdownPrivilege)" if code == 5 else ""
-        return script_exit(f"reboot: shutdown.exe /r failed with exit code {code}{hint}", 6)
-    state.shutdown_scheduled = True
-    state.reboots_requested += 1
-    return emit(True, False, False, code, boot)
-
-
 # ----- product --------------------------------------------------------------------------------------
 
 
@@ -464,7 +383,5 @@ UPGRADE_HANDLERS: dict[str, Handler] = {
     "stage": stage,
     "install_start": install_start,
     "install_status": install_status,
-    "service": service,
-    "reboot": reboot,
     "product": product,
 }
