@@ -219,6 +219,7 @@ class Probe:
     ) -> SlackHttpResult:
         label = f"{category}: {name[:160]}"
         before, audit_size, channel, errors = self.tables(), self.audit_size(), self.channel(), len(self.errors())
+        replies_before = {rid: len(r.posts) for rid, r in self.h.slack.response_urls.items()}
         result = await send()
         problems: list[str] = []
         self.counts[category] += 1
@@ -228,7 +229,8 @@ class Probe:
         rid = str(result.sent_payload.get("response_url", "")).rsplit("/", 1)[-1]
         wants_reply = result.status == 200 if reply_expected is None else reply_expected
         if wants_reply:
-            reply = await self.reply(rid)
+            # a replay reuses the original's response_url: wait for this request's own answer, not the original's
+            reply = await self.reply(rid, after=replies_before.get(rid, 0))
             if reply is None:
                 problems.append(f"no reply reached the user within {REPLY_SECONDS} s")
             else:
@@ -256,15 +258,18 @@ class Probe:
             self.fail(f"{label}: {problem}")
         return result
 
-    async def reply(self, rid: str, timeout: float = REPLY_SECONDS) -> dict | None:
+    async def reply(self, rid: str, timeout: float = REPLY_SECONDS, after: int = 0) -> dict | None:
+        """The bot's answer at response_url ``rid`` that comes after the first ``after`` posts there."""
         record_ = self.h.slack.response_urls.get(rid)
         if record_ is None:
             return None
         try:
-            await eventually(lambda: record_.posts, timeout=timeout, interval=0.002, what="the bot's reply")
+            await eventually(
+                lambda: len(record_.posts) > after, timeout=timeout, interval=0.002, what="the bot's reply"
+            )
         except AssertionError:
             return None  # the caller records it as a problem
-        return record_.posts[0].body
+        return record_.posts[after].body
 
     def unclear(self, body: dict, result: SlackHttpResult) -> list[str]:
         """What makes this reply less than a clear, safe refusal (empty list: it is one)."""
