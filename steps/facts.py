@@ -191,12 +191,16 @@ class Staged(Facts):
 
 
 class InstallStarted(Facts):
+    """install_start.ps1: the detached wrapper, where it writes its own failure, the service's account before."""
+
     token: str
     pid: int | None = None
     started_at: IsoTime | None = None
     log: str | None = None
     exit_file: str | None = None
     already_started: bool = False
+    error_file: str | None = None
+    start_name_before: str | None = None
 
 
 class InstallStatus(Facts):
@@ -208,6 +212,10 @@ class InstallStatus(Facts):
     exit_code: int | None = None
     log_tail: TextLines = Field(default_factory=list)
     msi_busy: bool = False
+    msi_status: int | None = None  # the verbose log's "Installation success or error status: N"
+    launch_error: str | None = None  # the wrapper could not start the installer
+    start_name: str | None = None  # the account the connector service runs as, now
+    start_name_before: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -227,6 +235,11 @@ class InstallFacts(Facts):
     reboot_required: bool = False
     pending_reboot_after: list[str] = Field(default_factory=list)
     rebooted_by_installer: bool = False
+    setup_exit_code: int | None = None
+    msi_status: int | None = None
+    exit_code_note: str | None = None  # why exit_code is not setup.exe's own, when it is not
+    service_account_before: str | None = None
+    service_account_after: str | None = None
 
 
 # -- service and reboot -----------------------------------------------------------------------------

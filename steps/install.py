@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 from steps.common import read_host, read_script, tail, versus_target, wait_until, work_path
-from steps.facts import HostFacts, Product
-from steps.install_outcome import ExitCode, InstallRecord, Progress, Started, account_changed, exit_code
+from steps.facts import HostFacts, InstallFacts, InstallStarted, InstallStatus, Product
+from steps.install_outcome import ExitCode, account_changed, exit_code
 from steps.reboot import wait_for_host
 from steps.stage import installer_path
 
@@ -49,7 +50,7 @@ class Install(Step):
         started = time.monotonic()
         status, decided, attempt, log, state_file = await self._run_installer(ctx)
         code = decided.code
-        facts = InstallRecord(
+        facts = InstallFacts(
             exit_code=code,
             attempts=attempt,
             seconds=round(time.monotonic() - started, 1),
@@ -80,7 +81,9 @@ class Install(Step):
             )
         if code == REBOOT_STARTED:
             ctx.note("exit code 1641: the installer started a reboot itself; waiting for the host to come back")
-            await wait_for_host(ctx, before.boot_time)
+            # The installer restarted the host after it started (host clock): a boot before that is a clock step.
+            started = datetime.fromisoformat(status.started_at.replace("Z", "+00:00")) if status.started_at else None
+            await wait_for_host(ctx, before.boot_time, requested_at=started)
             facts = facts.model_copy(update={"rebooted_by_installer": True})
             status = await self._status(ctx, state_file)  # the service's account, after that boot
         facts = facts.model_copy(update={"service_account_after": status.start_name})
@@ -103,7 +106,7 @@ class Install(Step):
             }
         ).dump()
 
-    async def _run_installer(self, ctx: StepContext) -> tuple[Progress, ExitCode, int, str, str]:
+    async def _run_installer(self, ctx: StepContext) -> tuple[InstallStatus, ExitCode, int, str, str]:
         """Start the installer (again after 1618, up to busy_retries) and wait for it: (last status, the
         exit code that counts, attempts, log, state file)."""
         config = ctx.config.installer
@@ -118,7 +121,7 @@ class Install(Step):
             start = await read_script(
                 ctx,
                 "install_start",
-                Started,
+                InstallStarted,
                 {
                     "Installer": installer_path(ctx),
                     "Arguments": arguments,
@@ -164,9 +167,9 @@ class Install(Step):
                 continue
             return status, decided, attempt, log, state_file
 
-    async def _status(self, ctx: StepContext, state_file: str) -> Progress:
+    async def _status(self, ctx: StepContext, state_file: str) -> InstallStatus:
         params = {"StateFile": state_file, "Tail": 15, "ServiceName": ctx.config.connector.service}
-        return await read_script(ctx, "install_status", Progress, params, retry_safe=True)
+        return await read_script(ctx, "install_status", InstallStatus, params, retry_safe=True)
 
     async def verify(self, ctx: StepContext) -> VerifyResult:
         product = await installed_version(ctx)

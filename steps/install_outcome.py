@@ -1,4 +1,4 @@
-"""What install_start/install_status report beyond the shared facts, and what their answers mean.
+"""What install_status's answers mean: which exit code counts, and whether the service account changed.
 
 The exit code the wrapper records is setup.exe's. With InstallShield's `/w` that is the MSI's result; without
 it (or with a setup.exe that maps codes) it may not be, so the verbose log's "Installation success or error
@@ -9,33 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from steps.facts import InstallFacts, InstallStarted, InstallStatus
-
-
-class Started(InstallStarted):
-    """install_start.ps1: also where the wrapper writes its own failure, and the service's account before."""
-
-    error_file: str | None = None
-    start_name_before: str | None = None
-
-
-class Progress(InstallStatus):
-    """install_status.ps1: also the MSI's status from the log, the wrapper's launch error, the account now."""
-
-    msi_status: int | None = None
-    launch_error: str | None = None
-    start_name: str | None = None
-    start_name_before: str | None = None
-
-
-class InstallRecord(InstallFacts):
-    """The install step's record: InstallFacts, plus where the exit code came from and the service account."""
-
-    setup_exit_code: int | None = None
-    msi_status: int | None = None
-    exit_code_note: str | None = None  # why exit_code is not setup.exe's own, when it is not
-    service_account_before: str | None = None
-    service_account_after: str | None = None
+from steps.facts import InstallStatus
 
 
 @dataclass(frozen=True)
@@ -44,7 +18,7 @@ class ExitCode:
     note: str = ""  # why it is not simply the wrapper's, in words for the thread ("" when it is)
 
 
-def exit_code(status: Progress) -> ExitCode:
+def exit_code(status: InstallStatus) -> ExitCode:
     """The MSI's status from its log when it has one, else setup.exe's exit code."""
     setup, msi = status.exit_code, status.msi_status
     if msi is None or msi == setup:

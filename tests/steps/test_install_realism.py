@@ -22,7 +22,8 @@ from sandbox import upgrade_handlers
 from sandbox.host import INSTALLER_FILE, Artifact
 from sandbox.threaded import running_host
 from steps.common import version_tuple, versus_target
-from steps.install_outcome import Progress, exit_code
+from steps.facts import InstallStatus
+from steps.install_outcome import exit_code
 from tests.support.waiting import wait_until
 
 WORK = r"C:\ProgramData\idm-upgrade"
@@ -206,7 +207,7 @@ async def test_an_installer_that_cannot_be_launched_says_why(upgrade):
 
 def test_exit_code_trusts_the_msi_log_when_they_disagree():
     def status(setup, msi):
-        return Progress.model_validate({"known": True, "exitCode": setup, "msiStatus": msi})
+        return InstallStatus.model_validate({"known": True, "exitCode": setup, "msiStatus": msi})
 
     assert exit_code(status(0, 0)).code == 0 and exit_code(status(0, 0)).note == ""
     assert exit_code(status(3010, None)).code == 3010
