@@ -82,8 +82,8 @@ class Install(Step):
         if code == REBOOT_STARTED:
             ctx.note("exit code 1641: the installer started a reboot itself; waiting for the host to come back")
             # The installer restarted the host after it started (host clock): a boot before that is a clock step.
-            started = datetime.fromisoformat(status.started_at.replace("Z", "+00:00")) if status.started_at else None
-            await wait_for_host(ctx, before.boot_time, requested_at=started)
+            launched = datetime.fromisoformat(status.started_at.replace("Z", "+00:00")) if status.started_at else None
+            await wait_for_host(ctx, before.boot_time, requested_at=launched)
             facts = facts.model_copy(update={"rebooted_by_installer": True})
             status = await self._status(ctx, state_file)  # the service's account, after that boot
         facts = facts.model_copy(update={"service_account_after": status.start_name})
