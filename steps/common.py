@@ -10,17 +10,13 @@ from pathlib import PureWindowsPath
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from bot.systems.winrm import ScriptResult, WinRMExecutor
+from bot.systems.winrm import ScriptResult
 from steps.base import StepContext
 from steps.facts import Facts, HostFacts
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Facts)
 GiB = 1024**3
-
-
-def executor(ctx: StepContext) -> WinRMExecutor:
-    return ctx.winrm
 
 
 def poll_seconds(ctx: StepContext) -> float:
@@ -30,7 +26,7 @@ def poll_seconds(ctx: StepContext) -> float:
 async def run_script(
     ctx: StepContext, script: str, params: dict[str, Any] | None = None, **kwargs: Any
 ) -> ScriptResult:
-    return await executor(ctx).run(ctx.host, script, params, **kwargs)
+    return await ctx.winrm.run(ctx.host, script, params, **kwargs)
 
 
 async def read_script(

@@ -63,7 +63,3 @@ def build_services(config: Config, secrets: Secrets) -> Services:
         services.winrm.close()
         raise
     return services
-
-
-async def close_services(services: Services) -> None:
-    await services.close()

@@ -10,7 +10,7 @@ from bot.core.models import RunState, StepState
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.engine import Engine
 from bot.store.store import Store
-from bot.systems.services import build_services, close_services
+from bot.systems.services import build_services
 from bot.systems.vcenter import VCenterClient
 from sandbox.threaded import running_host
 from sandbox.workspace_one import WorkspaceOneStandIn, iwa_directory
@@ -132,7 +132,7 @@ async def test_two_host_batch_changes_starttls_once(tmp_path):
             runs = await engine.submit(["host01", "host02"], REQUESTER)
             await engine.join()
             await engine.stop()
-            await close_services(services)
+            await services.close()
             assert [engine.store.get_run(r.id).state for r in runs] == [RunState.succeeded] * 2
             assert len(ws1.updates) == 1
             second = engine.store.step(runs[1].id, "starttls")

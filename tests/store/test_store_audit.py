@@ -249,3 +249,20 @@ def test_finishing_a_step_closes_its_open_approval(store):
     store.update_step(run.id, "bravo", StepState.skipped, event="step.skipped", reason="already off")
     assert store.get_approval(approval.id).state.value == "cancelled"
     assert store.record_decision(approval.id, APPROVER, "approve").outcome.value == "closed"
+
+
+def test_the_store_reads_no_kill_points_from_the_environment(tmp_path, monkeypatch):
+    """Test hooks are injected (bot/runtime.py), never read from the environment by the Store itself."""
+    trace = tmp_path / "trace.txt"
+    monkeypatch.setenv("IDM_UPGRADE_TRACE", str(trace))
+    monkeypatch.setenv("IDM_UPGRADE_KILL_AT", "1:before")
+    store = Store(tmp_path / "idm-upgrade.db")  # would SIGKILL this test process at its first transaction
+    store.create_runs(["host01"], requester="U0REQUESTER", plan=["alpha"])
+    store.close()
+    assert not trace.exists()
+    from bot.store.killpoints import KillPoints
+
+    traced = Store(tmp_path / "traced.db", hooks=KillPoints({"IDM_UPGRADE_TRACE": str(trace)}))
+    traced.create_runs(["host01"], requester="U0REQUESTER", plan=["alpha"])
+    traced.close()
+    assert trace.read_text().splitlines() == ["run.requested"]  # injected, the hook sees the transition

@@ -32,6 +32,7 @@ from sandbox.ps_handlers import HANDLERS, HandlerResult
 from sandbox.threaded import running_fleet, running_host
 from steps.reboot import RebootTimedOut, read_boot_time, wait_for_reboot
 from tests.support.waiting import eventually
+from tests.systems.faults import server_error_on
 
 PREFLIGHT = {
     "ServiceName": "VMwareIDMConnector",
@@ -233,24 +234,8 @@ async def test_server_error_before_the_command_is_retried():
 async def test_lost_command_request_is_not_resent_unless_the_script_is_safe():
     with running_host() as host:
         executor = executor_for(host)
-        original = executor._execute
-        arm = {"left": 2}  # the first attempt of each of the two runs below
-
-        def fail_the_command_request(cancel, protocol, *args):
-            # Create succeeds; the Command request then gets a 500, so the client cannot know
-            # whether the script started.
-            real = protocol.run_command
-
-            def broken(*a, **k):
-                if arm["left"]:
-                    arm["left"] -= 1
-                    host.faults.server_errors = 1
-                return real(*a, **k)
-
-            protocol.run_command = broken
-            return original(cancel, protocol, *args)
-
-        executor._execute = fail_the_command_request
+        # Create succeeds; the Command request then gets a 500, so the client cannot know whether the script started.
+        arm = server_error_on(executor, host, "run_command", times=2)  # the first attempt of each run below
         with pytest.raises(CommandOutcomeUnknown) as caught:
             await executor.run("host01", "boottime")
         assert "may be running" in str(caught.value)

@@ -20,6 +20,7 @@ from bot.systems.winrm import (
 from sandbox.handler_base import script_exit
 from sandbox.ps_handlers import HANDLERS, HandlerResult
 from sandbox.threaded import running_host
+from tests.systems.faults import server_error_on
 from tests.systems.test_winrm_executor import executor_for
 
 # Every character PowerShell's tokenizer treats as a single quote (CharExtensions.IsSingleQuote).
@@ -150,24 +151,8 @@ async def test_a_script_far_over_the_command_line_limit_runs_from_stdin(scripts)
 async def test_a_lost_send_is_not_resent_unless_the_script_is_safe(scripts):
     with running_host(handlers=TEST_HANDLERS) as host:
         executor = executor_for(host, scripts_dir=scripts)
-        original = executor._execute
-        arm = {"left": 2}  # the first attempt of each of the two runs below
-
-        def fail_the_send(cancel, protocol, *args):
-            # The command exists on the host; the Send that carries the script gets a 500, so the client
-            # cannot know whether the script arrived and runs.
-            real = protocol.send_command_input
-
-            def broken(*a, **k):
-                if arm["left"]:
-                    arm["left"] -= 1
-                    host.faults.server_errors = 1
-                return real(*a, **k)
-
-            protocol.send_command_input = broken
-            return original(cancel, protocol, *args)
-
-        executor._execute = fail_the_send
+        # The command exists on the host; the Send that carries the script gets a 500, so the client cannot know whether the script arrived and runs.
+        arm = server_error_on(executor, host, "send_command_input", times=2)  # the first attempt of each run below
         with pytest.raises(CommandOutcomeUnknown) as caught:
             await executor.run("host01", "echo", {"A": 1})
         assert "may be running" in str(caught.value)
