@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
 from bot.slack.context import SlackContext
 from bot.slack.parse import USAGE, Command, CommandError, parse
@@ -16,15 +16,21 @@ log = logging.getLogger(__name__)
 
 def register(app: AsyncApp, deps: SlackContext) -> None:
     @app.command("/idm-upgrade")
-    async def idm_upgrade(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
-        await ack()
-        user = command["user_id"]
-        try:
-            parsed = parse(command.get("text") or "", list(deps.config.hosts), deps.config.slack.max_hosts_per_request)
-            reply = await _run(parsed, user, deps)
-        except CommandError as exc:
-            reply = str(exc)
-        await respond(text=reply, response_type="ephemeral")
+    async def idm_upgrade(
+        ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    ) -> None:
+        async with deps.handling(context):
+            await ack()
+            if refusal := context.get("refusal"):  # another workspace, app or channel (bot.slack.origin)
+                await respond(text=f"Not started: {refusal}.", response_type="ephemeral")
+                return
+            user = command["user_id"]
+            try:
+                hosts, most = list(deps.config.hosts), deps.config.slack.max_hosts_per_request
+                reply = await _run(parse(command.get("text") or "", hosts, most), user, deps)
+            except CommandError as exc:
+                reply = str(exc)
+            await respond(text=reply, response_type="ephemeral")
 
 
 async def _run(command: Command, user: str, deps: SlackContext) -> str:

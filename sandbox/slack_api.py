@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sandbox.slack_state import (
+    APP_ID,
     BOT_ID,
     BOT_NAME,
     BOT_USER_ID,
@@ -163,6 +164,7 @@ def _message(ws: Workspace, channel: Channel, ts: Any) -> Message:
 
 
 def auth_test(ws: Workspace, p: Params) -> dict[str, Any]:
+    # Slack's documented answer for a bot token: no app_id (bots.info has it); enterprise_id only on Grid.
     return {
         "ok": True,
         "url": f"https://{TEAM_DOMAIN}.slack.com/",
@@ -172,6 +174,23 @@ def auth_test(ws: Workspace, p: Params) -> dict[str, Any]:
         "user_id": BOT_USER_ID,
         "bot_id": BOT_ID,
         "is_enterprise_install": False,
+    }
+
+
+def bots_info(ws: Workspace, p: Params) -> dict[str, Any]:
+    if (p.get("bot") or "") != BOT_ID:
+        raise ApiError("bot_not_found")
+    return {
+        "ok": True,
+        "bot": {
+            "id": BOT_ID,
+            "deleted": False,
+            "name": BOT_NAME,
+            "updated": 1700000000,
+            "app_id": APP_ID,
+            "user_id": BOT_USER_ID,
+            "icons": {"image_36": "https://a.slack-edge.com/80588/img/plugins/app/bot_36.png"},
+        },
     }
 
 
@@ -360,6 +379,7 @@ def views_publish(ws: Workspace, p: Params) -> dict[str, Any]:
 
 METHODS: dict[str, Callable[[Workspace, Params], dict[str, Any]]] = {
     "auth.test": auth_test,
+    "bots.info": bots_info,
     "chat.postMessage": chat_post_message,
     "chat.update": chat_update,
     "chat.postEphemeral": chat_post_ephemeral,

@@ -43,6 +43,7 @@ _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _PRINCIPAL_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_APP_ID = re.compile(r"^A[A-Z0-9]{2,}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^\d+(\.\d+){1,3}$")
 
@@ -92,6 +93,17 @@ class SlackConfig(_Section):
     approval_timeout_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
     messages_per_second: float = Field(default=1.0, gt=0, le=10)
     max_hosts_per_request: int = Field(default=20, ge=1, le=200)
+    # The Slack app's id (A…); when unset the bot learns it from Slack (auth.test, bots.info).
+    app_id: str | None = None
+    # May /idm-upgrade be used in a direct message with the bot? Otherwise only in `channel`.
+    allow_direct_messages: bool = False
+
+    @field_validator("app_id")
+    @classmethod
+    def _app_id(cls, value: str | None) -> str | None:
+        if value is not None and not _APP_ID.match(value):
+            raise ValueError(f"{value!r} is not a Slack app ID (A…, upper case)")
+        return value
 
     @field_validator("channel")
     @classmethod

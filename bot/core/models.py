@@ -158,6 +158,7 @@ AUDIT_EVENTS = frozenset(
         "approval.denied",
         "approval.expired",
         "approval.refused",
+        "request.refused",
         "run.succeeded",
         "run.failed",
         "run.cancelled",

@@ -9,7 +9,6 @@ import time
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -23,6 +22,8 @@ from bot.engine.approvals import ApprovalPolicy
 from bot.runtime import Runtime
 from bot.slack.context import SlackContext, SlackGroups
 from bot.slack.guard import RequestGuard
+from bot.slack.intake import SHUTDOWN_GRACE_SECONDS, Intake, TrackedApp
+from bot.slack.origin import SlackIdentity
 from bot.slack.progress import SlackProgress
 from bot.systems.services import Services
 from handlers import actions, commands
@@ -80,21 +81,27 @@ class SlackBot:
         self.progress = SlackProgress(self.store, self.client, config, self.runtime.titles)
         self.engine.progress.sinks.append(self.progress)
         self.guard = RequestGuard(tokens["SLACK_SIGNING_SECRET"])
-        self.app = AsyncApp(
+        self.app = TrackedApp(
             client=self.client, signing_secret=tokens["SLACK_SIGNING_SECRET"], process_before_response=False
         )
-        deps = SlackContext(self.engine, config, self.policy, self.progress.titles)
+        self.intake = self.app.intake = Intake(
+            self.store, SlackIdentity(self.client, config.slack.app_id), config.slack
+        )
+        self.app.use(self.intake.middleware)
+        deps = SlackContext(self.engine, config, self.policy, self.progress.titles, self.intake)
         commands.register(self.app, deps)
         actions.register(self.app, deps)
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._slack_ok: tuple[float, bool] = (0.0, False)
         self.url: str | None = None
+        self.shutdown_grace_seconds = SHUTDOWN_GRACE_SECONDS
 
     async def start(self, port: int = 3000, host: str = "127.0.0.1") -> None:
         await self.engine.start()
         self.progress.start()
         await self.progress.catch_up()
+        await self.intake.resume(self.app)  # what the last shutdown acknowledged but could not finish
         if self.socket_mode:
             self._socket = AsyncSocketModeHandler(self.app, self.app_token, web_client=self.client)
             await self._socket.connect_async()
@@ -112,6 +119,12 @@ class SlackBot:
         log.info("serving Slack at %s/slack/events", self.url)
 
     async def _events(self, request: web.Request) -> web.Response:
+        if self.intake.stopping:  # not acknowledged, so Slack may send it again to the next instance
+            return web.json_response({"error": "shutting down"}, status=503)
+        with self.intake.receiving():
+            return await self._receive(request)
+
+    async def _receive(self, request: web.Request) -> web.Response:
         verdict = self.guard.verdict(await request.read(), request.headers)
         if isinstance(verdict, tuple):
             status, error = verdict
@@ -150,8 +163,12 @@ class SlackBot:
         return web.json_response({"ok": healthy, **body}, status=200 if healthy else 503)
 
     async def stop(self) -> None:
+        """Stop taking requests (HTTP answers 503; the socket closes), let the acknowledged ones finish (bounded;
+        the rest wait in the inbox for the next start), and only then stop the engine and the store."""
+        self.intake.stopping = True
         if self._socket is not None:
             await self._socket.close_async()
+        await self.intake.drain(self.shutdown_grace_seconds)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.progress.stop()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -11,6 +13,11 @@ from bot.core.config import Config
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.engine import Engine
 from bot.slack.messages import MARKS, RUN_MARKS
+
+if TYPE_CHECKING:
+    from slack_bolt.async_app import AsyncBoltContext
+
+    from bot.slack.intake import Intake
 
 
 class SlackGroups:
@@ -40,6 +47,12 @@ class SlackContext:
     config: Config
     policy: ApprovalPolicy
     titles: dict[str, str] = field(default_factory=dict)
+    # The origin checks, replay refusal and shutdown tracking (bot.slack.intake): SlackBot always wires it;
+    # the in-process handler tests run the listeners without it.
+    intake: Intake | None = None
+
+    def handling(self, context: AsyncBoltContext) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self.intake.handling(context) if self.intake else contextlib.nullcontext()
 
     async def status_text(self, run_id: str | None) -> str:
         store = self.engine.store

@@ -112,5 +112,16 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("outbox").create_index(["approval_id"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    # Each Slack request the bot accepted (bot.store.inbox): its identity, for the replay window, and while
+    # its handler has not finished, the request itself (to be handled at the next start).
+    db.execute(
+        """CREATE TABLE slack_requests (
+            key TEXT PRIMARY KEY, kind TEXT NOT NULL, user TEXT, received_at TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'received', body TEXT)"""
+    )
+    db.table("slack_requests").create_index(["state", "received_at"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)

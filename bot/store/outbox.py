@@ -153,6 +153,16 @@ class Outbox:
         ).fetchone()
         return row[0] if row else None
 
+    def approval_message(self, approval_id: str) -> tuple[str, str | None] | None:
+        """(channel, ts) of the message that asks for this approval; ts None while it is not sent yet; None
+        when the request was never put in the outbox (a terminal run's)."""
+        row = self.conn.execute(
+            "SELECT channel, slack_ts FROM outbox WHERE approval_id = ? AND kind = 'approval' "
+            "ORDER BY state = 'sent' DESC, id LIMIT 1",
+            (approval_id,),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
     def mark(self, entry_ids: tuple[int, ...], state: str, ts: str | None, error: str | None) -> None:
         """One row, or the rows merged into one message: all in one transaction."""
         with self.store.transaction("slack.sent") as conn:

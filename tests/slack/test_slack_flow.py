@@ -18,6 +18,7 @@ RUN_ID = re.compile(r"run-[0-9a-f]{8}")
 ROOT = Path(__file__).resolve().parents[2]
 SCOPE_OF = {
     "auth.test": None,
+    "bots.info": "users:read",
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
     "usergroups.users.list": "usergroups:read",
