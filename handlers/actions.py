@@ -44,17 +44,20 @@ def register(app: AsyncApp, deps: SlackContext) -> None:
     async def decide(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
     ) -> None:
-        async with deps.handling(context):
+        async with deps.handling(context) as handled:
             await ack()
             value, user = str(action.get("value", "")), clicker(body)
             if not APPROVAL_ID.fullmatch(value) or user is None:
                 await tell(respond, "This button does not belong to an idm-upgrade request.")
                 return
             if problem := await misplaced(deps, value, body, context.get("refusal")):
+                await handled.done()
                 await tell(respond, f"Not accepted: {problem}; the request stays open.")
                 return
             decision = "deny" if action["action_id"] == "deny" else "approve"
-            await tell(respond, (await deps.engine.decide(value, user, decision)).message)
+            reply = await deps.engine.decide(value, user, decision)
+            await handled.done()
+            await tell(respond, reply.message)
 
     for action_id in ("approve", "deny", "snapshot_taken"):
         app.action(action_id)(decide)
@@ -63,7 +66,7 @@ def register(app: AsyncApp, deps: SlackContext) -> None:
     async def cancel_run(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
     ) -> None:
-        async with deps.handling(context):
+        async with deps.handling(context) as handled:
             await ack()
             value, user = str(action.get("value", "")), clicker(body)
             if not RUN_ID.fullmatch(value) or user is None:
@@ -72,7 +75,9 @@ def register(app: AsyncApp, deps: SlackContext) -> None:
             if refusal := context.get("refusal"):
                 await tell(respond, f"Not accepted: {refusal}.")
                 return
-            await tell(respond, (await deps.engine.cancel(value, user)).message)
+            reply = await deps.engine.cancel(value, user)
+            await handled.done()
+            await tell(respond, reply.message)
 
     @app.action(re.compile(".*"))
     async def unknown_button(ack: AsyncAck, respond: AsyncRespond, context: AsyncBoltContext) -> None:

@@ -19,7 +19,7 @@ def register(app: AsyncApp, deps: SlackContext) -> None:
     async def idm_upgrade(
         ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
     ) -> None:
-        async with deps.handling(context):
+        async with deps.handling(context) as handled:
             await ack()
             if refusal := context.get("refusal"):  # another workspace, app or channel (bot.slack.origin)
                 await respond(text=f"Not started: {refusal}.", response_type="ephemeral")
@@ -30,6 +30,7 @@ def register(app: AsyncApp, deps: SlackContext) -> None:
                 reply = await _run(parse(command.get("text") or "", hosts, most), user, deps)
             except CommandError as exc:
                 reply = str(exc)
+            await handled.done()
             await respond(text=reply, response_type="ephemeral")
 
 

@@ -98,6 +98,7 @@ class SlackStandIn:
         self.faults = ApiFaults()
         self.response_url_ttl = 1800.0
         self.response_url_max_uses = 5
+        self.response_url_latency = 0.0  # seconds before a response_url post is answered (a slow Slack)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._up_task: asyncio.Task[None] | None = None
@@ -305,6 +306,8 @@ class SlackStandIn:
         return self.workspace.response_urls
 
     async def _response(self, request: web.Request) -> web.StreamResponse:
+        if self.response_url_latency > 0:
+            await asyncio.sleep(self.response_url_latency)
         status, answer = post_to_response_url(
             self.workspace,
             request.match_info["id"],

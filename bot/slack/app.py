@@ -165,6 +165,8 @@ class SlackBot:
     async def stop(self) -> None:
         """Stop taking requests (HTTP answers 503; the socket closes), let the acknowledged ones finish (bounded;
         the rest wait in the inbox for the next start), and only then stop the engine and the store."""
+        if self.intake.stopping:
+            return  # stopped already (serve's signal, then the caller's cleanup)
         self.intake.stopping = True
         if self._socket is not None:
             await self._socket.close_async()

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.config import Config
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.engine import Engine
+from bot.slack.intake import Handling, Intake
 from bot.slack.messages import MARKS, RUN_MARKS
 
 if TYPE_CHECKING:
     from slack_bolt.async_app import AsyncBoltContext
-
-    from bot.slack.intake import Intake
 
 
 class SlackGroups:
@@ -51,8 +49,8 @@ class SlackContext:
     # the in-process handler tests run the listeners without it.
     intake: Intake | None = None
 
-    def handling(self, context: AsyncBoltContext) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self.intake.handling(context) if self.intake else contextlib.nullcontext()
+    def handling(self, context: AsyncBoltContext) -> Handling:
+        return Handling(self.intake, context)
 
     async def status_text(self, run_id: str | None) -> str:
         store = self.engine.store

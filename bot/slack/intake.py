@@ -116,10 +116,6 @@ class Intake:
         finally:
             self._receiving -= 1
 
-    def handling(self, context: AsyncBoltContext) -> _Handling:
-        """``async with intake.handling(context):`` around a listener's body, entered before its ack."""
-        return _Handling(self, context)
-
     # -- shutdown and the next start -------------------------------------------------------------
 
     async def drain(self, timeout: float = SHUTDOWN_GRACE_SECONDS) -> int:
@@ -165,23 +161,36 @@ class TrackedApp(AsyncApp):
         return await self.intake.dispatch(self, req)
 
 
-class _Handling:
-    def __init__(self, intake: Intake, context: AsyncBoltContext):
+class Handling:
+    """``async with deps.handling(context) as handled:`` around a listener's body, entered before its ack.
+
+    ``await handled.done()`` once the request's effect is written (before answering the person), so a shutdown
+    that cancels the answer does not make the next start do it again. Leaving the block marks it done too,
+    unless a shutdown cancelled it. Without an intake (the in-process handler tests) it does nothing."""
+
+    def __init__(self, intake: Intake | None, context: AsyncBoltContext):
         self.intake, self.context = intake, context
         self.task = asyncio.current_task()
+        self._done = False
 
-    async def __aenter__(self) -> None:
-        if self.task is not None:
+    async def __aenter__(self) -> Handling:
+        if self.intake is not None and self.task is not None:
             self.intake._handlers.add(self.task)
+        return self
+
+    async def done(self) -> None:
+        key = self.context.get("request_key")
+        if self.intake is not None and key and not self._done:
+            await self.intake.store.call(self.intake.inbox.done, key)
+        self._done = True
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            key = self.context.get("request_key")
             # Cancelled by a shutdown: not done, the next start handles it. Failed: done (it would fail again).
-            if key and (exc_type is None or issubclass(exc_type, Exception)):
-                await self.intake.store.call(self.intake.inbox.done, key)
+            if exc_type is None or issubclass(exc_type, Exception):
+                await self.done()
         finally:
-            if self.task is not None:
+            if self.intake is not None and self.task is not None:
                 self.intake._handlers.discard(self.task)
