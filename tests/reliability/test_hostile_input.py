@@ -13,8 +13,10 @@ a click by someone who may not decide on the REAL open approval), no request to 
 channel, and for 200 answers one ephemeral reply that is a clear refusal (or the read-only answer of
 `status`, `history`, `help`): not empty, no stack trace, no secret, no mention echoed back.
 
-Slack's signature scheme accepts a replay of a captured request within its 5-minute window (no nonce):
-that is by design and noted, not failed. The same request captured more than 5 minutes earlier is 401.
+Slack's signature scheme accepts a replay of a captured request within its 5-minute window (no nonce), so the
+bot remembers every request it accepted (bot.store.inbox): a replay within the window is answered 200 with an
+empty body, does nothing, gets no reply and is audited as ``request.refused``. The same request captured more
+than 5 minutes earlier is 401.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from hypothesis import strategies as st
 from bot.core.gates import gate_named
 from bot.core.models import ApprovalState, RunState
 from sandbox.slack_sender import SignedRequest, SlackHttpResult, block_actions_payload, signature_for
-from sandbox.slack_state import APPROVER, GROUP_MEMBER, OPS_CHANNEL, OUTSIDER, REQUESTER
+from sandbox.slack_state import APPROVER, GENERAL_CHANNEL, GROUP_MEMBER, OPS_CHANNEL, OUTSIDER, REQUESTER
 from tests.reliability.results import record
 from tests.slack import conftest as slack_conftest
 from tests.slack.conftest import SIGNING_SECRET, Harness
@@ -162,7 +164,8 @@ class Probe:
         self.statuses: Counter[str] = Counter()
         self.refusals_audited = 0
         self.problems: list[str] = []
-        self.unanswered: list[tuple[str, str]] = []  # (case, response_url id) of rejected requests
+        # (case, response_url id, posts there before it) of rejected requests; a replay shares its original's
+        self.unanswered: list[tuple[str, str, int]] = []
         self.host_requests = len(world.h.host.requests)
         self.started = time.monotonic()
         self.notes: list[str] = []
@@ -215,6 +218,7 @@ class Probe:
         *,
         expect: tuple[int, ...] = (200,),
         audited_refusal_by: str | None = None,
+        audited_replay_by: str | None = None,
         reply_expected: bool | None = None,
     ) -> SlackHttpResult:
         label = f"{category}: {name[:160]}"
@@ -236,7 +240,7 @@ class Probe:
             else:
                 problems += self.unclear(reply, result)
         elif rid:
-            self.unanswered.append((label, rid))
+            self.unanswered.append((label, rid, replies_before.get(rid, 0)))
         # nothing changed
         after = self.tables()
         for table in TABLES:
@@ -244,6 +248,7 @@ class Probe:
                 problems.append(f"table {table} changed")
         added = self.audit_after(audit_size)
         wanted = [(audited_refusal_by, "approval.refused", self.w.approval)] if audited_refusal_by else []
+        wanted += [(audited_replay_by, "request.refused", "")] if audited_replay_by else []
         if added != wanted:
             problems.append(f"audit rows added {added}, expected {wanted}")
         self.refusals_audited += len(added) if added == wanted else 0
@@ -285,7 +290,8 @@ class Probe:
             problems.append(f"reply of {len(text)} characters")
         if STACK_TRACE.search(text):
             problems.append(f"stack trace or exception name in the reply: {text[:200]!r}")
-        if "<!" in text or "<#" in text or set(re.findall(r"<@([^>|]*)", text)) - {REQUESTER}:
+        own_channel = text.replace(f"<#{OPS_CHANNEL}>", "")  # a refusal may point to the bot's channel
+        if "<!" in text or "<#" in own_channel or set(re.findall(r"<@([^>|]*)", text)) - {REQUESTER}:
             problems.append(f"a mention in the reply: {text[:200]!r}")
         for mention in re.findall(r"<[@!#][^>]*>", sent):
             if mention in text:
@@ -309,10 +315,10 @@ class Probe:
         # positive signals that the bot handled what it was sent); the short settle only gives a rejected
         # request's wrongly started work the moment it would need to show.
         await asyncio.sleep(0.3)
-        for label, rid in self.unanswered:
+        for label, rid, before in self.unanswered:
             record_ = self.h.slack.response_urls.get(rid)
-            if record_ is not None and record_.posts:
-                self.fail(f"{label}: rejected, yet the bot answered {record_.posts[0].body}")
+            if record_ is not None and len(record_.posts) > before:
+                self.fail(f"{label}: rejected, yet the bot answered {record_.posts[before].body}")
         run = self.h.store.get_run(self.w.run)
         if run.state is not RunState.waiting_approval or run.cancel_requested_by:
             self.fail(f"the active run changed: {run.state} cancel_requested_by={run.cancel_requested_by}")
@@ -729,8 +735,8 @@ async def test_forged_stale_and_replayed_requests(probe):
                 lambda r=captured, p=payload: h.sender.replay(r, sent_payload=p),
                 expect=(401,),
             )
-    # replays within Slack's 5-minute window are accepted by design (the scheme has no nonce): the same
-    # refusal again, nothing changed (an outsider's click on the real request is audited once more)
+    # replays within Slack's 5-minute window pass the signature check (the scheme has no nonce); the bot
+    # remembers what it accepted: a copy is refused quietly (no reply, not even the refusal again) and audited
     refused = [
         await probe.command("replay:original", OUTSIDER, f"cancel {w.run}"),
         await probe.command("replay:original", REQUESTER, "host01;whoami"),
@@ -740,18 +746,74 @@ async def test_forged_stale_and_replayed_requests(probe):
     for original in refused:
         for _ in range(3):
             payload = original.sent_payload
-            refused_on_real = payload.get("actions", [{}])[0].get("value") == w.approval
+            user = payload.get("user_id") or payload.get("user", {}).get("id")
             await probe.case(
                 "replay:within-window",
                 f"replay of {json.dumps(payload)[:80]}",
                 lambda o=original: h.sender.replay(o.request, sent_payload=o.sent_payload),
-                audited_refusal_by=OUTSIDER if refused_on_real else None,
+                audited_replay_by=user,
+                reply_expected=False,
             )
     probe.notes.append(
-        "a replay within Slack's 5-minute window is accepted (signature scheme without nonce); "
-        "for these requests it repeats the refusal and changes nothing"
+        "a replay within Slack's 5-minute window passes the signature check (no nonce); the bot refuses it "
+        "as already received (no reply, nothing changed) and audits it as request.refused"
     )
     await probe.finish("signatures_and_replays")
+
+
+# -- requests from elsewhere: another workspace, organization, app, channel, message ----------------------
+
+ELSEWHERE = {
+    "another workspace": {"team_id": "T0ELSEWHRE"},
+    "another organization": {"enterprise_id": "E0ELSEWHRE"},
+    "another app": {"api_app_id": "A0OTHERAPP"},
+    "a direct message": {"channel_id": "D0DIRECTMS"},
+    "another channel": {"channel_id": GENERAL_CHANNEL},
+}
+
+
+def click_from_elsewhere(payload: dict, where: str, w: World) -> dict:
+    payload = json.loads(json.dumps(payload))
+    if where == "another workspace":
+        payload["team"] = {"id": "T0ELSEWHRE", "domain": "elsewhere"}
+    elif where == "another organization":
+        payload["enterprise"] = {"id": "E0ELSEWHRE", "name": "Elsewhere"}
+    elif where == "another app":
+        payload["api_app_id"] = "A0OTHERAPP"
+    elif where == "another channel":
+        payload["channel"], payload["container"]["channel_id"] = {"id": GENERAL_CHANNEL}, GENERAL_CHANNEL
+    else:  # another message: the run's card
+        payload["container"]["message_ts"] = payload["message"]["ts"] = w.card_ts
+    return payload
+
+
+async def test_requests_from_elsewhere_change_nothing(probe):
+    """Commands that would act (the requester's cancel of the active run, a new upgrade) and the approver's
+    click on the open request, each from another workspace, organization, app or channel (or a DM; for the
+    click, another message): an ephemeral refusal, nothing changed; the click is audited (approval.refused)."""
+    from sandbox.slack_sender import slash_command_fields
+
+    w, h = probe.w, probe.h
+    for where, changes in ELSEWHERE.items():
+        for text in (f"cancel {w.run}", "host01"):
+            fields = {**slash_command_fields(h.slack, REQUESTER, text), **changes}
+            request = h.sender.build(fields)
+            await probe.case(
+                "elsewhere:command", f"{where}: {text}", lambda r=request, f=fields: h.sender.replay(r, sent_payload=f)
+            )
+    for where in ("another workspace", "another organization", "another app", "another channel", "another message"):
+        for action_id in ("approve", "deny"):
+            payload = click_from_elsewhere(
+                block_actions_payload(h.slack, APPROVER, action_id, w.approval, w.approval_ts), where, w
+            )
+            request = h.sender.build({"payload": json.dumps(payload)})
+            await probe.case(
+                "elsewhere:click",
+                f"{where}: approver clicks {action_id}",
+                lambda r=request, p=payload: h.sender.replay(r, sent_payload=p),
+                audited_refusal_by=APPROVER,
+            )
+    await probe.finish("requests_from_elsewhere")
 
 
 # -- defects found by this suite (they fail until fixed; see the report) ---------------------------------
