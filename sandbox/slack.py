@@ -330,10 +330,20 @@ class SlackStandIn:
         await self.socket.wait_connected(timeout)
 
     async def socket_deliver(
-        self, kind: str, payload: dict[str, Any], *, timeout: float = 3.0, accepts_response_payload: bool = True
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        timeout: float = 3.0,
+        accepts_response_payload: bool = True,
+        retry_attempt: int | None = None,
     ) -> SocketAck:
         return await self.socket.deliver(
-            kind, payload, timeout=timeout, accepts_response_payload=accepts_response_payload
+            kind,
+            payload,
+            timeout=timeout,
+            accepts_response_payload=accepts_response_payload,
+            retry_attempt=retry_attempt,
         )
 
     async def socket_send_slash_command(

@@ -121,8 +121,10 @@ class SocketModeHub:
         *,
         timeout: float = 3.0,
         accepts_response_payload: bool = True,
+        retry_attempt: int | None = None,
     ) -> SocketAck:
-        """Send an envelope to the newest connection and wait up to `timeout` s for its ack."""
+        """Send an envelope to the newest connection and wait up to `timeout` s for its ack. With
+        `retry_attempt`, it is Slack's resend of an envelope it thinks failed (with `retry_reason`)."""
         ws = await self.wait_connected(timeout)
         envelope_id = str(uuid.uuid4())
         envelope = {
@@ -131,6 +133,8 @@ class SocketModeHub:
             "payload": payload,
             "accepts_response_payload": accepts_response_payload,
         }
+        if retry_attempt is not None:
+            envelope |= {"retry_attempt": retry_attempt, "retry_reason": "timeout"}
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[envelope_id] = (future, ws)
         self.envelopes.append(envelope)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -96,11 +97,15 @@ class SlackBot:
         self._slack_ok: tuple[float, bool] = (0.0, False)
         self.url: str | None = None
         self.shutdown_grace_seconds = SHUTDOWN_GRACE_SECONDS
+        self._identity: asyncio.Task[object] | None = None
 
     async def start(self, port: int = 3000, host: str = "127.0.0.1") -> None:
         await self.engine.start()
         self.progress.start()
         await self.progress.catch_up()
+        # who the bot is in Slack, asked now so the first request's ack does not wait for it (asked again then
+        # if Slack cannot answer now)
+        self._identity = asyncio.get_running_loop().create_task(self.intake.identity.get())
         await self.intake.resume(self.app)  # what the last shutdown acknowledged but could not finish
         if self.socket_mode:
             self._socket = AsyncSocketModeHandler(self.app, self.app_token, web_client=self.client)
@@ -171,6 +176,8 @@ class SlackBot:
         if self._socket is not None:
             await self._socket.close_async()
         await self.intake.drain(self.shutdown_grace_seconds)
+        if self._identity is not None:
+            self._identity.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.progress.stop()

@@ -82,7 +82,7 @@ def origin_problem(kind: str, body: dict[str, Any], me: Identity | None, slack: 
     app = body.get("api_app_id")
     if app != me.app_id:
         return "this request was made for another Slack app, not idm-upgrade; use idm-upgrade's own command and buttons"
-    if enterprise != me.enterprise_id and (me.org_wide or enterprise is not None or me.enterprise_id is not None):
+    if enterprise != me.enterprise_id:
         return "this request comes from another Slack organization; idm-upgrade takes requests only from its own"
     if not me.org_wide and team != me.team_id:
         return "this request comes from another Slack workspace; idm-upgrade takes requests only from its own"

@@ -851,7 +851,8 @@ def malformed_bodies(w: World, h: Harness) -> dict[str, bytes]:
         "payload of type view_submission": form(json.dumps({**good, "type": "view_submission"})),
         "payload of an unknown type": form(json.dumps({**good, "type": "x" * 1000})),
         "empty body": b"",
-        "JSON body, not a form": json.dumps(good).encode(),
+        # its own trigger_id: a request with the trigger_id of one already received is a copy (request.refused)
+        "JSON body, not a form": json.dumps({**good, "trigger_id": good["trigger_id"] + "0"}).encode(),
         "slash command without a command": urlencode({"text": "host01", "user_id": REQUESTER}).encode(),
         "another slash command": urlencode({"command": "/other", "text": "host01", "user_id": REQUESTER}).encode(),
     }

@@ -173,6 +173,19 @@ async def test_a_replayed_command_over_socket_mode_starts_one_run(slack_bot):
     assert len(audit(h, "request.refused")) == 2
 
 
+async def test_slacks_retry_over_socket_mode_does_not_act_twice(slack_bot):
+    h = await slack_bot(socket_mode=True)
+    fields = slash_command_fields(h.slack, REQUESTER, "check host01")
+    await h.slack.socket_deliver("slash_commands", fields)
+    await eventually(h.runs, what="the run")
+    ack = await h.slack.socket_deliver("slash_commands", fields, retry_attempt=1)
+    assert ack.payload is None  # acked, so Slack stops resending; nothing said
+    await asyncio.sleep(0.3)
+    assert len(h.runs()) == 1
+    [(_, detail)] = audit(h, "request.refused")
+    assert detail["reason"] == "retry" and detail["retry_num"] == "1"
+
+
 # -- finding 6: this workspace, this app, this channel ------------------------------------------------
 
 FOREIGN = {
