@@ -14,6 +14,10 @@ The README's "Who may do what" table, compared with what the code does (see the 
 | cancel | the requester or an approver (and `cli:` at the terminal) | test_cancel_cell |
 | second click on a decided request | nobody; nothing changes; "already ..." | test_closed_request_cell, test_min_approvals_cell |
 | expiry | the run fails; nothing more is changed | test_expiry_cell |
+| another workspace, organization or app | nobody; ephemeral refusal; a click on an open request audited | tests/slack/test_front_door.py (test_a_command_from_elsewhere_starts_nothing, test_a_click_not_on_the_requests_message_decides_nothing), test_hostile_input.py::test_requests_from_elsewhere_change_nothing |
+| outside slack.channel (DMs only with allow_direct_messages) | nobody | the same, and test_direct_messages_are_taken_when_configured |
+| a click off the request's message | nobody; audited as approval.refused | test_a_click_not_on_the_requests_message_decides_nothing |
+| the same request again | nobody; 200, no answer, request.refused | tests/slack/test_front_door.py (replay, copies, retry), test_hostile_input.py::test_forged_stale_and_replayed_requests |
 """
 
 from __future__ import annotations
