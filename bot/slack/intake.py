@@ -109,7 +109,7 @@ class Intake:
 
     @contextlib.contextmanager
     def receiving(self) -> Iterator[None]:
-        """Counts a request from its arrival to its ack (the HTTP endpoint, the middleware)."""
+        """Counts a request from its arrival to its ack (the HTTP endpoint, every Bolt dispatch)."""
         self._receiving += 1
         try:
             yield
