@@ -359,3 +359,19 @@ async def test_clicks_that_cannot_finish_before_the_stop_are_handled_at_the_next
         assert again.store.get_approval(approval.id).state is ApprovalState.open
     finally:
         await again.stop()
+
+
+async def test_until_slack_says_who_the_bot_is_no_request_is_taken(slack_bot):
+    """Fail closed: while auth.test fails the bot refuses every request; once Slack answers, it takes them."""
+    from bot.slack.app import web_client
+    from bot.slack.origin import SlackIdentity, origin_problem
+
+    h = await slack_bot()
+    h.slack.server_errors(100, status=500, methods=["auth.test"])
+    identity = SlackIdentity(web_client("xoxb-sandbox", h.slack.api_url))
+    fields = slash_command_fields(h.slack, REQUESTER, "check host01")
+    assert "could not confirm" in (origin_problem("command", fields, await identity.get(), h.bot.config.slack) or "")
+    h.slack.clear_faults()
+    me = await identity.get()
+    assert me is not None and (me.team_id, me.app_id, me.enterprise_id) == ("T0SANDBOX", "A0SANDBOX", None)
+    assert origin_problem("command", fields, me, h.bot.config.slack) is None
