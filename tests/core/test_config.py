@@ -38,6 +38,8 @@ min_approvals = 2
 approval_timeout_minutes = 15
 messages_per_second = 0.5
 max_hosts_per_request = 5
+app_id = "A0APP00001"
+allow_direct_messages = true
 [preflight]
 min_free_disk_gb = 7.5
 pending_reboot = "ask"
@@ -126,6 +128,8 @@ def test_every_key_is_parsed():
         "approval_timeout_minutes": 15,
         "messages_per_second": 0.5,
         "max_hosts_per_request": 5,
+        "app_id": "A0APP00001",
+        "allow_direct_messages": True,
     }
     assert config.preflight.min_free_disk_gb == 7.5 and config.preflight.pending_reboot == "ask"
     assert config.database.path == "/tmp/x.db"
@@ -223,6 +227,7 @@ def test_example_file_loads_and_documents_every_key():
         (('channel = "C0OPSCHANL"', 'channel = "#ops"'), "slack.channel: '#ops' is not a Slack channel ID"),
         (("[slack]", '[slack]\napprovers = ["@alice"]'), "slack.approvers.0: '@alice' is not a Slack user ID"),
         (("[slack]", "[slack]\nmin_approvals = 0"), "slack.min_approvals: Input should be greater than or equal to 1"),
+        (("[slack]", '[slack]\napp_id = "idm-upgrade"'), "slack.app_id: 'idm-upgrade' is not a Slack app ID"),
         (
             ("[slack]", '[slack]\nallow_self_approval = "maybe"'),
             "slack.allow_self_approval: Input should be a valid boolean",
