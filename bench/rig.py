@@ -5,9 +5,9 @@
 - Slack and Workspace ONE Access: the sandbox stand-ins, on this process's loop;
 - an approver that clicks each approval the moment the bot opens it (signed HTTP, as a person would).
 
-The approver reads the bot's database read-only to see a request open, then clicks at once instead of
-waiting for the request to be delivered to Slack: the benchmarks measure the bot, not the channel's pace
-(which is measured on its own, as thread lag).
+The approver reads the bot's database read-only to see a request open and delivered, then clicks at once on
+the request's own message (the bot takes a click only there; approval requests go first in the paced outbox,
+so the wait is short; the channel's pace is measured on its own, as thread lag).
 """
 
 from __future__ import annotations
@@ -290,16 +290,18 @@ class Approver:
 
     async def run(self) -> None:
         sender = self.slack.sender(self.bot_url, SIGNING_SECRET)
-        # The click carries the approval id in its value; the message it comes from is a placeholder, so the
-        # click needs no wait for the request to reach the channel (the bot reads only the value).
-        anchor_ts = self.slack.post_as_user(APPROVER, "benchmark approver").ts
+        # A click counts only on the message where the bot posted the request: wait until it is delivered.
+        delivered = (
+            "SELECT a.id, a.gate, o.channel, o.slack_ts FROM approvals a JOIN outbox o ON o.approval_id = a.id "
+            "AND o.kind = 'approval' AND o.state = 'sent' WHERE a.state = 'open'"
+        )
         while True:
-            for approval_id, gate in self.observer.rows("SELECT id, gate FROM approvals WHERE state = 'open'"):
+            for approval_id, gate, channel, ts in self.observer.rows(delivered):
                 if approval_id in self.clicked:
                     continue
                 self.clicked.add(approval_id)
                 action = gate_named(gate).button
-                payload = block_actions_payload(self.slack, APPROVER, action, approval_id, anchor_ts)
+                payload = block_actions_payload(self.slack, APPROVER, action, approval_id, ts, channel)
                 request = sender.build({"payload": json.dumps(payload)})
                 result = await sender.replay(request, sent_payload=payload)
                 if result.status != 200:
