@@ -56,14 +56,14 @@ async def level(in_flight: int, count: int) -> dict[str, Any]:
                 await bare.ready()
                 senders = {"bare": slack.sender(bare.url, SIGNING_SECRET), "bot": slack.sender(bot.url, SIGNING_SECRET)}
                 anchor = slack.post_as_user(APPROVER, "benchmark clicks").ts
-                click = json.dumps(block_actions_payload(slack, APPROVER, "approve", "apr-00000000", anchor))
 
                 async def ask(kind: str) -> float:
                     who, what = kind.split("_")
                     sender = senders[who]
                     if what == "command":
                         result = await sender.send_slash_command(REQUESTER, "status")
-                    else:
+                    else:  # a click of its own each time (its own trigger_id): the bot acts on a request once
+                        click = json.dumps(block_actions_payload(slack, APPROVER, "approve", "apr-00000000", anchor))
                         result = await sender.replay(sender.build({"payload": click}))
                     if result.status != 200:
                         raise RuntimeError(f"{kind} answered {result.status}")
