@@ -10,6 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.core.config import Config
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.engine import Engine
+from bot.slack.escape import escape
 from bot.slack.messages import MARKS, RUN_MARKS
 
 
@@ -42,6 +43,7 @@ class SlackContext:
     titles: dict[str, str] = field(default_factory=dict)
 
     async def status_text(self, run_id: str | None) -> str:
+        """Slack mrkdwn: a run's result is outside text (host output), so it is escaped."""
         store = self.engine.store
         if run_id:
             run = await self.engine.store.call(store.find_run, run_id)
@@ -50,7 +52,7 @@ class SlackContext:
             steps = await self.engine.store.call(store.steps, run_id)
             lines = [
                 f"{RUN_MARKS[run.state]} `{run.id}` {run.host}: *{run.state.label}*"
-                + (f" — {run.result}" if run.result else "")
+                + (f" — {escape(run.result)}" if run.result else "")
             ]
             lines += [f"{MARKS[s.state]} {self.titles.get(s.step, s.step)}: {s.state.label}" for s in steps]
             return "\n".join(lines)
@@ -65,6 +67,6 @@ class SlackContext:
             return "No runs yet" + (f" for {host}." if host else ".")
         return "\n".join(
             f"{RUN_MARKS[r.state]} {r.created_at:%Y-%m-%d %H:%M} `{r.id}` {r.host}: {r.state.label}"
-            + (f" — {r.result}" if r.result and not r.state.active else "")
+            + (f" — {escape(r.result)}" if r.result and not r.state.active else "")
             for r in runs
         )
