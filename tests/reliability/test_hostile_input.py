@@ -869,6 +869,87 @@ async def test_refusals_show_invisible_and_look_alike_characters(probe):
     await probe.finish("echo_clarity")
 
 
+# -- outside text the bot shows: directory names from Workspace ONE Access -------------------------------
+
+HOSTILE_NAMES = [
+    "corp <!channel> <https://evil.example|APPROVE HERE>",
+    "<!here> urgent",
+    "<!everyone>",
+    "<!subteam^S0ADMINS01> please approve",
+    "<@U0APPROVER1> says yes",
+    "<#C0OTHERCHAN1>",
+    "<mailto:x@evil.example|help desk>",
+    "*bold* _it_ ~x~ `code` > quote",
+    "a & b &amp; &lt;!channel&gt;",
+    "<https://evil.example>",
+    "<<!channel>>",
+    "\u202e<!channel>",
+]
+RAW_MARKUP = re.compile(r"<[!@#]|<(https?|mailto):")
+
+
+def slack_markup_from(h: Harness) -> list[str]:
+    """Every message version in the channel and every ephemeral that carries markup the bot did not write."""
+    shown = [
+        (f"{m.ts} v{n}", v.text + json.dumps(v.blocks, ensure_ascii=False))
+        for m in h.slack.messages(OPS_CHANNEL)
+        for n, v in enumerate(m.versions)
+    ]
+    shown += [
+        (f"ephemeral {e.source}", e.text + json.dumps(e.blocks, ensure_ascii=False)) for e in h.slack.ephemerals()
+    ]
+    ours = re.compile(rf"<@({REQUESTER}|{APPROVER})>|<#{OPS_CHANNEL}>")
+    return [f"{where}: {text[:300]!r}" for where, text in shown if RAW_MARKUP.search(ours.sub("", text))]
+
+
+async def test_hostile_directory_names_reach_slack_only_escaped(slack_bot):
+    """Directory names are outside text: shown to approvers escaped, never as a mention, command or link."""
+    from sandbox.workspace_one import iwa_directory
+
+    started = time.monotonic()
+    directories = [iwa_directory(name, domains=["corp.example.com"]) for name in HOSTILE_NAMES]
+    h = await slack_bot("default", ws1_directories=directories, extra=f'slack: requesters = ["{REQUESTER}"]')
+    assert (await h.sender.send_slash_command(REQUESTER, "host01")).status == 200
+    [run] = await eventually(h.runs, what="the run")
+    clicked: set[str] = set()
+
+    async def starttls_request():
+        """The STARTTLS request once delivered; the gates before it (the snapshot) are confirmed."""
+        for earlier in h.store.approvals(run.id):
+            found = h.slack.latest_button(OPS_CHANNEL, gate_named(earlier.gate).button, value=earlier.id)
+            if earlier.gate != "STARTTLS" and found and earlier.id not in clicked:
+                clicked.add(earlier.id)
+                await h.sender.click_button(APPROVER, gate_named(earlier.gate).button, value=earlier.id)
+        return delivered_request(h, run.id, "STARTTLS")
+
+    approval, message = await eventually(starttls_request, timeout=60, what="the STARTTLS request")
+    request = json.dumps(message.blocks, ensure_ascii=False)
+    missing = [name for name in HOSTILE_NAMES if escape_slack(name) not in request]
+    assert not missing, f"directories not shown (escaped) to the approver: {missing}"
+    await h.sender.click_button(APPROVER, "deny", value=approval.id, message_ts=message.ts)
+    await eventually(lambda: not h.store.get_run(run.id).state.active, timeout=60, what="the run to end")
+    for text in (f"status {run.id}", "history host01"):
+        await h.reply(await h.sender.send_slash_command(REQUESTER, text))
+    assert await h.bot.progress.idle(timeout=30)
+    assert not h.ws1.updates, "denied: no directory changed"
+    problems = slack_markup_from(h)
+    record(
+        RESULTS,
+        "directory_names",
+        {
+            "cases": len(HOSTILE_NAMES),
+            "messages_checked": sum(len(m.versions) for m in h.slack.messages(OPS_CHANNEL)),
+            "problems": len(problems),
+            "seconds": round(time.monotonic() - started, 2),
+        },
+    )
+    assert not problems, "outside markup reached Slack:\n" + "\n".join(problems[:20])
+
+
+def escape_slack(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 @pytest.fixture(autouse=True)
 def _quiet_bolt_suggestions():
     """Bolt logs a multi-line suggestion (WARNING) for every unhandled request; ERRORs are still seen."""

@@ -32,10 +32,12 @@ from bot.slack import messages as msg
 from bot.slack.context import SlackContext
 from bot.slack.escape import escape, safe_cut
 from bot.store.store import Store
+from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
+from sandbox.workspace_one import default_directories
+from tests.support.waiting import eventually
 
 EVIL = "corp <!channel> <https://evil.example|APPROVE HERE> <@U0EVIL0001> <#C0EVIL0001> a&b &amp; &lt;"
 ESCAPED = escape(EVIL)
-REQUESTER, APPROVER = "U0REQUESTER1", "U0APPROVER1"
 OURS = re.compile(rf"<@({REQUESTER}|{APPROVER})>")  # the bot's own mentions: these must stay
 ENTITY = re.compile(r"&(amp|lt|gt);")
 
@@ -215,3 +217,29 @@ def test_fit_truncates_escaped_text_on_an_entity_boundary():
         cut = msg.fit(long, limit)
         assert len(cut) <= limit
         assert not problems({"text": cut}), cut[-120:]
+
+
+# -- end to end: the bot over HTTP, the stand-ins as Slack, Workspace ONE Access and the host ----------------
+
+DIRECTORY = "corp <!channel> <https://evil.example|APPROVE HERE>"
+
+
+async def test_a_hostile_directory_name_reaches_slack_only_escaped(slack_bot):
+    h = await slack_bot("default", ws1_directories=default_directories(iwa_name=DIRECTORY))
+    assert (await h.sender.send_slash_command(REQUESTER, "host01")).status == 200
+    [run] = await eventually(h.runs, what="the slash command created a run")
+    await h.settle(run.id, approver=APPROVER)
+    assert h.store.get_run(run.id).state is RunState.succeeded, h.store.get_run(run.id).result
+    assert h.ws1.updates, "STARTTLS was turned off on the directory with that name"
+    posted = [
+        (m.ts, version.text, json.dumps(version.blocks, ensure_ascii=False))
+        for m in h.slack.messages(OPS_CHANNEL)
+        for version in m.versions
+    ]
+    posted += [(e.source, e.text, json.dumps(e.blocks, ensure_ascii=False)) for e in h.slack.ephemerals()]
+    for where, text, blocks in posted:
+        for raw in ("<!channel>", "<https://evil", "APPROVE HERE>"):
+            assert raw not in text and raw not in blocks, (where, raw, text, blocks)
+    request = next(blocks for _, _, blocks in posted if "*STARTTLS approval needed*" in blocks)
+    assert escape(DIRECTORY) in request, "the directory is shown, escaped"
+    assert f"<@{REQUESTER}>" in request, "our own mention of the requester still works"
