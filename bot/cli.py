@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.core.config import Config, ConfigError, Secrets, config_path, load_config
+from bot.core.redact import public_url
 from bot.store import audit
 from bot.store.store import Store, StoreError
 
@@ -91,7 +92,7 @@ def check_config(config: Config, source: str, out: TextIO | None = None) -> int:
         f"self-approval {'allowed' if slack.allow_self_approval else 'refused'}, "
         f"requests expire after {slack.approval_timeout_minutes:g} min\n"
     )
-    out.write(f"installer: {config.installer.version} from {config.installer.url}\n")
+    out.write(f"installer: {config.installer.version} from {public_url(config.installer.url)}\n")
     out.write(
         f"modes: pending_reboot={config.preflight.pending_reboot}, "
         f"directory_change={config.workspace_one.directory_change}, "

@@ -12,6 +12,7 @@ import string
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -133,6 +134,12 @@ class InstallerConfig(_Section):
             )
         if not re.match(r"^https?://\S+$", value):
             raise ValueError("must be an http:// or https:// URL the Windows hosts can reach")
+        # A password in the URL would be sent to the host, and shown wherever the URL is; a pre-signed
+        # query string is allowed (the host needs it) and is redacted wherever the URL is shown.
+        if "@" in urlsplit(value).netloc:
+            raise ValueError(
+                "must not contain a user name or password; serve the file without credentials or use a pre-signed URL"
+            )
         return value
 
     @field_validator("sha256")

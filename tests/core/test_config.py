@@ -329,3 +329,48 @@ def test_secrets_come_from_environment_and_stay_hidden():
     assert secrets.winrm_password.get_secret_value() == "hunter2-very-secret"
     assert "hunter2-very-secret" not in repr(secrets) and "hunter2-very-secret" not in str(secrets)
     assert secrets.present()["WINRM_PASSWORD"] and not secrets.present()["SLACK_BOT_TOKEN"]
+
+
+CREDENTIALS_REFUSED = (
+    "installer.url: must not contain a user name or password; serve the file without credentials "
+    "or use a pre-signed URL"
+)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:pass@artifacts.example.com/connector.exe",
+        "https://user@artifacts.example.com/connector.exe",
+        "http://:pass@artifacts.example.com:8080/connector.exe",
+        "https://svc%40corp:p%3Ass@artifacts.example.com/connector.exe",
+    ],
+)
+def test_installer_url_with_credentials_is_refused_in_one_clear_line(url):
+    found = problems(MINIMAL.replace("https://artifacts.example.com/connector.exe", url))
+    assert found == [CREDENTIALS_REFUSED]
+
+
+def test_check_config_refuses_installer_url_credentials_without_echoing_them(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(MINIMAL.replace("https://artifacts", "https://svc-upload:Pa55-in-url@artifacts"))
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"config error: {CREDENTIALS_REFUSED}"]
+    assert "Pa55-in-url" not in done.stdout + done.stderr
+
+
+def test_check_config_shows_a_presigned_installer_url_without_its_query(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    signed = "https://artifacts.example.com/connector.exe?X-Amz-Signature=0f1e2d3c4b5a&X-Amz-Credential=AKIAEXAMPLE"
+    path.write_text(MINIMAL.replace("https://artifacts.example.com/connector.exe", signed))
+    assert load_config(str(path)).installer.url == signed  # kept as it is: the host downloads with it
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "installer: 19.03.0.1 from https://artifacts.example.com/connector.exe?<redacted>" in out
+    assert "0f1e2d3c4b5a" not in out and "AKIAEXAMPLE" not in out
