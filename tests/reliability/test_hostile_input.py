@@ -946,6 +946,26 @@ async def test_hostile_directory_names_reach_slack_only_escaped(slack_bot):
     assert not problems, "outside markup reached Slack:\n" + "\n".join(problems[:20])
 
 
+async def test_hostile_host_output_reaches_slack_only_escaped(slack_bot):
+    """What the host reports (its Programs & Features entry: name and version) is shown escaped."""
+    started = time.monotonic()
+    h = await slack_bot("physical", ws1=False, extra=f'slack: requesters = ["{REQUESTER}"]')
+    product = h.host.state.connector
+    product.display_name = f"VMware Identity Manager Connector {HOSTILE_NAMES[0]}"  # still matches the pattern
+    hostile_version = product.version = f"19.03.0.0 {HOSTILE_NAMES[1]}"  # before the run: nothing reads it yet
+    assert (await h.sender.send_slash_command(REQUESTER, "host01")).status == 200
+    [run] = await eventually(h.runs, what="the run")
+    await h.settle(run.id, approver=APPROVER)
+    assert h.store.get_run(run.id).state is RunState.succeeded, h.store.get_run(run.id).result
+    await h.reply(await h.sender.send_slash_command(REQUESTER, f"status {run.id}"))
+    assert await h.bot.progress.idle(timeout=30)
+    shown = "\n".join(v.text + json.dumps(v.blocks) for m in h.slack.messages(OPS_CHANNEL) for v in m.versions)
+    assert escape_slack(hostile_version) in shown, "the version the host reported is shown, escaped"
+    problems = slack_markup_from(h)
+    record(RESULTS, "host_output", {"problems": len(problems), "seconds": round(time.monotonic() - started, 2)})
+    assert not problems, "outside markup reached Slack:\n" + "\n".join(problems[:20])
+
+
 def escape_slack(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
