@@ -1,61 +1,21 @@
 """The engine binds each grant to the change it showed, across a person's thinking time and a restart.
 
-The step here changes "items" listed in a JSON file (its host); what it would change is read at check
-time, so a test can add an item while a request is open or while the bot is down.
+The step here (ItemsStep) turns off "items" listed in a JSON file (its host); what it would change is read
+at check time, so a test can add an item while a request is open or while the bot is down.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from bot.core.gates import STARTTLS, change_digest
+from bot.core.gates import change_digest
 from bot.core.models import ApprovalState, RunState
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.engine import MAX_REQUESTS_PER_GATE, Engine
 from bot.store.store import Store
-from steps.base import CheckResult, Step, StepContext, VerifyResult
 from tests.support.configs import APPROVER, REQUESTER
-from tests.support.fake_steps import FileHost
+from tests.support.fake_steps import FileHost, ItemsStep
 from tests.support.waiting import eventually
-
-
-class ItemsStep(Step):
-    """Turns each listed item 'off'; apply changes only the items the grant named."""
-
-    id = "items"
-    title = "Turn items off"
-    gate = STARTTLS
-
-    def __init__(self, directory):
-        self.directory = directory
-
-    def host(self, ctx: StepContext) -> FileHost:
-        return FileHost(self.directory, ctx.host)
-
-    def on(self, ctx: StepContext) -> list[str]:
-        return sorted(k for k, v in self.host(ctx).state().get("items", {}).items() if v)
-
-    async def check(self, ctx: StepContext) -> CheckResult:
-        on = self.on(ctx)
-        return CheckResult(bool(on), f"on: {on}", {"on": on})
-
-    def change(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
-        return {"items": check.facts["on"]}
-
-    async def apply(self, ctx: StepContext) -> dict[str, Any]:
-        host = self.host(ctx)
-        granted = set((ctx.approved or {}).get("items", []))
-        items = host.state().get("items", {})
-        host.set("items", {k: (v and k not in granted) for k, v in items.items()})
-        for item in sorted(granted & set(items)):
-            host.log_apply(item)
-        return {"changed": sorted(granted)}
-
-    async def verify(self, ctx: StepContext) -> VerifyResult:
-        on = self.on(ctx)
-        return VerifyResult(not on, "all off" if not on else f"still on: {on}")
 
 
 class Clicks:
