@@ -20,7 +20,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.core.gates import EVIDENCE_SHOWN, gate_named
-from bot.core.models import Approval, AuditEvent, Run, RunState, StepRecord, StepState
+from bot.core.models import Approval, ApprovalState, AuditEvent, Run, RunState, StepRecord, StepState
 from bot.slack.escape import escape, safe_cut
 
 SECTION_LIMIT = 2900  # Slack allows 3,000 characters in a section's text
@@ -142,6 +142,8 @@ def approval_request(approval: Approval, run: Run, title: str) -> dict[str, Any]
     for key in EVIDENCE_SHOWN:
         if key in evidence:
             lines.append(f"*{key.replace('_', ' ').capitalize()}:* {shown(evidence[key])}")
+    if approval.digest:  # the approver's click covers this change and nothing else; the audit trail has it
+        lines.append(f"*Change digest:* `{approval.digest[:19]}…` (a different change is asked again)")
     lines.append(f"*Asked by:* <@{run.requester}> · expires {approval.expires_at:%Y-%m-%d %H:%M} UTC")
     if approval.min_approvals > 1:
         lines.append(f"*Needs:* {approval.min_approvals} different approvers")
@@ -182,6 +184,8 @@ def approval_decided(approval: Approval, run: Run, title: str) -> dict[str, Any]
         )
     else:
         who = approval.state.value
+    if approval.state is ApprovalState.superseded:
+        who = "what it showed no longer matched what would change; a new request follows in the thread"
     blocks.append(context(f"*{approval.state.value.upper()}*: {who}").to_dict())
     return {"text": f"{approval.gate}: {approval.state.value}", "blocks": blocks}
 

@@ -112,5 +112,11 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("outbox").create_index(["approval_id"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _approval_change(db: sqlite_utils.Database) -> None:
+    # What a request asks to allow, and its digest: a grant covers exactly that change.
+    db.execute("ALTER TABLE approvals ADD COLUMN change TEXT")
+    db.execute("ALTER TABLE approvals ADD COLUMN digest TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _approval_change]
 SCHEMA_VERSION = len(MIGRATIONS)
