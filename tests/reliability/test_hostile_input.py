@@ -13,6 +13,9 @@ a click by someone who may not decide on the REAL open approval), no request to 
 channel, and for 200 answers one ephemeral reply that is a clear refusal (or the read-only answer of
 `status`, `history`, `help`): not empty, no stack trace, no secret, no mention echoed back.
 
+Outside text the bot shows (directory names from Workspace ONE Access, what the host reports) is sent
+by the stand-ins and must reach Slack only escaped: no mention, command or link the bot did not write.
+
 Slack's signature scheme accepts a replay of a captured request within its 5-minute window (no nonce):
 that is by design and noted, not failed. The same request captured more than 5 minutes earlier is 401.
 """

@@ -18,7 +18,8 @@ What is scanned (never the stand-ins' own state, which legitimately knows the se
 Paths: a full default upgrade through Slack over HTTP (Workspace ONE Access, vCenter, both approvals);
 a wrong WinRM password; a refused Workspace ONE Access token (Socket Mode, so the app token is used); a
 revoked Slack bot token; `check-config`, `serve` with a secret missing, and the terminal `idm-upgrade run`
-as subprocesses. The counts are printed and recorded in tests/reliability/.results/secrets.json.
+as subprocesses; an installer.url with a pre-signed query string (the host downloads with it; a failed
+download's error names it). The counts are printed and recorded in tests/reliability/.results/secrets.json.
 """
 
 from __future__ import annotations
