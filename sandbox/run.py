@@ -42,6 +42,7 @@ def sandbox_config(hosts: list[WinRMHostServer], ws1_url: str, database: Path) -
     text = f"""
 [slack]
 channel = "{OPS_CHANNEL}"
+requesters = ["{REQUESTER}"]
 approvers = ["{APPROVER}"]
 approval_timeout_minutes = 10
 messages_per_second = 10

@@ -46,7 +46,7 @@ class ApprovalPolicy:
         return False
 
     async def may_request(self, user: str) -> Verdict:
-        if not self.slack.requesters or await self._in(user, self.slack.requesters):
+        if self.slack.anyone_may_request or await self._in(user, self.slack.requesters):
             return Verdict(True)
         return Verdict(False, "you are not allowed to start upgrades; ask an admin to add you to slack.requesters")
 

@@ -284,6 +284,7 @@ def write_toml(path: Path, db_path: Path, hosts: list, *, ws1_url: str | None = 
     path.write_text(f"""
 [slack]
 channel = "{OPS_CHANNEL}"
+requesters = ["U0REQUESTER"]
 approvers = ["{APPROVER}"]
 [database]
 path = "{db_path}"

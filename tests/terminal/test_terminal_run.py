@@ -50,6 +50,7 @@ def write_config(tmp_path: Path, info: dict) -> Path:
     path.write_text(f"""
 [slack]
 channel = "C0OPSCHANL"
+requesters = ["U0REQUESTER"]
 approvers = ["U0APPROVER1"]
 [database]
 path = "{tmp_path / "idm-upgrade.db"}"
