@@ -112,5 +112,11 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("outbox").create_index(["approval_id"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _decision_person(db: sqlite_utils.Database) -> None:
+    # The person behind the deciding account (several accounts, one person): approvals count people.
+    # NULL for decisions recorded before, and for a deny whose person could not be told: the account counts.
+    db.execute("ALTER TABLE decisions ADD COLUMN person TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _decision_person]
 SCHEMA_VERSION = len(MIGRATIONS)
