@@ -63,6 +63,18 @@ class Install(Step):
             },
         }
 
+    def change(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
+        # This installer over this version on this host: another build, or a version that moved while
+        # people decided, is another change and is asked again.
+        installer = ctx.config.installer
+        product = Product.model_validate(check.facts["product"])
+        return {
+            "host": ctx.host,
+            "installer": {"version": installer.version, "sha256": installer.sha256},
+            "from_version": product.version,
+            "service_restarts": ctx.config.connector.service,
+        }
+
     def when_denied(self, ctx: StepContext) -> str:
         return (
             f"Nothing was changed by the install step: the installer did not run, {ctx.host} keeps its "

@@ -8,8 +8,11 @@ these, so adding a gate is one entry here and the step that asks for it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 # What a request shows a person, in this order, wherever it is shown (Slack, the terminal). A step's
 # evidence may carry more (facts for the audit trail); these are the keys people read.
@@ -62,3 +65,13 @@ GATES: dict[str, Gate] = {g.name: g for g in (STARTTLS, REBOOT, INSTALL, PENDING
 def gate_named(name: str) -> Gate:
     """The gate a stored request names. An unknown name is an approval: the stricter reading."""
     return GATES.get(name) or Gate(name, GateKind.approval)
+
+
+def change_digest(change: dict[str, Any]) -> str:
+    """The digest a request is bound to: sha256 of the change's canonical JSON (sorted keys, no spaces).
+
+    The same change always gives the same digest, so a request can be compared with what a step would
+    do now (after a restart, after a person took their time): a different digest is a different change.
+    """
+    text = json.dumps(change, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()

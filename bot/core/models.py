@@ -72,6 +72,7 @@ class ApprovalState(StrEnum):
     denied = "denied"
     expired = "expired"
     cancelled = "cancelled"
+    superseded = "superseded"  # what it showed no longer matched the host or tenant; a new request replaced it
 
 
 class _Record(BaseModel):
@@ -130,6 +131,9 @@ class Approval(_Record):
     expires_at: datetime
     min_approvals: int
     evidence: dict[str, Any] = Field(default_factory=dict)
+    # Exactly what a grant allows (directory ids; the host and the reasons for a reboot) and its digest.
+    change: dict[str, Any] = Field(default_factory=dict)
+    digest: str | None = None  # None on requests stored before changes were bound: they bind to nothing
     decided_at: datetime | None = None
     decisions: list[Decision] = Field(default_factory=list)
 
@@ -168,6 +172,7 @@ AUDIT_EVENTS = frozenset(
         "approval.denied",
         "approval.expired",
         "approval.refused",
+        "approval.superseded",
         "run.succeeded",
         "run.failed",
         "run.cancelled",

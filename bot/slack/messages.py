@@ -20,7 +20,7 @@ from slack_sdk.models.blocks import (
 
 from bot.core.config import ANYONE, SlackConfig
 from bot.core.gates import EVIDENCE_SHOWN, gate_named
-from bot.core.models import Approval, AuditEvent, Run, RunState, StepRecord, StepState
+from bot.core.models import Approval, ApprovalState, AuditEvent, Run, RunState, StepRecord, StepState
 
 SECTION_LIMIT = 2900  # Slack allows 3,000 characters in a section's text
 TEXT_LIMIT = 3500  # the fallback `text` of a message; Slack truncates beyond 40,000
@@ -163,6 +163,8 @@ def approval_request(approval: Approval, run: Run, title: str, deciders: list[st
             elif isinstance(value, dict):
                 value = ", ".join(f"{k}: {v}" for k, v in value.items())
             lines.append(f"*{key.replace('_', ' ').capitalize()}:* {value}")
+    if approval.digest:  # the approver's click covers this change and nothing else; the audit trail has it
+        lines.append(f"*Change digest:* `{approval.digest[:19]}…` (a different change is asked again)")
     lines.append(f"*Asked by:* <@{run.requester}> · expires {approval.expires_at:%Y-%m-%d %H:%M} UTC")
     if approval.min_approvals > 1:
         lines.append(f"*Needs:* {approval.min_approvals} different approvers")
@@ -189,6 +191,8 @@ def approval_decided(approval: Approval, run: Run, title: str, deciders: list[st
         )
     else:
         who = approval.state.value
+    if approval.state is ApprovalState.superseded:
+        who = "what it showed no longer matched what would change; a new request follows in the thread"
     blocks.append(context(f"*{approval.state.value.upper()}*: {who}"))
     return {"text": f"{approval.gate}: {approval.state.value}", "blocks": blocks}
 

@@ -112,11 +112,17 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("outbox").create_index(["approval_id"])
 
 
+def _approval_change(db: sqlite_utils.Database) -> None:
+    # What a request asks to allow, and its digest: a grant covers exactly that change.
+    db.execute("ALTER TABLE approvals ADD COLUMN change TEXT")
+    db.execute("ALTER TABLE approvals ADD COLUMN digest TEXT")
+
+
 def _decision_person(db: sqlite_utils.Database) -> None:
     # The person behind the deciding account (several accounts, one person): approvals count people.
     # NULL for decisions recorded before, and for a deny whose person could not be told: the account counts.
     db.execute("ALTER TABLE decisions ADD COLUMN person TEXT")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _decision_person]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _approval_change, _decision_person]
 SCHEMA_VERSION = len(MIGRATIONS)

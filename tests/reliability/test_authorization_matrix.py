@@ -15,6 +15,7 @@ The README's "Who may do what" table, compared with what the code does (see the 
 | cancel | the requester or an approver (and `cli:` at the terminal) | test_cancel_cell |
 | second click on a decided request | nobody; nothing changes; "already ..." | test_closed_request_cell, test_min_approvals_cell |
 | expiry | the run fails; nothing more is changed | test_expiry_cell |
+| what a grant allows | exactly the change the request showed; a change that moved is asked again | test_binding_cell |
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sandbox.slack_state import REQUESTER_ADMIN as S_REQUESTER_ADMIN
 from tests.reliability.results import record
 from tests.slack import conftest as slack_conftest
 from tests.support.configs import APPROVER, APPROVER2, GROUP, GROUP_MEMBER, OUTSIDER, REQUESTER, write_config
-from tests.support.fake_steps import FileHost, FileStep
+from tests.support.fake_steps import FileHost, FileStep, ItemsStep
 from tests.support.waiting import eventually
 
 slack_bot = slack_conftest.slack_bot  # the Slack harness fixture of tests/slack, used here too
@@ -870,6 +871,53 @@ async def test_slack_cell_identity_unknown(slack_bot):
     text = await answer(h, await h.sender.click_button(S_APPROVER, "approve", value=request.id, message_ts=ts))
     assert "approved for host01" in text
     CELLS["slack"] += 2
+
+
+# -- what a grant allows: the change it showed, nothing that appeared since ---------------------------------
+
+BINDING_CELLS = [
+    # (item added while the request is open, decision on each request, applied, request states)
+    ("unchanged", ["approve"], ["a"], ["granted"]),
+    ("unchanged", ["deny"], [], ["denied"]),
+    ("added-while-open", ["approve", "approve"], ["a", "b"], ["superseded", "granted"]),
+    ("added-while-open", ["approve", "deny"], [], ["superseded", "denied"]),
+]
+
+
+def nth_open_request(store: Store, run_id: str, n: int):
+    """The run's request number ``n`` (from 0) once it is the latest and open."""
+    asked = store.approvals(run_id)
+    return asked[n] if len(asked) == n + 1 and asked[n].state is ApprovalState.open else None
+
+
+@pytest.mark.parametrize(
+    ("moved", "decisions", "applied", "states"),
+    BINDING_CELLS,
+    ids=[f"grant/approver/{m}/{'+'.join(d)} -> {'+'.join(s)}" for m, d, _, s in BINDING_CELLS],
+)
+async def test_binding_cell(tmp_path, make_config, moved, decisions, applied, states):
+    config = make_config(slack=requesters_line([REQUESTER]))
+    store = Store(config.database.path)
+    engine = Engine(store, config, {"items": ItemsStep(tmp_path)}, approval_poll_seconds=0.05)
+    host = FileHost(tmp_path, "host01")
+    host.set("items", {"a": True})
+    [run] = await engine.submit(["host01"], REQUESTER)
+    try:
+        for n, decision in enumerate(decisions):
+            request = await eventually(lambda n=n: nth_open_request(store, run.id, n), what=f"request {n + 1}")
+            if moved == "added-while-open" and n == 0:
+                host.set("items", {"a": True, "b": True})
+            reply = await engine.decide(request.id, APPROVER, decision)
+            assert reply.ok, reply.message
+        await asyncio.wait_for(engine.join(), JOIN_TIMEOUT)
+        assert [a.state.value for a in store.approvals(run.id)] == states
+        assert host.applies() == applied
+        granted = [e for e in store.audit_events(run.id) if e.event == "approval.granted"]
+        assert all(e.detail["digest"] and e.detail["change"]["items"] for e in granted)
+    finally:
+        await engine.stop()
+        store.close()
+    CELLS["binding"] += 1
 
 
 @pytest.fixture(scope="module", autouse=True)

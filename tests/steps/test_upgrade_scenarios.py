@@ -82,6 +82,9 @@ async def test_the_installer_runs_only_after_the_install_approval(upgrade):
     granted = next(
         e for e in engine.store.audit_events(run.id) if e.event == "approval.granted" and e.step == "install"
     )
+    # the grant covers this installer over this version on this host, and the audit says so
+    assert granted.detail["change"]["installer"] == {"version": "19.03.0.1", "sha256": engine.config.installer.sha256}
+    assert granted.detail["change"]["host"] == "host01" and granted.detail["digest"].startswith("sha256:")
     [launch] = [r for r in host.requests if r.script == "install_start"]
     assert launch.at > datetime.fromisoformat(granted.at).timestamp()
 
