@@ -176,7 +176,9 @@ def approval_request(approval: Approval, run: Run, title: str, deciders: list[st
         ButtonElement(text=gate.deny_label, action_id="deny", value=approval.id, style="danger"),
     ]
     blocks: list[Block] = [section("\n".join(lines)), ActionsBlock(block_id=f"decide-{approval.id}", elements=buttons)]
-    return message(f"{approval.gate} {kind} needed for {run.host}", blocks)
+    # The fallback text is what Slack's notifications show: the mentions go there too.
+    mentions = " ".join(mention(p) for p in deciders or [])
+    return message(f"{approval.gate} {kind} needed for {run.host}" + (f" ({mentions})" if mentions else ""), blocks)
 
 
 def approval_decided(approval: Approval, run: Run, title: str, deciders: list[str] | None = None) -> dict[str, Any]:

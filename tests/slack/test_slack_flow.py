@@ -201,6 +201,8 @@ async def test_approval_requests_mention_who_decides(slack_bot):
     shown = message.versions[0].blocks[0]["text"]["text"]
     assert f"*Approvers:* <@{APPROVER}> <!subteam^{GROUP}>" in shown
     assert f"<@{REQUESTER}>" in shown  # the requester, as before ("Asked by")
+    # the fallback text is what a notification shows: the mentions are there too
+    assert message.versions[0].text == f"STARTTLS approval needed for host01 (<@{APPROVER}> <!subteam^{GROUP}>)"
     await h.sender.click_button(APPROVER, "approve", value=request.id, message_ts=message.ts)
     _, console = await eventually(lambda: posted("STARTTLS console"), what="the console confirmation in Slack")
     shown = console.versions[0].blocks[0]["text"]["text"]
