@@ -1,6 +1,6 @@
 """The gates a run can stop at for a person: what each is called, what kind it is, its button, its words.
 
-An **approval** asks a person to allow a change the bot then makes (STARTTLS off, a reboot); approvers
+An **approval** asks a person to allow a change the bot then makes (STARTTLS off, the install, a reboot); approvers
 decide it. A **confirmation** asks a person to say they did something by hand (a snapshot, a console
 change); the requester may give it too. Steps, the approval policy, Slack and the terminal all read
 these, so adding a gate is one entry here and the step that asks for it.
@@ -45,6 +45,7 @@ CONFIRM_QUESTION = "Done: {gate} for {host}?"
 
 STARTTLS = Gate("STARTTLS", GateKind.approval)
 REBOOT = Gate("reboot", GateKind.approval)
+INSTALL = Gate("install", GateKind.approval)  # only with policy.approve_install (the default)
 PENDING_REBOOT = Gate("pending reboot", GateKind.approval)
 SNAPSHOT = Gate(
     "snapshot",
@@ -58,7 +59,7 @@ STARTTLS_CONSOLE = Gate(
     "STARTTLS console", GateKind.confirmation, button_label="Done", deny_label="Cannot do it", question=CONFIRM_QUESTION
 )
 
-GATES: dict[str, Gate] = {g.name: g for g in (STARTTLS, REBOOT, PENDING_REBOOT, SNAPSHOT, STARTTLS_CONSOLE)}
+GATES: dict[str, Gate] = {g.name: g for g in (STARTTLS, REBOOT, INSTALL, PENDING_REBOOT, SNAPSHOT, STARTTLS_CONSOLE)}
 
 
 def gate_named(name: str) -> Gate:

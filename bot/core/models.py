@@ -114,6 +114,11 @@ class Decision(_Record):
     decision: str
     at: datetime
     comment: str | None = None
+    person: str | None = None  # the person behind `user` (bot.engine.approvals.IdentityResolver)
+
+    @property
+    def who(self) -> str:
+        return self.person or self.user
 
 
 class Approval(_Record):
@@ -135,6 +140,11 @@ class Approval(_Record):
     @property
     def approvers(self) -> list[str]:
         return [d.user for d in self.decisions if d.decision == "approve"]
+
+    @property
+    def approving_people(self) -> set[str]:
+        """Who approved, counted as people: two accounts of one person are one."""
+        return {d.who for d in self.decisions if d.decision == "approve"}
 
 
 class AuditEvent(_Record):

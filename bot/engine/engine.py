@@ -530,16 +530,20 @@ class Engine:
         if not verdict.allowed:
             await self._db(self.store.record_refusal, approval_id, user, verdict.reason)
             return Reply(False, f"Not accepted: {verdict.reason}.")
-        result = await self._db(self.store.record_decision, approval_id, user, decision, comment=comment)
+        result = await self._db(
+            self.store.record_decision, approval_id, user, decision, comment=comment, person=verdict.person
+        )
         self._wakeup(run.id).set()
         approval = result.approval
         messages = {
             DecisionOutcome.granted: f"{approval.gate} {'confirmed' if gate_named(approval.gate).is_confirmation else 'approved'}"
             f" for {run.host}; the run goes on.",
-            DecisionOutcome.recorded: f"Approval recorded ({len(approval.approvers)} of {approval.min_approvals});"
+            DecisionOutcome.recorded: f"Approval recorded ({len(approval.approving_people)} of {approval.min_approvals});"
             " waiting for another approver.",
             DecisionOutcome.denied: f"{approval.gate} denied for {run.host}; the run stops.",
-            DecisionOutcome.duplicate: "You already approved this request; another approver is needed.",
+            DecisionOutcome.duplicate: "You already approved this request"
+            + ("" if user in approval.approvers else " (as another account); one person counts once")
+            + "; another approver is needed.",
             DecisionOutcome.closed: f"This request is already {approval.state.value}; nothing changed.",
         }
         ok = result.outcome in (DecisionOutcome.granted, DecisionOutcome.recorded, DecisionOutcome.denied)

@@ -19,6 +19,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.core.config import ANYONE, SlackConfig
 from bot.core.gates import EVIDENCE_SHOWN, gate_named
 from bot.core.models import Approval, ApprovalState, AuditEvent, Run, RunState, StepRecord, StepState
 from bot.slack.escape import escape, safe_cut
@@ -134,7 +135,25 @@ def step_reply(event: AuditEvent, record: StepRecord | None, title: str) -> dict
     return message(f"{title}: {word}: {reason}", blocks)
 
 
-def approval_request(approval: Approval, run: Run, title: str) -> dict[str, Any]:
+def mention(principal: str) -> str:
+    """Slack's notifying form: a user group as <!subteam^S…>, a user as <@U…> (a plain name notifies nobody)."""
+    return f"<!subteam^{principal}>" if principal.startswith("S") else f"<@{principal}>"
+
+
+def deciders(slack: SlackConfig, gate: str) -> list[str]:
+    """Who a request should notify: the approvers; for a confirmation also the listed requesters."""
+    who = slack.approvers if not gate_named(gate).is_confirmation else [*slack.requesters, *slack.approvers]
+    return [p for p in dict.fromkeys(who) if p != ANYONE]
+
+
+def _deciders_line(approval: Approval, deciders: list[str]) -> str | None:
+    if not deciders:
+        return None
+    label = "Who may confirm" if gate_named(approval.gate).is_confirmation else "Approvers"
+    return f"*{label}:* " + " ".join(mention(p) for p in deciders)
+
+
+def approval_request(approval: Approval, run: Run, title: str, deciders: list[str] | None = None) -> dict[str, Any]:
     """What an approver needs: what changes, why, what was verified so far, who asked; and the buttons."""
     evidence = dict(approval.evidence)
     kind = evidence.pop("kind", "approval")
@@ -147,13 +166,20 @@ def approval_request(approval: Approval, run: Run, title: str) -> dict[str, Any]
     lines.append(f"*Asked by:* <@{run.requester}> · expires {approval.expires_at:%Y-%m-%d %H:%M} UTC")
     if approval.min_approvals > 1:
         lines.append(f"*Needs:* {approval.min_approvals} different approvers")
+    if who := _deciders_line(approval, deciders or []):
+        lines.append(who)  # mentioned, so they are notified
     gate = gate_named(approval.gate)
     buttons = [
         ButtonElement(text=gate.button_label, action_id=gate.button, value=approval.id, style="primary"),
         ButtonElement(text=gate.deny_label, action_id="deny", value=approval.id, style="danger"),
     ]
     blocks: list[Block] = [section("\n".join(lines)), ActionsBlock(block_id=f"decide-{approval.id}", elements=buttons)]
-    return message(f"{approval.gate} {escape(kind)} needed for {escape(run.host)}", blocks)
+    # The fallback text is what Slack's notifications show: the mentions go there too.
+    mentions = " ".join(mention(p) for p in deciders or [])
+    return message(
+        f"{approval.gate} {escape(kind)} needed for {escape(run.host)}" + (f" ({mentions})" if mentions else ""),
+        blocks,
+    )
 
 
 def shown(value: Any) -> str:
@@ -172,9 +198,9 @@ def _item(value: Any) -> str:
     return shown(value) if isinstance(value, dict) else escape(value)
 
 
-def approval_decided(approval: Approval, run: Run, title: str) -> dict[str, Any]:
+def approval_decided(approval: Approval, run: Run, title: str, deciders: list[str] | None = None) -> dict[str, Any]:
     """The request again, its buttons replaced by who decided and when."""
-    request = approval_request(approval, run, title)
+    request = approval_request(approval, run, title, deciders)
     blocks = [b for b in request["blocks"] if b["type"] != "actions"]
     if approval.decisions:
         who = ", ".join(

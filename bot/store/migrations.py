@@ -118,5 +118,11 @@ def _approval_change(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE approvals ADD COLUMN digest TEXT")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _approval_change]
+def _decision_person(db: sqlite_utils.Database) -> None:
+    # The person behind the deciding account (several accounts, one person): approvals count people.
+    # NULL for decisions recorded before, and for a deny whose person could not be told: the account counts.
+    db.execute("ALTER TABLE decisions ADD COLUMN person TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _approval_change, _decision_person]
 SCHEMA_VERSION = len(MIGRATIONS)

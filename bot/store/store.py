@@ -468,9 +468,13 @@ class Store:
         return self.get_approval(approval_id)
 
     def record_decision(
-        self, approval_id: str, user: str, decision: str, *, comment: str | None = None
+        self, approval_id: str, user: str, decision: str, *, comment: str | None = None, person: str | None = None
     ) -> DecisionResult:
-        """Count one authorized person's decision. The caller has already checked the policy."""
+        """Count one authorized person's decision. The caller has already checked the policy.
+
+        ``person`` is who is behind the account ``user`` (None: the account itself). Approvals are counted per
+        person: a second approval by another account of the same person is a duplicate.
+        """
         if decision not in ("approve", "deny"):
             raise ValueError(f"decision must be 'approve' or 'deny', not {decision!r}")
         now = iso(utcnow())
@@ -478,7 +482,9 @@ class Store:
             approval = self.get_approval(approval_id)
             if approval.state is not ApprovalState.open:
                 outcome = DecisionOutcome.closed
-            elif decision == "approve" and user in approval.approvers:
+            elif decision == "approve" and (
+                user in approval.approvers or (person or user) in approval.approving_people
+            ):
                 outcome = DecisionOutcome.duplicate
             else:
                 self.db.table("decisions").insert(
@@ -488,10 +494,12 @@ class Store:
                         "decision": decision,
                         "at": now,
                         "comment": comment,
+                        "person": person,
                     },
                     replace=True,
                 )
-                count = len(approval.approvers) + (decision == "approve")
+                others = {d.who for d in approval.decisions if d.decision == "approve" and d.user != user}
+                count = len(others | ({person or user} if decision == "approve" else set()))
                 if decision == "deny":
                     outcome, new_state = DecisionOutcome.denied, ApprovalState.denied
                 elif count >= approval.min_approvals:
@@ -512,6 +520,7 @@ class Store:
                         "approvals": count,
                         "required": approval.min_approvals,
                         "gate_open": outcome is DecisionOutcome.granted,
+                        "person": person or user,
                         # what this person decided on, exactly as the request showed it
                         "change": approval.change,
                         "digest": approval.digest,

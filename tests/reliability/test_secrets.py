@@ -294,6 +294,7 @@ def write_toml(
     path.write_text(f"""
 [slack]
 channel = "{OPS_CHANNEL}"
+requesters = ["U0REQUESTER"]
 approvers = ["{APPROVER}"]
 [database]
 path = "{db_path}"
