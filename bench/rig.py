@@ -150,6 +150,7 @@ def bot_config(
     path.write_text(f"""
 [slack]
 channel = "{OPS_CHANNEL}"
+requesters = ["U0REQUESTER"]
 approvers = ["{APPROVER}"]
 approval_timeout_minutes = 60
 messages_per_second = {messages_per_second}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.core.config import Config, ConfigError, Secrets, config_path, load_config
+from bot.core.redact import public_url
 from bot.store import audit
 from bot.store.store import Store, StoreError
 
@@ -85,23 +86,28 @@ def check_config(config: Config, source: str, out: TextIO | None = None) -> int:
     for name in config.hosts:
         out.write(f"  {name:<20} {config.winrm_endpoint(name)}  transport={config.transport_for(name)}\n")
     out.write(f"slack channel: {slack.channel}\n")
-    out.write(f"requesters: {', '.join(slack.requesters) or 'anyone in the workspace'}\n")
+    out.write(f"requesters: {'anyone in the workspace' if slack.anyone_may_request else ', '.join(slack.requesters)}\n")
     out.write(
         f"approvers: {', '.join(slack.approvers) or 'NONE'}; min_approvals={slack.min_approvals}, "
         f"self-approval {'allowed' if slack.allow_self_approval else 'refused'}, "
         f"requests expire after {slack.approval_timeout_minutes:g} min\n"
     )
-    out.write(f"installer: {config.installer.version} from {config.installer.url}\n")
+    out.write(f"installer: {config.installer.version} from {public_url(config.installer.url)}\n")
     out.write(
         f"modes: pending_reboot={config.preflight.pending_reboot}, "
         f"directory_change={config.workspace_one.directory_change}, "
         f"snapshots={'vCenter' if config.vcenter.url else 'manual confirmation'}, "
-        f"winrm max_parallel={config.winrm.max_parallel}\n"
+        f"winrm max_parallel={config.winrm.max_parallel}, "
+        f"install {'approved first' if config.policy.approve_install else 'WITHOUT approval'}\n"
     )
     out.write(f"database: {config.database.path}\n")
     present = secrets.present()
     out.write("environment: " + ", ".join(f"{k} {'set' if v else 'missing'}" for k, v in present.items()) + "\n")
     warnings = []
+    if slack.anyone_may_request:
+        warnings.append('slack.requesters = ["anyone"]: every member of the workspace may start upgrades')
+    if not config.policy.approve_install:
+        warnings.append("policy.approve_install = false: the installer stops the connector without an approval")
     if not slack.approvers:
         warnings.append("slack.approvers is empty: gated steps can never be approved and will expire")
     if not any(p.startswith("S") for p in slack.approvers) and len(slack.approvers) < slack.min_approvals:

@@ -39,9 +39,12 @@ def sandbox_config(hosts: list[WinRMHostServer], ws1_url: str, database: Path) -
         f'[hosts.host{i:02d}]\naddress = "127.0.0.1"\nport = {urlsplit(h.endpoint).port}\n'
         for i, h in enumerate(hosts, start=1)
     )
+    # policy.approve_install keeps its production default (true): the sandbox shows every request a real run
+    # makes, and the approver (auto or this terminal) answers the install's like the others.
     text = f"""
 [slack]
 channel = "{OPS_CHANNEL}"
+requesters = ["{REQUESTER}"]
 approvers = ["{APPROVER}"]
 approval_timeout_minutes = 10
 messages_per_second = 10

@@ -32,6 +32,11 @@ APPROVER2 = "U0APPROVER2"
 OUTSIDER = "U0OUTSIDER1"
 GROUP = "S0APPROVERS"
 GROUP_MEMBER = "U0GROUPMEMB"
+# Second accounts of one person (users.info tells them apart from other people): the requester's admin
+# account (same profile email), and an approver's Enterprise Grid account (same enterprise user id).
+REQUESTER_ADMIN = "W0REQADMIN"
+APPROVER_ALT = "W0APPROVER1"
+APPROVER_ENTERPRISE_ID = "W0ENTALEX1"
 
 
 @dataclass
@@ -41,9 +46,11 @@ class User:
     real_name: str
     is_bot: bool = False
     deleted: bool = False
+    email: str | None = None  # profile.email (users:read.email); one person's accounts share it
+    enterprise_id: str | None = None  # enterprise_user.id on Enterprise Grid: the person across accounts
 
     def to_api(self) -> dict[str, Any]:
-        return {
+        api = {
             "id": self.id,
             "team_id": TEAM_ID,
             "name": self.name,
@@ -57,8 +64,12 @@ class User:
                 "display_name": self.name,
                 "display_name_normalized": self.name,
                 "team": TEAM_ID,
+                **({"email": self.email} if self.email else {}),
             },
         }
+        if self.enterprise_id:
+            api["enterprise_user"] = {"id": self.enterprise_id, "enterprise_id": "E0SANDBOX", "teams": [TEAM_ID]}
+        return api
 
 
 @dataclass
@@ -239,11 +250,19 @@ def with_block_ids(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def default_users() -> list[User]:
     return [
         User(BOT_USER_ID, BOT_NAME, "IDM Upgrade", is_bot=True),
-        User(REQUESTER, "requester", "Rita Requester"),
-        User(APPROVER, "approver", "Alex Approver"),
-        User(APPROVER2, "approver2", "Blake Approver"),
-        User(GROUP_MEMBER, "groupmember", "Gale Groupmember"),
-        User(OUTSIDER, "outsider", "Olive Outsider"),
+        User(REQUESTER, "requester", "Rita Requester", email="rita@sandbox.example"),
+        User(REQUESTER_ADMIN, "requester-admin", "Rita Requester (admin)", email="Rita@sandbox.example"),
+        User(APPROVER, "approver", "Alex Approver", email="alex@sandbox.example", enterprise_id=APPROVER_ENTERPRISE_ID),
+        User(
+            APPROVER_ALT,
+            "approver-alt",
+            "Alex Approver",
+            email="alex.alt@sandbox.example",
+            enterprise_id=APPROVER_ENTERPRISE_ID,
+        ),
+        User(APPROVER2, "approver2", "Blake Approver", email="blake@sandbox.example"),
+        User(GROUP_MEMBER, "groupmember", "Gale Groupmember", email="gale@sandbox.example"),
+        User(OUTSIDER, "outsider", "Olive Outsider", email="olive@sandbox.example"),
     ]
 
 

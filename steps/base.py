@@ -58,6 +58,9 @@ class StepContext:
     services: Services | None = None  # None only for plans of fake steps in tests
     # Ask a person to confirm something done by hand (gate, what to do, evidence); returns once they have.
     confirm: Callable[[Gate, str, dict], Awaitable[None]] | None = None
+    # The change a person granted for this apply (``Step.change`` as the request showed it); apply does
+    # only that. None when the step had no gate.
+    approved: dict[str, Any] | None = None
 
     @property
     def host(self) -> str:
@@ -119,3 +122,11 @@ class Step(ABC):
     def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
         """What an approver needs to see: what will change, and what was verified so far."""
         return {"what_changes": check.reason, "facts": check.facts}
+
+    def change(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
+        """Exactly what the gate asks to allow, from what check saw; the request is bound to its digest.
+
+        Only what apply will act on, and nothing that changes from one read to the next (no times): the
+        engine compares it after a person decided and after a restart, and asks again when it differs.
+        """
+        return {"host": ctx.host, "step": self.id}

@@ -15,6 +15,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from bot.core.gates import INSTALL, Gate
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 from steps.common import read_host, read_script, tail, versus_target, wait_until, work_path
 from steps.facts import HostFacts, InstallFacts, InstallStarted, InstallStatus, Product
@@ -41,6 +42,43 @@ class Install(Step):
             return CheckResult(False, f"{product.display_name} is already at {target}", {"product": product.dump()})
         return CheckResult(
             True, f"upgrade {product.version} → {target} with the installer", {"product": product.dump()}
+        )
+
+    def gate_for(self, ctx: StepContext, check: CheckResult) -> Gate | None:
+        # The connector is down while the installer runs: that downtime is approved like the reboot's.
+        return INSTALL if ctx.config.policy.approve_install else None
+
+    def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
+        installer, service = ctx.config.installer, ctx.config.connector.service
+        product = Product.model_validate(check.facts["product"])
+        return {
+            "what_changes": f"run the connector installer {installer.version} (sha256 {installer.sha256}, "
+            f"staged at {installer_path(ctx)}) on {ctx.host}: the {service} service stops and restarts, so the "
+            f"connector is unavailable while it runs (up to {installer.timeout_minutes:g} min); "
+            f"version {product.version or 'not installed'} → {installer.version}",
+            "why": check.reason,
+            "verified_so_far": {
+                "connector_version": product.version,
+                "installer": "downloaded and its SHA-256 checked (stage step)",
+            },
+        }
+
+    def change(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
+        # This installer over this version on this host: another build, or a version that moved while
+        # people decided, is another change and is asked again.
+        installer = ctx.config.installer
+        product = Product.model_validate(check.facts["product"])
+        return {
+            "host": ctx.host,
+            "installer": {"version": installer.version, "sha256": installer.sha256},
+            "from_version": product.version,
+            "service_restarts": ctx.config.connector.service,
+        }
+
+    def when_denied(self, ctx: StepContext) -> str:
+        return (
+            f"Nothing was changed by the install step: the installer did not run, {ctx.host} keeps its "
+            f"connector version and {ctx.config.connector.service} was not stopped"
         )
 
     async def apply(self, ctx: StepContext) -> dict[str, Any]:

@@ -71,6 +71,10 @@ class Preflight(Step):
             "facts": check.facts,
         }
 
+    def change(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
+        host = HostFacts.model_validate(check.facts)
+        return {"host": ctx.host, "upgrade_with_pending_reboot": sorted(host.pending_reboot.reasons)}
+
     async def apply(self, ctx: StepContext) -> dict[str, Any]:
         return {}  # preflight only reads; the approval (if any) is the decision
 

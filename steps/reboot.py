@@ -170,6 +170,9 @@ class Reboot(Step):
             },
         }
 
+    def change(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
+        return {"host": ctx.host, "restart": True, "reasons": check.facts["reasons"]}
+
     def when_denied(self, ctx: StepContext) -> str:
         return (
             f"The connector {ctx.config.installer.version} IS INSTALLED but {ctx.host} has NOT been rebooted: "

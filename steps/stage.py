@@ -2,12 +2,14 @@
 
 The installer never travels through the WinRM channel: the host fetches it from the internal artifact
 store or file share itself. An identical file already there is reused; a mismatching one is deleted.
+The URL itself goes to the host only as a script parameter: every reason and fact shows ``public_url``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from bot.core.redact import public_url, scrub_url
 from bot.systems.winrm import ScriptFailed
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 from steps.common import installer_file_name, read_script, run_script, work_path
@@ -51,19 +53,21 @@ class Stage(Step):
         try:
             result = await run_script(ctx, "stage", params)
         except ScriptFailed as failed:
+            # the host's error names the URL it fetched: with a pre-signed query string, a credential
+            stderr = scrub_url(failed.stderr, installer.url)
             if failed.exit_code == SHA_MISMATCH:
                 raise StepFailed(
-                    f"{failed.stderr}. Check that installer.url and installer.sha256 describe the same file "
+                    f"{stderr}. Check that installer.url and installer.sha256 describe the same file "
                     "(the artifact store may hold a damaged or different build)",
                     {"exit_code": failed.exit_code},
                 ) from None
             if failed.exit_code == DOWNLOAD_FAILED:
                 raise StepFailed(
-                    f"{failed.stderr}. Check that {installer.url} is reachable from {ctx.host} "
+                    f"{stderr}. Check that {public_url(installer.url)} is reachable from {ctx.host} "
                     "(proxy, firewall, the web server's access rules)",
                     {"exit_code": failed.exit_code},
                 ) from None
-            raise
+            raise ScriptFailed(ctx.host, "stage", failed.exit_code, stderr, failed.output) from None
         staged = Staged.from_script(ctx.host, "stage", result.data)
         return {"staged": staged.dump(), "seconds": round(result.seconds, 1)}
 

@@ -65,13 +65,28 @@ class StartTls(Step):
             "why": "after the upgrade, AD over IWA does not work with STARTTLS (vendor procedure)",
         }
 
+    def change(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
+        if check.facts.get("manual"):
+            return {"tenant": "console", "set": {"useStartTls": False}, "directories": "every AD-over-IWA directory"}
+        # The directories shown, by id and name, in a stable order: a new one, or a renamed one, is
+        # another change.
+        shown = sorted(({"id": d["id"], "name": d["name"]} for d in check.facts["to_change"]), key=lambda d: d["id"])
+        return {"tenant": ctx.config.workspace_one.url, "set": {"useStartTls": False}, "directories": shown}
+
     async def apply(self, ctx: StepContext) -> dict[str, Any]:
         client = workspace_one(ctx)
         if client is None or ctx.config.workspace_one.directory_change == "manual":
             await self._by_hand(ctx, "directory_change = manual" if client else "no API access")
             return {"changed_by": "a person in the console"}
-        changed, rejected = [], None
+        # Only the directories the approvers saw: one that appeared since is not theirs to change (the
+        # engine asks again when it sees one before apply; this holds if one appears in between).
+        granted = {d["id"] for d in (ctx.approved or {}).get("directories", [])}
+        changed: list[dict[str, str]] = []
+        rejected = None
         for directory in still_on(await client.iwa_directories()):
+            if directory.id not in granted:
+                ctx.note(f"not changed: {directory.name} ({directory.id}) was not in the approved request")
+                continue
             try:
                 await client.update_directory(directory, {"useStartTls": False})
                 changed.append({"name": directory.name, "id": directory.id})
@@ -87,10 +102,16 @@ class StartTls(Step):
     async def _by_hand(self, ctx: StepContext, why: str) -> None:
         if ctx.confirm is None:
             raise StepFailed(f"STARTTLS must be turned off by hand ({why}), and nobody can be asked here")
+        granted = (ctx.approved or {}).get("directories")
+        which = (
+            "for these directories: " + ", ".join(f"{d['name']} ({d['id']})" for d in granted)
+            if isinstance(granted, list)
+            else "for every AD-over-IWA directory"
+        )
         await ctx.confirm(
             STARTTLS_CONSOLE,
-            f"turn STARTTLS off by hand ({why}): {CONSOLE_PATH}, for every AD-over-IWA directory; then confirm",
-            {"what_to_do": CONSOLE_PATH, "why": why},
+            f"turn STARTTLS off by hand ({why}): {CONSOLE_PATH}, {which}; then confirm",
+            {"what_to_do": f"{CONSOLE_PATH}, {which}", "why": why},
         )
 
     async def verify(self, ctx: StepContext) -> VerifyResult:

@@ -12,6 +12,7 @@ import string
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -76,8 +77,17 @@ def _user(value: str) -> str:
     return value
 
 
+# `slack.requesters = ["anyone"]`: the explicit opt-in to let every workspace member start runs.
+ANYONE = "anyone"
+
+
+def _requester(value: str) -> str:
+    return value if value == ANYONE else _principal(value)
+
+
 Port = Annotated[int, AfterValidator(_port)]
 Principal = Annotated[str, AfterValidator(_principal)]
+Requester = Annotated[str, AfterValidator(_requester)]
 
 
 class _Section(BaseModel):
@@ -86,7 +96,8 @@ class _Section(BaseModel):
 
 class SlackConfig(_Section):
     channel: str
-    requesters: list[Principal] = Field(default_factory=list)
+    # No default that lets everyone in: an empty or missing list is refused (_requesters).
+    requesters: list[Requester] = Field(default_factory=list, validate_default=True)
     approvers: list[Principal] = Field(default_factory=list)
     allow_self_approval: bool = False
     min_approvals: int = Field(default=1, ge=1, le=10)
@@ -112,10 +123,32 @@ class SlackConfig(_Section):
             raise ValueError(f"{value!r} is not a Slack channel ID (C… or G…, upper case)")
         return value
 
+    @field_validator("requesters")
+    @classmethod
+    def _requesters(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(
+                "is empty or missing, which would let anyone in the workspace start upgrades; list the Slack "
+                'user IDs (U…/W…) or user group IDs (S…) who may, or write requesters = ["anyone"] to let '
+                "everyone start runs"
+            )
+        if ANYONE in value and len(value) > 1:
+            raise ValueError('"anyone" already lets everyone start runs; write it alone, or list only IDs')
+        return value
+
+    @property
+    def anyone_may_request(self) -> bool:
+        return self.requesters == [ANYONE]
+
 
 class PreflightConfig(_Section):
     min_free_disk_gb: float = Field(default=4.0, ge=0)
     pending_reboot: Literal["refuse", "ask"] = "refuse"
+
+
+class PolicyConfig(_Section):
+    # The installer stops the connector service (downtime): ask an approver first, as for the reboot.
+    approve_install: bool = True
 
 
 class DatabaseConfig(_Section):
@@ -145,6 +178,12 @@ class InstallerConfig(_Section):
             )
         if not re.match(r"^https?://\S+$", value):
             raise ValueError("must be an http:// or https:// URL the Windows hosts can reach")
+        # A password in the URL would be sent to the host, and shown wherever the URL is; a pre-signed
+        # query string is allowed (the host needs it) and is redacted wherever the URL is shown.
+        if "@" in urlsplit(value).netloc:
+            raise ValueError(
+                "must not contain a user name or password; serve the file without credentials or use a pre-signed URL"
+            )
         return value
 
     @field_validator("sha256")
@@ -266,6 +305,7 @@ class Config(_Section):
     installer: InstallerConfig
     hosts: dict[str, HostConfig] = Field(min_length=1)
     preflight: PreflightConfig = PreflightConfig()
+    policy: PolicyConfig = PolicyConfig()
     database: DatabaseConfig = DatabaseConfig()
     connector: ConnectorConfig = ConnectorConfig()
     winrm: WinRMConfig = WinRMConfig()

@@ -1,6 +1,6 @@
 """The gates a run can stop at for a person: what each is called, what kind it is, its button, its words.
 
-An **approval** asks a person to allow a change the bot then makes (STARTTLS off, a reboot); approvers
+An **approval** asks a person to allow a change the bot then makes (STARTTLS off, the install, a reboot); approvers
 decide it. A **confirmation** asks a person to say they did something by hand (a snapshot, a console
 change); the requester may give it too. Steps, the approval policy, Slack and the terminal all read
 these, so adding a gate is one entry here and the step that asks for it.
@@ -8,8 +8,11 @@ these, so adding a gate is one entry here and the step that asks for it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 # What a request shows a person, in this order, wherever it is shown (Slack, the terminal). A step's
 # evidence may carry more (facts for the audit trail); these are the keys people read.
@@ -42,6 +45,7 @@ CONFIRM_QUESTION = "Done: {gate} for {host}?"
 
 STARTTLS = Gate("STARTTLS", GateKind.approval)
 REBOOT = Gate("reboot", GateKind.approval)
+INSTALL = Gate("install", GateKind.approval)  # only with policy.approve_install (the default)
 PENDING_REBOOT = Gate("pending reboot", GateKind.approval)
 SNAPSHOT = Gate(
     "snapshot",
@@ -55,9 +59,19 @@ STARTTLS_CONSOLE = Gate(
     "STARTTLS console", GateKind.confirmation, button_label="Done", deny_label="Cannot do it", question=CONFIRM_QUESTION
 )
 
-GATES: dict[str, Gate] = {g.name: g for g in (STARTTLS, REBOOT, PENDING_REBOOT, SNAPSHOT, STARTTLS_CONSOLE)}
+GATES: dict[str, Gate] = {g.name: g for g in (STARTTLS, REBOOT, INSTALL, PENDING_REBOOT, SNAPSHOT, STARTTLS_CONSOLE)}
 
 
 def gate_named(name: str) -> Gate:
     """The gate a stored request names. An unknown name is an approval: the stricter reading."""
     return GATES.get(name) or Gate(name, GateKind.approval)
+
+
+def change_digest(change: dict[str, Any]) -> str:
+    """The digest a request is bound to: sha256 of the change's canonical JSON (sorted keys, no spaces).
+
+    The same change always gives the same digest, so a request can be compared with what a step would
+    do now (after a restart, after a person took their time): a different digest is a different change.
+    """
+    text = json.dumps(change, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -72,6 +72,7 @@ class ApprovalState(StrEnum):
     denied = "denied"
     expired = "expired"
     cancelled = "cancelled"
+    superseded = "superseded"  # what it showed no longer matched the host or tenant; a new request replaced it
 
 
 class _Record(BaseModel):
@@ -113,6 +114,11 @@ class Decision(_Record):
     decision: str
     at: datetime
     comment: str | None = None
+    person: str | None = None  # the person behind `user` (bot.engine.approvals.IdentityResolver)
+
+    @property
+    def who(self) -> str:
+        return self.person or self.user
 
 
 class Approval(_Record):
@@ -125,12 +131,20 @@ class Approval(_Record):
     expires_at: datetime
     min_approvals: int
     evidence: dict[str, Any] = Field(default_factory=dict)
+    # Exactly what a grant allows (directory ids; the host and the reasons for a reboot) and its digest.
+    change: dict[str, Any] = Field(default_factory=dict)
+    digest: str | None = None  # None on requests stored before changes were bound: they bind to nothing
     decided_at: datetime | None = None
     decisions: list[Decision] = Field(default_factory=list)
 
     @property
     def approvers(self) -> list[str]:
         return [d.user for d in self.decisions if d.decision == "approve"]
+
+    @property
+    def approving_people(self) -> set[str]:
+        """Who approved, counted as people: two accounts of one person are one."""
+        return {d.who for d in self.decisions if d.decision == "approve"}
 
 
 class AuditEvent(_Record):
@@ -158,6 +172,7 @@ AUDIT_EVENTS = frozenset(
         "approval.denied",
         "approval.expired",
         "approval.refused",
+        "approval.superseded",
         "request.refused",
         "run.succeeded",
         "run.failed",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.core.config import Config
 from bot.core.errors import ExternalSystemError
-from bot.core.gates import Gate, gate_named
+from bot.core.gates import Gate, change_digest, gate_named
 from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, StepState, utcnow
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.events import ProgressEvent, SinkDispatcher
@@ -40,6 +40,9 @@ T = TypeVar("T")
 
 # How often a waiting gate re-reads its approval, so a decision written by another process is seen.
 APPROVAL_POLL_SECONDS = 5.0
+# How many requests one gate of one step may make because the change moved while people decided; past
+# that the step fails rather than asking forever (someone keeps adding directories, a flapping host).
+MAX_REQUESTS_PER_GATE = 3
 
 
 class RunStopped(Exception):
@@ -281,13 +284,22 @@ class Engine:
 
     # -- one step: check, gate, apply, verify ----------------------------------------------------
 
-    def _context(self, run: Run, step: Step, slot: Slot, records: dict[str, StepRecord]) -> StepContext:
+    def _context(
+        self,
+        run: Run,
+        step: Step,
+        slot: Slot,
+        records: dict[str, StepRecord],
+        approved: dict[str, Any] | None = None,
+    ) -> StepContext:
         """What a step sees: its own record as just written, and every step's facts (only this run writes them)."""
 
         async def confirm(gate: Gate, reason: str, evidence: dict) -> None:
-            # A person is asked in the middle of apply: the slot is not held while they think.
+            # A person is asked in the middle of apply: the slot is not held while they think. What they
+            # confirm is the to-do the request showed, on this host.
+            change = {"host": run.host, "step": step.id, "gate": gate.name, "what_to_do": evidence.get("what_to_do")}
             async with slot.released():
-                await self._gate(run, step, gate, ctx, reason, evidence)
+                await self._gate(run, step, gate, ctx, reason, evidence, change)
 
         ctx = StepContext(
             run=run,
@@ -297,6 +309,7 @@ class Engine:
             note=lambda text: self._publish("step.note", run, text, step.id),
             services=self.services,
             confirm=confirm,
+            approved=approved,
         )
         return ctx
 
@@ -340,22 +353,24 @@ class Engine:
             self._publish("step.finished", run, f"skipped: {check.reason}", step.id, state="skipped")
             return
         gate = step.gate_for(ctx, check) if check.needed else None
+        approved: dict[str, Any] | None = None
         if gate:
-            async with slot.released():  # nobody's host waits on a person's decision
-                await self._gate(run, step, gate, ctx, check.reason, step.evidence(ctx, check))
+            check, approved = await self._approved(run, step, slot, gate, ctx, check)
+            check_facts = {**check.facts, **({"skip_rest": check.skip_rest} if check.skip_rest else {})}
         if check.needed:
             if gate:  # someone may have cancelled the run while a person decided
                 await self._stop_if_cancelled(run, step.id)
             records[step.id] = await self._db(
                 self.store.update_step, run.id, step.id, StepState.applying, facts=check_facts
             )
-            ctx = self._context(run, step, slot, records)
+            ctx = self._context(run, step, slot, records, approved)
             applied = await self._call(run, step, "apply", step.apply, ctx)
             records[step.id] = await self._db(
                 self.store.update_step, run.id, step.id, StepState.verifying, facts=applied or {}
             )
         else:
-            # apply ran before a restart and the host now shows it done: prove it with verify.
+            # apply ran before a restart (or a person did it while others decided) and the host now shows
+            # it done: prove it with verify.
             records[step.id] = await self._db(
                 self.store.update_step, run.id, step.id, StepState.verifying, facts=check_facts
             )
@@ -374,14 +389,66 @@ class Engine:
         )
         self._publish("step.finished", run, f"done: {result.reason}", step.id, state="succeeded")
 
-    async def _gate(self, run: Run, step: Step, gate: Gate, ctx: StepContext, reason: str, evidence: dict) -> None:
-        """Ask for ``gate`` (an approval or a confirmation) and return once granted; otherwise end the run.
+    async def _approved(
+        self, run: Run, step: Step, slot: Slot, gate: Gate, ctx: StepContext, check: CheckResult
+    ) -> tuple[CheckResult, dict[str, Any] | None]:
+        """Ask for ``gate`` until a grant covers the change the step would make now.
 
-        A request already granted for this step and gate in this run is not asked again (resume).
+        Returns the check to go on with and the change granted (None when, looking again, nothing is left
+        to change). A person decides on what the request showed; once they have, the step looks again, and
+        if the change it would make differs (a directory added, the reasons for a reboot moved) the grant
+        does not cover it: a new request shows the new change. A grant from before a restart counts only
+        when its digest matches the change seen now (``_gate``).
         """
+        for _ in range(MAX_REQUESTS_PER_GATE):
+            change = step.change(ctx, check)
+            async with slot.released():  # nobody's host waits on a person's decision
+                approval, decided_now = await self._gate(
+                    run, step, gate, ctx, check.reason, step.evidence(ctx, check), change
+                )
+            if not decided_now or gate.is_confirmation:
+                return check, approval.change
+            await self._stop_if_cancelled(run, step.id)
+            again: CheckResult = await self._call(run, step, "check", step.check, ctx)
+            if not again.needed or step.gate_for(ctx, again) is None:
+                return again, None
+            now = step.change(ctx, again)
+            if change_digest(now) == approval.digest:
+                return again, approval.change
+            why = f"what it showed changed before it was applied ({difference(approval.change, now)})"
+            await self._db(self.store.supersede_approval, approval.id, digest=change_digest(now), why=why)
+            self._publish("approval.superseded", run, f"{gate.name} {why}; asking again", step.id)
+            check = again
+        await self._fail(
+            run,
+            step.id,
+            f"the change the {gate.name} {gate.kind.value} asks for moved {MAX_REQUESTS_PER_GATE} times while "
+            "people decided; nothing was changed. Find out what keeps changing it, then run again",
+        )
+        raise RunStopped  # _fail raised already; this keeps the type checker's view of the loop honest
+
+    async def _gate(
+        self, run: Run, step: Step, gate: Gate, ctx: StepContext, reason: str, evidence: dict, change: dict[str, Any]
+    ) -> tuple[Approval, bool]:
+        """Ask for ``gate`` (an approval or a confirmation), bound to ``change``; return once granted.
+
+        Returns the granted request and whether a person decided it just now (False: it was granted before
+        a restart). Otherwise the run ends here. A request for this step and gate that is open or granted is
+        reused only when it was bound to the same change; else it is superseded and a new one asked.
+        """
+        digest = change_digest(change)
         asked = [a for a in await self._db(self.store.approvals, run.id, step.id) if a.gate == gate.name]
         latest = asked[-1] if asked else None
         kind = gate.kind.value
+        if (
+            latest is not None
+            and latest.state in (ApprovalState.open, ApprovalState.granted)
+            and latest.digest != digest
+        ):
+            why = f"it showed another change than the step would make now ({difference(latest.change, change)})"
+            await self._db(self.store.supersede_approval, latest.id, digest=digest, why=why)
+            self._publish("approval.superseded", run, f"{gate.name} {kind}: {why}; asking again", step.id)
+            latest = None
         if latest is None or latest.state not in (ApprovalState.open, ApprovalState.granted):
             latest = await self._db(
                 self.store.request_approval,
@@ -391,7 +458,9 @@ class Engine:
                 timeout=timedelta(minutes=self.config.slack.approval_timeout_minutes),
                 min_approvals=self.config.slack.min_approvals if kind == "approval" else 1,
                 evidence={**evidence, "requested_by": run.requester, "host": run.host, "kind": kind},
+                change=change,
             )
+        decided_now = False
         if latest.state is ApprovalState.open:
             self._publish(
                 "approval.requested",
@@ -402,12 +471,14 @@ class Engine:
                 gate=gate.name,
                 request_kind=kind,
                 evidence=latest.evidence,
+                digest=latest.digest,
                 expires_at=latest.expires_at.isoformat(),
             )
             latest = await self._await_decision(run, step, latest.id)
+            decided_now = True
         if latest.state is ApprovalState.granted:
             await self._db(self.store.set_run_state, run.id, RunState.running)
-            return
+            return latest, decided_now
         if latest.state is ApprovalState.denied:
             deny = next(d for d in reversed(latest.decisions) if d.decision == "deny")
             why = f": {deny.comment}" if deny.comment else ""
@@ -459,16 +530,20 @@ class Engine:
         if not verdict.allowed:
             await self._db(self.store.record_refusal, approval_id, user, verdict.reason)
             return Reply(False, f"Not accepted: {verdict.reason}.")
-        result = await self._db(self.store.record_decision, approval_id, user, decision, comment=comment)
+        result = await self._db(
+            self.store.record_decision, approval_id, user, decision, comment=comment, person=verdict.person
+        )
         self._wakeup(run.id).set()
         approval = result.approval
         messages = {
             DecisionOutcome.granted: f"{approval.gate} {'confirmed' if gate_named(approval.gate).is_confirmation else 'approved'}"
             f" for {run.host}; the run goes on.",
-            DecisionOutcome.recorded: f"Approval recorded ({len(approval.approvers)} of {approval.min_approvals});"
+            DecisionOutcome.recorded: f"Approval recorded ({len(approval.approving_people)} of {approval.min_approvals});"
             " waiting for another approver.",
             DecisionOutcome.denied: f"{approval.gate} denied for {run.host}; the run stops.",
-            DecisionOutcome.duplicate: "You already approved this request; another approver is needed.",
+            DecisionOutcome.duplicate: "You already approved this request"
+            + ("" if user in approval.approvers else " (as another account); one person counts once")
+            + "; another approver is needed.",
             DecisionOutcome.closed: f"This request is already {approval.state.value}; nothing changed.",
         }
         ok = result.outcome in (DecisionOutcome.granted, DecisionOutcome.recorded, DecisionOutcome.denied)
@@ -514,3 +589,18 @@ class Engine:
             f"Cancelling run {run_id} on {run.host}: it stops at the next safe point "
             "(now if it waits for approval, otherwise when the current step ends).",
         )
+
+
+def difference(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """In words, which parts of a change differ: ``directories: [...] → [...]``, shortened."""
+
+    def short(value: Any) -> str:
+        text = str(value)
+        return text if len(text) <= 200 else text[:199] + "…"
+
+    parts = [
+        f"{key}: {short(before.get(key))} → {short(now.get(key))}"
+        for key in sorted(set(before) | set(now))
+        if before.get(key) != now.get(key)
+    ]
+    return "; ".join(parts) or "a request from before changes were bound to requests"

@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.core.config import Config, Secrets
 from bot.engine.approvals import ApprovalPolicy
 from bot.runtime import Runtime
-from bot.slack.context import SlackContext, SlackGroups
+from bot.slack.context import SlackContext, SlackGroups, SlackIdentities
 from bot.slack.guard import RequestGuard
 from bot.slack.intake import SHUTDOWN_GRACE_SECONDS, Intake, TrackedApp
 from bot.slack.origin import SlackIdentity
@@ -76,7 +76,7 @@ class SlackBot:
         self.config, self.socket_mode = config, socket_mode
         self.app_token = tokens.get("SLACK_APP_TOKEN")
         self.client = web_client(tokens["SLACK_BOT_TOKEN"], api_url)
-        self.policy = ApprovalPolicy(config.slack, SlackGroups(self.client))
+        self.policy = ApprovalPolicy(config.slack, SlackGroups(self.client), SlackIdentities(self.client))
         self.runtime = Runtime.build(config, secrets, policy=self.policy, services=services)
         self.store, self.engine, self.services = self.runtime.store, self.runtime.engine, self.runtime.services
         self.progress = SlackProgress(self.store, self.client, config, self.runtime.titles)

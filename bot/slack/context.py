@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -9,8 +10,9 @@ from typing import TYPE_CHECKING
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.config import Config
-from bot.engine.approvals import ApprovalPolicy
+from bot.engine.approvals import ApprovalPolicy, IdentityUnknown
 from bot.engine.engine import Engine
+from bot.slack.escape import escape
 from bot.slack.intake import Handling, Intake
 from bot.slack.messages import MARKS, RUN_MARKS
 
@@ -39,6 +41,46 @@ class SlackGroups:
         return users
 
 
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+class SlackIdentities:
+    """The person behind a Slack account (users.info), so two accounts of one person count once.
+
+    The Enterprise Grid user id when Slack gives one, else the profile email (lower case), else the account.
+    Cached briefly like group members. When Slack cannot be asked and nothing is cached, IdentityUnknown:
+    an approval is then refused ("try again"), never counted on a guess.
+    """
+
+    def __init__(self, client: AsyncWebClient, ttl_seconds: float = 300.0):
+        self.client, self.ttl = client, ttl_seconds
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    async def person(self, user_id: str) -> str:
+        if not _SLACK_USER.match(user_id):
+            return user_id  # not a Slack account (the terminal's cli: user)
+        cached = self._cache.get(user_id)
+        if cached and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        try:
+            user = (await self.client.users_info(user=user_id))["user"]
+        except Exception as exc:
+            if cached:  # who an account belongs to rarely changes: the last answer is still right
+                return cached[1]
+            raise IdentityUnknown(user_id) from exc
+        person = self.person_of(user)
+        self._cache[user_id] = (time.monotonic(), person)
+        return person
+
+    @staticmethod
+    def person_of(user: dict) -> str:
+        if enterprise := (user.get("enterprise_user") or {}).get("id"):
+            return f"enterprise:{enterprise}"
+        if email := (user.get("profile") or {}).get("email"):
+            return f"email:{email.strip().lower()}"
+        return str(user["id"])
+
+
 @dataclass
 class SlackContext:
     engine: Engine
@@ -53,6 +95,7 @@ class SlackContext:
         return Handling(self.intake, context)
 
     async def status_text(self, run_id: str | None) -> str:
+        """Slack mrkdwn: a run's result is outside text (host output), so it is escaped."""
         store = self.engine.store
         if run_id:
             run = await self.engine.store.call(store.find_run, run_id)
@@ -61,7 +104,7 @@ class SlackContext:
             steps = await self.engine.store.call(store.steps, run_id)
             lines = [
                 f"{RUN_MARKS[run.state]} `{run.id}` {run.host}: *{run.state.label}*"
-                + (f" — {run.result}" if run.result else "")
+                + (f" — {escape(run.result)}" if run.result else "")
             ]
             lines += [f"{MARKS[s.state]} {self.titles.get(s.step, s.step)}: {s.state.label}" for s in steps]
             return "\n".join(lines)
@@ -76,6 +119,6 @@ class SlackContext:
             return "No runs yet" + (f" for {host}." if host else ".")
         return "\n".join(
             f"{RUN_MARKS[r.state]} {r.created_at:%Y-%m-%d %H:%M} `{r.id}` {r.host}: {r.state.label}"
-            + (f" — {r.result}" if r.result and not r.state.active else "")
+            + (f" — {escape(r.result)}" if r.result and not r.state.active else "")
             for r in runs
         )

@@ -189,4 +189,5 @@ class OutboxDeliverer:
         approval = self.store.get_approval(approval_id)
         run = self.store.get_run(approval.run_id)
         build = msg.approval_decided if decided or approval.state.value != "open" else msg.approval_request
-        return build(approval, run, self.titles.get(approval.step, approval.step))
+        deciders = msg.deciders(self.config.slack, approval.gate)
+        return build(approval, run, self.titles.get(approval.step, approval.step), deciders)

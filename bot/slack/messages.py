@@ -1,11 +1,12 @@
 """Slack messages for a run, built with slack_sdk's Block Kit models and kept within Slack's limits.
 
 Pure functions of stored records: the card (updated in place), thread replies, approval requests.
+Every string from outside the bot (host output, directory names, reasons, results, comments) goes
+through ``escape`` as it is put in, in the blocks and in the fallback text; our own mentions are not.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -18,8 +19,10 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.core.config import ANYONE, SlackConfig
 from bot.core.gates import EVIDENCE_SHOWN, gate_named
-from bot.core.models import Approval, AuditEvent, Run, RunState, StepRecord, StepState
+from bot.core.models import Approval, ApprovalState, AuditEvent, Run, RunState, StepRecord, StepState
+from bot.slack.escape import escape, safe_cut
 
 SECTION_LIMIT = 2900  # Slack allows 3,000 characters in a section's text
 TEXT_LIMIT = 3500  # the fallback `text` of a message; Slack truncates beyond 40,000
@@ -50,7 +53,7 @@ def fit(text: str, limit: int = SECTION_LIMIT) -> str:
     if len(text) <= limit:
         return text
     note = f"… (truncated: {len(text) - limit} more characters; `idm-upgrade audit export` has all of it)"
-    return text[: limit - len(note)] + note
+    return safe_cut(text, limit - len(note)) + note
 
 
 def section(text: str) -> SectionBlock:
@@ -68,23 +71,23 @@ def message(text: str, blocks: list[Block]) -> dict[str, Any]:
 def card(run: Run, steps: list[StepRecord], titles: dict[str, str], target: str) -> dict[str, Any]:
     """The run card: host, versions, requester, state (one of the contract's words), step checklist."""
     preflight = next((s.facts for s in steps if s.step == "preflight"), {})
-    current = (preflight.get("connector") or {}).get("version") or "?"
+    current = escape((preflight.get("connector") or {}).get("version") or "?")
     checklist = "\n".join(
         f"{MARKS[s.state]} {titles.get(s.step, s.step)}"
         + (f" — {s.state.label}" if s.state not in (StepState.pending, StepState.succeeded) else "")
         for s in steps
     )
     blocks: list[Block] = [
-        HeaderBlock(text=f"Connector upgrade: {run.host}"),
+        HeaderBlock(text=f"Connector upgrade: {run.host}"),  # plain_text: Slack shows it as it is
         section(
             f"*State:* {RUN_MARKS[run.state]} {run.state.label}\n"
-            f"*Version:* {current} → {target}{'  (check only)' if run.check_only else ''}\n"
+            f"*Version:* {current} → {escape(target)}{'  (check only)' if run.check_only else ''}\n"
             f"*Requested by:* <@{run.requester}>\n*Run:* `{run.id}`"
         ),
         section(checklist),
     ]
     if run.result and not run.state.active:
-        blocks.append(section(f"*Result:* {run.result}"))
+        blocks.append(section(f"*Result:* {escape(run.result)}"))
     if run.state.active:
         blocks.append(
             ActionsBlock(
@@ -93,12 +96,13 @@ def card(run: Run, steps: list[StepRecord], titles: dict[str, str], target: str)
                 ]
             )
         )
-    text = f"Connector upgrade on {run.host}: {run.state.label} ({run.id})"
+    text = f"Connector upgrade on {escape(run.host)}: {run.state.label} ({run.id})"
     return message(text, blocks)
 
 
 def _facts_line(facts: dict[str, Any]) -> str:
-    """The few facts that matter, in words: exit codes, versions, durations, snapshot names."""
+    """The few facts that matter, in words: exit codes, versions, durations, snapshot names (escaped: all
+    of it comes from the host)."""
     keep = []
     for key in ("exit_code", "attempts", "seconds", "jre_changed", "reboot_required", "boot_time_after"):
         if key in facts:
@@ -109,11 +113,11 @@ def _facts_line(facts: dict[str, Any]) -> str:
         keep.append(f"JRE: {facts['java_before'].get('version')} → {facts['java_after'].get('version')}")
     if facts.get("log_tail"):
         keep.append("log: " + " | ".join(facts["log_tail"][-5:]))
-    return "; ".join(keep)
+    return escape("; ".join(keep))
 
 
 def step_reply(event: AuditEvent, record: StepRecord | None, title: str) -> dict[str, Any]:
-    reason = event.detail.get("reason") or ""
+    reason = escape(event.detail.get("reason") or "")
     if event.event == "step.started":
         attempt = record.attempts if record else 1
         text = f"▶️ *{title}*: started" + (f" (attempt {attempt}, after a restart)" if attempt > 1 else "")
@@ -131,51 +135,94 @@ def step_reply(event: AuditEvent, record: StepRecord | None, title: str) -> dict
     return message(f"{title}: {word}: {reason}", blocks)
 
 
-def approval_request(approval: Approval, run: Run, title: str) -> dict[str, Any]:
+def mention(principal: str) -> str:
+    """Slack's notifying form: a user group as <!subteam^S…>, a user as <@U…> (a plain name notifies nobody)."""
+    return f"<!subteam^{principal}>" if principal.startswith("S") else f"<@{principal}>"
+
+
+def deciders(slack: SlackConfig, gate: str) -> list[str]:
+    """Who a request should notify: the approvers; for a confirmation also the listed requesters."""
+    who = slack.approvers if not gate_named(gate).is_confirmation else [*slack.requesters, *slack.approvers]
+    return [p for p in dict.fromkeys(who) if p != ANYONE]
+
+
+def _deciders_line(approval: Approval, deciders: list[str]) -> str | None:
+    if not deciders:
+        return None
+    label = "Who may confirm" if gate_named(approval.gate).is_confirmation else "Approvers"
+    return f"*{label}:* " + " ".join(mention(p) for p in deciders)
+
+
+def approval_request(approval: Approval, run: Run, title: str, deciders: list[str] | None = None) -> dict[str, Any]:
     """What an approver needs: what changes, why, what was verified so far, who asked; and the buttons."""
     evidence = dict(approval.evidence)
     kind = evidence.pop("kind", "approval")
-    lines = [f"*{approval.gate} {kind} needed* for `{run.host}` ({title})"]
+    lines = [f"*{approval.gate} {escape(kind)} needed* for `{escape(run.host)}` ({title})"]
     for key in EVIDENCE_SHOWN:
         if key in evidence:
-            value = evidence[key]
-            if isinstance(value, list):
-                value = "\n".join(f"• {json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v}" for v in value)
-            elif isinstance(value, dict):
-                value = ", ".join(f"{k}: {v}" for k, v in value.items())
-            lines.append(f"*{key.replace('_', ' ').capitalize()}:* {value}")
+            lines.append(f"*{key.replace('_', ' ').capitalize()}:* {shown(evidence[key])}")
+    if approval.digest:  # the approver's click covers this change and nothing else; the audit trail has it
+        lines.append(f"*Change digest:* `{approval.digest[:19]}…` (a different change is asked again)")
     lines.append(f"*Asked by:* <@{run.requester}> · expires {approval.expires_at:%Y-%m-%d %H:%M} UTC")
     if approval.min_approvals > 1:
         lines.append(f"*Needs:* {approval.min_approvals} different approvers")
+    if who := _deciders_line(approval, deciders or []):
+        lines.append(who)  # mentioned, so they are notified
     gate = gate_named(approval.gate)
     buttons = [
         ButtonElement(text=gate.button_label, action_id=gate.button, value=approval.id, style="primary"),
         ButtonElement(text=gate.deny_label, action_id="deny", value=approval.id, style="danger"),
     ]
     blocks: list[Block] = [section("\n".join(lines)), ActionsBlock(block_id=f"decide-{approval.id}", elements=buttons)]
-    return message(f"{approval.gate} {kind} needed for {run.host}", blocks)
+    # The fallback text is what Slack's notifications show: the mentions go there too.
+    mentions = " ".join(mention(p) for p in deciders or [])
+    return message(
+        f"{approval.gate} {escape(kind)} needed for {escape(run.host)}" + (f" ({mentions})" if mentions else ""),
+        blocks,
+    )
 
 
-def approval_decided(approval: Approval, run: Run, title: str) -> dict[str, Any]:
+def shown(value: Any) -> str:
+    """An evidence value as an approver reads it, escaped: a list one item a line, a directory as
+    ``name (id)``, a mapping as ``key: value`` pairs."""
+    if isinstance(value, list):
+        return "\n".join(f"• {_item(v)}" for v in value)
+    if isinstance(value, dict):
+        return escape(", ".join(f"{k}: {v}" for k, v in value.items()))
+    return escape(value)
+
+
+def _item(value: Any) -> str:
+    if isinstance(value, dict) and "name" in value and "id" in value:
+        return escape(f"{value['name']} ({value['id']})")
+    return shown(value) if isinstance(value, dict) else escape(value)
+
+
+def approval_decided(approval: Approval, run: Run, title: str, deciders: list[str] | None = None) -> dict[str, Any]:
     """The request again, its buttons replaced by who decided and when."""
-    request = approval_request(approval, run, title)
+    request = approval_request(approval, run, title, deciders)
     blocks = [b for b in request["blocks"] if b["type"] != "actions"]
     if approval.decisions:
         who = ", ".join(
             f"{'approved' if d.decision == 'approve' else 'denied'} by <@{d.user}> at {d.at:%H:%M:%S} UTC"
-            + (f" ({d.comment})" if d.comment else "")
+            + (f" ({escape(d.comment)})" if d.comment else "")
             for d in approval.decisions
         )
     else:
         who = approval.state.value
-    blocks.append(context(f"*{approval.state.value.upper()}*: {who}"))
+    if approval.state is ApprovalState.superseded:
+        who = "what it showed no longer matched what would change; a new request follows in the thread"
+    blocks.append(context(f"*{approval.state.value.upper()}*: {who}").to_dict())
     return {"text": f"{approval.gate}: {approval.state.value}", "blocks": blocks}
 
 
 def run_finished(run: Run) -> dict[str, Any]:
-    text = f"{RUN_MARKS[run.state]} *{run.host}: {run.state.label}* — {run.result or ''} (`{run.id}`)"
-    return message(f"{run.host}: {run.state.label}: {run.result or ''}", [section(text)])
+    result = escape(run.result or "")
+    text = f"{RUN_MARKS[run.state]} *{escape(run.host)}: {run.state.label}* — {result} (`{run.id}`)"
+    return message(f"{escape(run.host)}: {run.state.label}: {result}", [section(text)])
 
 
 def note(text: str, title: str) -> dict[str, Any]:
+    """A step's note: its text comes from the step (host output, log lines)."""
+    text = escape(text)
     return message(f"{title}: {text}", [context(f"_{title}_: {text}")])

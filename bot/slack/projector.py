@@ -109,6 +109,12 @@ class ThreadProjector:
             return [("reply", msg.step_reply(event, steps.get(event.step or ""), title), None)]
         if event.event == "approval.requested":
             return [("approval", None, event.detail["approval_id"])]
+        if event.event == "approval.superseded":
+            text = f"The {event.detail['gate']} request no longer matches: {event.detail.get('reason', '')}"
+            return [
+                ("approval_update", None, event.detail["approval_id"]),
+                ("reply", msg.note(text, title), None),
+            ]
         if event.event in ("approval.granted", "approval.denied", "approval.expired"):
             approval_id = event.detail["approval_id"]
             rows: list[Row] = [("approval_update", None, approval_id)]

@@ -112,7 +112,19 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("outbox").create_index(["approval_id"])
 
 
-def _v3(db: sqlite_utils.Database) -> None:
+def _approval_change(db: sqlite_utils.Database) -> None:
+    # What a request asks to allow, and its digest: a grant covers exactly that change.
+    db.execute("ALTER TABLE approvals ADD COLUMN change TEXT")
+    db.execute("ALTER TABLE approvals ADD COLUMN digest TEXT")
+
+
+def _decision_person(db: sqlite_utils.Database) -> None:
+    # The person behind the deciding account (several accounts, one person): approvals count people.
+    # NULL for decisions recorded before, and for a deny whose person could not be told: the account counts.
+    db.execute("ALTER TABLE decisions ADD COLUMN person TEXT")
+
+
+def _slack_requests(db: sqlite_utils.Database) -> None:
     # Each Slack request the bot accepted (bot.store.inbox): its identity, for the replay window, and while
     # its handler has not finished, the request itself (to be handled at the next start).
     db.execute(
@@ -123,5 +135,11 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.table("slack_requests").create_index(["state", "received_at"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1,
+    _v2,
+    _approval_change,
+    _decision_person,
+    _slack_requests,
+]
 SCHEMA_VERSION = len(MIGRATIONS)

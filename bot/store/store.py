@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import sqlite_utils
 
+from bot.core.gates import change_digest
 from bot.core.models import (
     ACTIVE_RUN_STATES,
     Approval,
@@ -246,6 +247,7 @@ class Store:
             **{
                 **row,
                 "evidence": json.loads(row["evidence"] or "{}"),
+                "change": json.loads(row.get("change") or "{}"),
                 "requested_at": _dt(row["requested_at"]),
                 "expires_at": _dt(row["expires_at"]),
                 "decided_at": _dt(row["decided_at"]),
@@ -422,10 +424,13 @@ class Store:
         timeout: timedelta,
         min_approvals: int,
         evidence: dict[str, Any],
+        change: dict[str, Any],
     ) -> Approval:
-        """Persist the request and put the step and the run in waiting_approval, in one transaction."""
+        """Persist the request, bound to ``change`` by its digest, and put the step and the run in
+        waiting_approval, in one transaction."""
         now = utcnow()
         approval_id = new_id("apr")
+        digest = change_digest(change)
         with self.transaction("approval.requested") as conn:
             self.db.table("approvals").insert(
                 {
@@ -438,6 +443,8 @@ class Store:
                     "expires_at": iso(now + timeout),
                     "min_approvals": min_approvals,
                     "evidence": json.dumps(evidence, default=str),
+                    "change": json.dumps(change, default=str),
+                    "digest": digest,
                 }
             )
             self.db.table("steps").update((run_id, step), {"state": StepState.waiting_approval.value})
@@ -454,14 +461,20 @@ class Store:
                     "min_approvals": min_approvals,
                     "expires_at": iso(now + timeout),
                     "evidence": evidence,
+                    "change": change,
+                    "digest": digest,
                 },
             )
         return self.get_approval(approval_id)
 
     def record_decision(
-        self, approval_id: str, user: str, decision: str, *, comment: str | None = None
+        self, approval_id: str, user: str, decision: str, *, comment: str | None = None, person: str | None = None
     ) -> DecisionResult:
-        """Count one authorized person's decision. The caller has already checked the policy."""
+        """Count one authorized person's decision. The caller has already checked the policy.
+
+        ``person`` is who is behind the account ``user`` (None: the account itself). Approvals are counted per
+        person: a second approval by another account of the same person is a duplicate.
+        """
         if decision not in ("approve", "deny"):
             raise ValueError(f"decision must be 'approve' or 'deny', not {decision!r}")
         now = iso(utcnow())
@@ -469,7 +482,9 @@ class Store:
             approval = self.get_approval(approval_id)
             if approval.state is not ApprovalState.open:
                 outcome = DecisionOutcome.closed
-            elif decision == "approve" and user in approval.approvers:
+            elif decision == "approve" and (
+                user in approval.approvers or (person or user) in approval.approving_people
+            ):
                 outcome = DecisionOutcome.duplicate
             else:
                 self.db.table("decisions").insert(
@@ -479,10 +494,12 @@ class Store:
                         "decision": decision,
                         "at": now,
                         "comment": comment,
+                        "person": person,
                     },
                     replace=True,
                 )
-                count = len(approval.approvers) + (decision == "approve")
+                others = {d.who for d in approval.decisions if d.decision == "approve" and d.user != user}
+                count = len(others | ({person or user} if decision == "approve" else set()))
                 if decision == "deny":
                     outcome, new_state = DecisionOutcome.denied, ApprovalState.denied
                 elif count >= approval.min_approvals:
@@ -503,6 +520,10 @@ class Store:
                         "approvals": count,
                         "required": approval.min_approvals,
                         "gate_open": outcome is DecisionOutcome.granted,
+                        "person": person or user,
+                        # what this person decided on, exactly as the request showed it
+                        "change": approval.change,
+                        "digest": approval.digest,
                         **({"comment": comment} if comment else {}),
                     },
                 )
@@ -520,6 +541,32 @@ class Store:
                 step=approval.step,
                 detail={"approval_id": approval_id, "gate": approval.gate, "reason": reason},
             )
+
+    def supersede_approval(self, approval_id: str, *, digest: str, why: str) -> bool:
+        """Close a request (open, or granted and not yet used) whose change no longer matches what the
+        step would do now (``digest``): it covers nothing any more."""
+        with self.transaction("approval.superseded") as conn:
+            approval = self.get_approval(approval_id)
+            if approval.state not in (ApprovalState.open, ApprovalState.granted):
+                return False
+            self.db.table("approvals").update(
+                approval_id, {"state": ApprovalState.superseded.value, "decided_at": iso(utcnow())}
+            )
+            audit.append(
+                conn,
+                "approval.superseded",
+                actor="bot",
+                run_id=approval.run_id,
+                step=approval.step,
+                detail={
+                    "approval_id": approval_id,
+                    "gate": approval.gate,
+                    "digest": approval.digest,
+                    "digest_now": digest,
+                    "reason": why,
+                },
+            )
+        return True
 
     def expire_approval(self, approval_id: str) -> bool:
         """Expire an open request; False when it was decided first (the decision wins)."""

@@ -71,6 +71,8 @@ class TerminalView:
                 else:
                     text = json.dumps(value, ensure_ascii=False)
                 self.out.write(f"  {key.replace('_', ' ')}: {text}\n")
+        if event.data.get("digest"):
+            self.out.write(f"  change digest: {event.data['digest']}\n")
         if self.auto_yes:
             self.out.write("  approved by --yes (terminal.allow_yes = true)\n\n")
             answer = "y"

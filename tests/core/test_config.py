@@ -20,6 +20,7 @@ EXAMPLE = ROOT / "idm-upgrade.example.toml"
 MINIMAL = """
 [slack]
 channel = "C0OPSCHANL"
+requesters = ["U0REQ00001"]
 [installer]
 url = "https://artifacts.example.com/connector.exe"
 sha256 = "%s"
@@ -43,6 +44,8 @@ allow_direct_messages = true
 [preflight]
 min_free_disk_gb = 7.5
 pending_reboot = "ask"
+[policy]
+approve_install = false
 [database]
 path = "/tmp/x.db"
 [installer]
@@ -108,6 +111,7 @@ def problems(text: str) -> list[str]:
 def test_minimal_config_uses_documented_defaults():
     config = parse_config(tomllib.loads(MINIMAL))
     assert config.slack.allow_self_approval is False and config.slack.min_approvals == 1
+    assert config.policy.approve_install is True  # the installer's downtime is approved unless said otherwise
     assert config.preflight.pending_reboot == "refuse"
     assert config.terminal.allow_yes is False and config.reboot.delay_seconds == 5
     assert config.winrm.transport == "ntlm" and config.winrm.scheme == "https"
@@ -132,6 +136,7 @@ def test_every_key_is_parsed():
         "allow_direct_messages": True,
     }
     assert config.preflight.min_free_disk_gb == 7.5 and config.preflight.pending_reboot == "ask"
+    assert config.policy.approve_install is False
     assert config.database.path == "/tmp/x.db"
     assert config.installer.sha256 == "ab" * 32  # normalised to lower case
     assert config.installer.arguments == "/S /log={log} /from={installer}"
@@ -229,6 +234,12 @@ def test_example_file_loads_and_documents_every_key():
         (("[slack]", "[slack]\nmin_approvals = 0"), "slack.min_approvals: Input should be greater than or equal to 1"),
         (("[slack]", '[slack]\napp_id = "idm-upgrade"'), "slack.app_id: 'idm-upgrade' is not a Slack app ID"),
         (
+            ('requesters = ["U0REQ00001"]', 'requesters = ["anyone", "U0REQ00001"]'),
+            'slack.requesters: "anyone" already lets everyone start runs',
+        ),
+        (('requesters = ["U0REQ00001"]', 'requesters = ["everyone"]'), "slack.requesters.0: 'everyone' is not a"),
+        (("[slack]", "[policy]\napprove_install = 'yes please'\n[slack]"), "policy.approve_install: Input should be"),
+        (
             ("[slack]", '[slack]\nallow_self_approval = "maybe"'),
             "slack.allow_self_approval: Input should be a valid boolean",
         ),
@@ -257,6 +268,51 @@ def test_each_error_is_one_line_naming_the_key(patch, expected):
     found = problems(text)
     assert len(found) == 1, found
     assert found[0].startswith(expected), found
+
+
+REQUESTERS_REFUSED = (
+    "slack.requesters: is empty or missing, which would let anyone in the workspace start upgrades; list the "
+    'Slack user IDs (U…/W…) or user group IDs (S…) who may, or write requesters = ["anyone"] to let everyone '
+    "start runs"
+)
+
+
+@pytest.mark.parametrize("line", ["requesters = []", ""], ids=["empty", "missing"])
+def test_empty_or_missing_requesters_are_refused_with_what_to_do(line):
+    assert problems(MINIMAL.replace('requesters = ["U0REQ00001"]', line)) == [REQUESTERS_REFUSED]
+
+
+@pytest.mark.parametrize("line", ["requesters = []", ""], ids=["empty", "missing"])
+def test_check_config_exits_2_on_empty_requesters(tmp_path, capsys, line):
+    path = tmp_path / "c.toml"
+    path.write_text(MINIMAL.replace('requesters = ["U0REQ00001"]', line))
+    assert cli.main(["check-config", "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"config error: {REQUESTERS_REFUSED}"] and captured.out == ""
+
+
+def test_anyone_is_the_explicit_opt_in_and_check_config_warns(tmp_path, capsys):
+    text = MINIMAL.replace('requesters = ["U0REQ00001"]', 'requesters = ["anyone"]')
+    assert parse_config(tomllib.loads(text)).slack.anyone_may_request
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "requesters: anyone in the workspace" in out
+    assert 'warning: slack.requesters = ["anyone"]: every member of the workspace may start upgrades' in out
+
+
+def test_check_config_says_whether_the_install_is_approved(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text(MINIMAL)
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "install approved first" in out and "approve_install" not in out
+    path.write_text(MINIMAL.replace("[slack]", "[policy]\napprove_install = false\n[slack]"))
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "install WITHOUT approval" in out
+    assert "warning: policy.approve_install = false: the installer stops the connector without an approval" in out
 
 
 def test_no_hosts_and_several_problems_at_once():
@@ -334,3 +390,48 @@ def test_secrets_come_from_environment_and_stay_hidden():
     assert secrets.winrm_password.get_secret_value() == "hunter2-very-secret"
     assert "hunter2-very-secret" not in repr(secrets) and "hunter2-very-secret" not in str(secrets)
     assert secrets.present()["WINRM_PASSWORD"] and not secrets.present()["SLACK_BOT_TOKEN"]
+
+
+CREDENTIALS_REFUSED = (
+    "installer.url: must not contain a user name or password; serve the file without credentials "
+    "or use a pre-signed URL"
+)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:pass@artifacts.example.com/connector.exe",
+        "https://user@artifacts.example.com/connector.exe",
+        "http://:pass@artifacts.example.com:8080/connector.exe",
+        "https://svc%40corp:p%3Ass@artifacts.example.com/connector.exe",
+    ],
+)
+def test_installer_url_with_credentials_is_refused_in_one_clear_line(url):
+    found = problems(MINIMAL.replace("https://artifacts.example.com/connector.exe", url))
+    assert found == [CREDENTIALS_REFUSED]
+
+
+def test_check_config_refuses_installer_url_credentials_without_echoing_them(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(MINIMAL.replace("https://artifacts", "https://svc-upload:Pa55-in-url@artifacts"))
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"config error: {CREDENTIALS_REFUSED}"]
+    assert "Pa55-in-url" not in done.stdout + done.stderr
+
+
+def test_check_config_shows_a_presigned_installer_url_without_its_query(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    signed = "https://artifacts.example.com/connector.exe?X-Amz-Signature=0f1e2d3c4b5a&X-Amz-Credential=AKIAEXAMPLE"
+    path.write_text(MINIMAL.replace("https://artifacts.example.com/connector.exe", signed))
+    assert load_config(str(path)).installer.url == signed  # kept as it is: the host downloads with it
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "installer: 19.03.0.1 from https://artifacts.example.com/connector.exe?<redacted>" in out
+    assert "0f1e2d3c4b5a" not in out and "AKIAEXAMPLE" not in out

@@ -80,6 +80,7 @@ def test_sandbox_two_hosts_leaves_a_verifiable_audit(tmp_path):
     config.write_text(f"""
 [slack]
 channel = "C0OPSCHANL"
+requesters = ["U0REQUESTER"]
 [database]
 path = "{database}"
 [installer]

@@ -180,7 +180,7 @@ async def test_a_requester_queues_a_run_and_is_told_where_to_follow_it(handlers)
 
 
 async def test_clicks_are_authorized_refusals_audited_and_unknown_buttons_answered(handlers):
-    app, engine, mock = await handlers()
+    app, engine, mock = await handlers(slack=f'requesters = ["{REQUESTER}", "{APPROVER2}"]')
     await app.async_dispatch(slash(mock, APPROVER2, "host01"))  # an approver starts the run
     [run] = engine.store.runs()
     approvals = await eventually(lambda: [a for a in engine.store.approvals(run.id) if a.state.value == "open"])

@@ -8,12 +8,14 @@ The README's "Who may do what" table, compared with what the code does (see the 
 
 | action | README | cells |
 |---|---|---|
-| start / check | slack.requesters (users or groups); anyone when empty | test_who_may_start |
+| start / check | slack.requesters (users or groups); refused at load when empty; `["anyone"]` lets everyone | test_who_may_start, test_empty_requesters_refused_at_load |
 | approve / deny an approval | slack.approvers; not the requester unless allow_self_approval; min_approvals people | test_approval_cell, test_self_approval_cell, test_min_approvals_cell |
+| one person, several accounts | counted once; the requester's other accounts are the requester; unknown (Slack down): refused | test_two_accounts_cell, test_slack_cells_two_accounts_one_person, test_slack_cell_identity_unknown |
 | confirm snapshot / console | the requester, requesters, approvers | test_confirmation_cell |
 | cancel | the requester or an approver (and `cli:` at the terminal) | test_cancel_cell |
 | second click on a decided request | nobody; nothing changes; "already ..." | test_closed_request_cell, test_min_approvals_cell |
 | expiry | the run fails; nothing more is changed | test_expiry_cell |
+| what a grant allows | exactly the change the request showed; a change that moved is asked again | test_binding_cell |
 | another workspace, organization or app | nobody; ephemeral refusal; a click on an open request audited | tests/slack/test_front_door.py (test_a_command_from_elsewhere_starts_nothing, test_a_click_not_on_the_requests_message_decides_nothing), test_hostile_input.py::test_requests_from_elsewhere_change_nothing |
 | outside slack.channel (DMs only with allow_direct_messages) | nobody | the same, and test_direct_messages_are_taken_when_configured |
 | a click off the request's message | nobody; audited as approval.refused | test_a_click_not_on_the_requests_message_decides_nothing |
@@ -27,15 +29,19 @@ from collections import Counter
 
 import pytest
 
+from bot.core.config import ConfigError, load_config
 from bot.core.models import ApprovalState, RunState
-from bot.engine.approvals import ApprovalPolicy, StaticGroups
+from bot.engine.approvals import ApprovalPolicy, StaticGroups, StaticIdentities
 from bot.engine.engine import Engine, Reply
 from bot.store.store import Store
+from sandbox.slack_state import APPROVER as S_APPROVER
+from sandbox.slack_state import APPROVER_ALT as S_APPROVER_ALT
 from sandbox.slack_state import OPS_CHANNEL
+from sandbox.slack_state import REQUESTER_ADMIN as S_REQUESTER_ADMIN
 from tests.reliability.results import record
 from tests.slack import conftest as slack_conftest
-from tests.support.configs import APPROVER, APPROVER2, GROUP, GROUP_MEMBER, OUTSIDER, REQUESTER
-from tests.support.fake_steps import FileHost, FileStep
+from tests.support.configs import APPROVER, APPROVER2, GROUP, GROUP_MEMBER, OUTSIDER, REQUESTER, write_config
+from tests.support.fake_steps import FileHost, FileStep, ItemsStep
 from tests.support.waiting import eventually
 
 slack_bot = slack_conftest.slack_bot  # the Slack harness fixture of tests/slack, used here too
@@ -44,6 +50,9 @@ OTHER_REQUESTER = "U0REQUESTR2"  # listed in slack.requesters, did not start the
 REQ_GROUP = "S0REQUESTRS"  # a user group listed in slack.requesters
 REQ_MEMBER = "U0REQMEMBER"  # a member of REQ_GROUP
 CLI = "cli:operator"  # the person at the terminal, as the terminal records them
+REQ_ADMIN = "W0REQADMIN"  # the requester's admin account: another account, the same person
+A1_ALT = "W0APPROVER1"  # APPROVER's second account
+IDENTITIES = {REQ_ADMIN: REQUESTER, A1_ALT: APPROVER}  # account -> person (Slack: users.info)
 
 PEOPLE = {
     "requester-of-run": REQUESTER,
@@ -54,7 +63,7 @@ PEOPLE = {
     "outsider": OUTSIDER,
     "cli-user": CLI,
 }
-APPROVAL_GATES = ("STARTTLS", "reboot", "pending reboot")
+APPROVAL_GATES = ("STARTTLS", "install", "reboot", "pending reboot")
 CONFIRMATION_GATES = ("snapshot", "STARTTLS console")
 JOIN_TIMEOUT = 60  # the engine finishing its runs: seconds on an idle machine, many more on a busy one
 CELLS: Counter[str] = Counter()  # cells run, per table (written to .results/authorization_matrix.json)
@@ -99,7 +108,8 @@ class Bench:
             "omega": FileStep("omega", tmp_path),
         }
         groups = StaticGroups({GROUP: {GROUP_MEMBER}, REQ_GROUP: {REQ_MEMBER}})
-        engine = Engine(store, config, plan, policy=ApprovalPolicy(config.slack, groups), approval_poll_seconds=0.05)
+        policy = ApprovalPolicy(config.slack, groups, StaticIdentities(IDENTITIES))
+        engine = Engine(store, config, plan, policy=policy, approval_poll_seconds=0.05)
         runs = await engine.submit(list(hosts), requester)
         bench = cls(engine, runs[0].id, tmp_path)
         bench.runs = [r.id for r in runs]
@@ -223,8 +233,8 @@ START_CELLS = [
     pytest.param([REQ_GROUP], OUTSIDER, False, id="requesters=[group]/not-a-member -> refused"),
     pytest.param([REQ_GROUP], GROUP_MEMBER, False, id="requesters=[group]/member-of-another-group -> refused"),
     pytest.param([REQUESTER, REQ_GROUP], REQ_MEMBER, True, id="requesters=[user,group]/group-member -> allowed"),
-    pytest.param([], OUTSIDER, True, id="requesters=[]/anyone -> allowed"),
-    pytest.param([], "W0ENTERPRS", True, id="requesters=[]/enterprise-user -> allowed"),
+    pytest.param(["anyone"], OUTSIDER, True, id="requesters=[anyone]/outsider -> allowed"),
+    pytest.param(["anyone"], "W0ENTERPRS", True, id="requesters=[anyone]/enterprise-user -> allowed"),
 ]
 
 
@@ -237,6 +247,20 @@ async def test_who_may_start(make_config, requesters, user, allowed):
     assert verdict.allowed is allowed
     if not allowed:
         assert "not allowed to start upgrades" in verdict.reason and "slack.requesters" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    "line", ["requesters = []", ""], ids=["requesters=[] -> refused at load", "requesters-missing -> refused at load"]
+)
+def test_empty_requesters_refused_at_load(tmp_path, line):
+    """An empty list used to mean anyone; now nobody starts a bot that way by accident."""
+    CELLS["start"] += 1
+    path = write_config(tmp_path, slack="# requesters")  # "requesters" in slack: no default line is written
+    path.write_text(path.read_text().replace("# requesters", line))
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(path))
+    [problem] = refused.value.problems
+    assert problem.startswith("slack.requesters: is empty or missing") and 'requesters = ["anyone"]' in problem
 
 
 # -- approve / deny an approval --------------------------------------------------------------------------
@@ -322,6 +346,13 @@ SELF_CELLS = [
         ApprovalState.granted,
         id="self-approval/min2/self-then-two-others/default -> refused, recorded, granted",
     ),
+    pytest.param(
+        dict(approvers=[REQ_ADMIN, APPROVER, APPROVER2], slack="min_approvals = 2"),
+        [(REQ_ADMIN, "approve"), (APPROVER, "approve")],
+        ["refused", "recorded"],
+        ApprovalState.open,
+        id="self-approval/min2/requester-admin-account-plus-one/default -> refused, recorded, stays open",
+    ),
 ]
 
 
@@ -336,9 +367,44 @@ async def test_self_approval_cell(bench, setup, clicks, outcomes, state):
             assert "approving your own run is not allowed" in event.detail["reason"]
 
 
-# -- min_approvals ---------------------------------------------------------------------------------------
+# -- one person, several accounts ------------------------------------------------------------------------
 
 A1, A2, GM = APPROVER, APPROVER2, GROUP_MEMBER
+TWO_ACCOUNT_CELLS = [
+    pytest.param(
+        [(A1, "approve"), (A1_ALT, "approve")],
+        ["recorded", "duplicate"],
+        ApprovalState.open,
+        id="min=2/two-accounts-of-one-approver -> recorded, duplicate, stays open",
+    ),
+    pytest.param(
+        [(A1, "approve"), (A1_ALT, "approve"), (A2, "approve")],
+        ["recorded", "duplicate", "granted"],
+        ApprovalState.granted,
+        id="min=2/two-accounts-of-one-approver-then-another-person -> granted",
+    ),
+    pytest.param(
+        [(A1_ALT, "approve"), (A1, "deny")],
+        ["recorded", "denied"],
+        ApprovalState.denied,
+        id="min=2/one-person-approves-then-denies-from-another-account -> denied",
+    ),
+]
+
+
+@pytest.mark.parametrize(("clicks", "outcomes", "state"), TWO_ACCOUNT_CELLS)
+async def test_two_accounts_cell(bench, clicks, outcomes, state):
+    CELLS["two_accounts"] += 1
+    b = await bench(approvers=[APPROVER, A1_ALT, APPROVER2], slack="min_approvals = 2")
+    await play(b, clicks, outcomes)
+    await final_state(b, state)
+    for event in b.store.audit_events(b.run_id):
+        if event.event == "approval.granted":
+            assert event.detail["person"] == IDENTITIES.get(event.actor, event.actor)
+
+
+# -- min_approvals ---------------------------------------------------------------------------------------
+
 MIN_CELLS = [
     pytest.param(1, [(A1, "approve")], ["granted"], ApprovalState.granted, id="min=1/one-approver -> granted"),
     pytest.param(
@@ -446,7 +512,7 @@ CONFIRMATION_CELLS = [
         ("approver-group-member", "approver-group-member", None, True),
         ("outsider", "outsider", None, False),
         ("cli-user", "cli-user", None, False),
-        ("outsider", "outsider-when-requesters-empty", [], False),
+        ("outsider", "outsider-when-requesters-anyone", ["anyone"], False),
     ]
     for decision in ("approve", "deny")
     for result in [("confirmed" if decision == "approve" else "denied") if allowed else "refused"]
@@ -727,14 +793,135 @@ async def test_slack_cells_requesters_group(slack_bot):
     CELLS["slack"] += 2
 
 
-async def test_slack_cell_empty_requesters_means_anyone(slack_bot):
-    """requesters = [] (not set): start/outsider -> queued."""
+async def test_slack_cell_anyone_means_anyone(slack_bot):
+    """requesters = ["anyone"] (the explicit opt-in): start/outsider -> queued."""
     from sandbox.slack_state import OUTSIDER as S_OUTSIDER
 
-    h = await slack_bot("physical", ws1=False)
+    h = await slack_bot("physical", ws1=False, extra='slack: requesters = ["anyone"]')
     assert "queued" in await answer(h, await h.sender.send_slash_command(S_OUTSIDER, "check host01"))
     assert [r.requester for r in h.runs()] == [S_OUTSIDER]
     CELLS["slack"] += 1
+
+
+def two_account_config(*more: str) -> str:
+    """requesters = [requester]; approvers: two accounts of one approver, the requester's admin account, another."""
+    from sandbox.slack_state import APPROVER2 as S_APPROVER2
+    from sandbox.slack_state import REQUESTER as S_REQUESTER
+
+    approvers = [S_APPROVER, S_APPROVER_ALT, S_REQUESTER_ADMIN, S_APPROVER2, *more]
+    return "\n".join(
+        [
+            f'slack: requesters = ["{S_REQUESTER}"]',
+            "slack: approvers = [" + ", ".join(f'"{a}"' for a in approvers) + "]",
+            "slack: min_approvals = 2",
+        ]
+    )
+
+
+async def test_slack_cells_two_accounts_one_person(slack_bot):
+    """Through Slack, min_approvals = 2, people told apart by users.info (email; Enterprise Grid user id):
+
+    approval/requester's-admin-account (same email) -> refused as self-approval (audited);
+    approval/approver -> recorded (1 of 2), still open: the admin account plus one approver is not two people;
+    approval/approver's-second-account (same enterprise id) -> "already approved (as another account)", still open;
+    approval/another-approver -> granted; approval.granted records each person.
+    """
+    from sandbox.slack_state import APPROVER2 as S_APPROVER2
+    from sandbox.slack_state import REQUESTER as S_REQUESTER
+
+    h = await slack_bot("physical", ws1=False, extra=two_account_config())
+    assert "queued" in await answer(h, await h.sender.send_slash_command(S_REQUESTER, "host01"))
+    [run] = h.runs()
+    request, ts = await eventually(lambda: slack_request(h, run.id, "STARTTLS"), what="the STARTTLS request")
+
+    async def click(user):
+        return await answer(h, await h.sender.click_button(user, "approve", value=request.id, message_ts=ts))
+
+    refused = await click(S_REQUESTER_ADMIN)
+    assert "you started this run (as <@U0REQUESTER>, another account of yours)" in refused
+    assert "approving your own run is not allowed" in refused
+    assert (await click(S_APPROVER)).startswith("Approval recorded (1 of 2)")
+    assert (await click(S_APPROVER_ALT)).startswith("You already approved this request (as another account)")
+    assert h.store.get_approval(request.id).state is ApprovalState.open
+    assert [d.user for d in h.store.get_approval(request.id).decisions] == [S_APPROVER]
+    assert "approved for host01" in await click(S_APPROVER2)
+    assert h.store.get_approval(request.id).state is ApprovalState.granted
+    events = [(e.event, e.actor, e.detail) for e in h.store.audit_events(run.id) if e.event.startswith("approval.")]
+    people = [(actor, d.get("person")) for event, actor, d in events if event == "approval.granted"]
+    assert people == [(S_APPROVER, "enterprise:W0ENTALEX1"), (S_APPROVER2, "email:blake@sandbox.example")]
+    assert [(actor, "own run" in d["reason"]) for event, actor, d in events if event == "approval.refused"] == [
+        (S_REQUESTER_ADMIN, True)
+    ]
+    assert any(c.method == "users.info" for c in h.slack.calls)
+    CELLS["slack"] += 4
+
+
+async def test_slack_cell_identity_unknown(slack_bot):
+    """approval/approver/users.info failing -> refused "cannot check who you are", audited, still open; once
+    Slack answers again -> granted. A deny needs no identity: it is the safe direction."""
+    from sandbox.slack_state import REQUESTER as S_REQUESTER
+
+    h = await slack_bot("physical", ws1=False, extra=f'slack: requesters = ["{S_REQUESTER}"]')
+    assert "queued" in await answer(h, await h.sender.send_slash_command(S_REQUESTER, "host01"))
+    [run] = h.runs()
+    request, ts = await eventually(lambda: slack_request(h, run.id, "STARTTLS"), what="the STARTTLS request")
+    h.slack.server_errors(1000, 503, methods=["users.info"])
+    text = await answer(h, await h.sender.click_button(S_APPROVER, "approve", value=request.id, message_ts=ts))
+    assert "cannot check who you are right now" in text and "try again" in text
+    [refusal] = [e for e in h.store.audit_events(run.id) if e.event == "approval.refused"]
+    assert refusal.actor == S_APPROVER and "cannot check who you are" in refusal.detail["reason"]
+    assert h.store.get_approval(request.id).state is ApprovalState.open
+    h.slack.clear_faults()
+    text = await answer(h, await h.sender.click_button(S_APPROVER, "approve", value=request.id, message_ts=ts))
+    assert "approved for host01" in text
+    CELLS["slack"] += 2
+
+
+# -- what a grant allows: the change it showed, nothing that appeared since ---------------------------------
+
+BINDING_CELLS = [
+    # (item added while the request is open, decision on each request, applied, request states)
+    ("unchanged", ["approve"], ["a"], ["granted"]),
+    ("unchanged", ["deny"], [], ["denied"]),
+    ("added-while-open", ["approve", "approve"], ["a", "b"], ["superseded", "granted"]),
+    ("added-while-open", ["approve", "deny"], [], ["superseded", "denied"]),
+]
+
+
+def nth_open_request(store: Store, run_id: str, n: int):
+    """The run's request number ``n`` (from 0) once it is the latest and open."""
+    asked = store.approvals(run_id)
+    return asked[n] if len(asked) == n + 1 and asked[n].state is ApprovalState.open else None
+
+
+@pytest.mark.parametrize(
+    ("moved", "decisions", "applied", "states"),
+    BINDING_CELLS,
+    ids=[f"grant/approver/{m}/{'+'.join(d)} -> {'+'.join(s)}" for m, d, _, s in BINDING_CELLS],
+)
+async def test_binding_cell(tmp_path, make_config, moved, decisions, applied, states):
+    config = make_config(slack=requesters_line([REQUESTER]))
+    store = Store(config.database.path)
+    engine = Engine(store, config, {"items": ItemsStep(tmp_path)}, approval_poll_seconds=0.05)
+    host = FileHost(tmp_path, "host01")
+    host.set("items", {"a": True})
+    [run] = await engine.submit(["host01"], REQUESTER)
+    try:
+        for n, decision in enumerate(decisions):
+            request = await eventually(lambda n=n: nth_open_request(store, run.id, n), what=f"request {n + 1}")
+            if moved == "added-while-open" and n == 0:
+                host.set("items", {"a": True, "b": True})
+            reply = await engine.decide(request.id, APPROVER, decision)
+            assert reply.ok, reply.message
+        await asyncio.wait_for(engine.join(), JOIN_TIMEOUT)
+        assert [a.state.value for a in store.approvals(run.id)] == states
+        assert host.applies() == applied
+        granted = [e for e in store.audit_events(run.id) if e.event == "approval.granted"]
+        assert all(e.detail["digest"] and e.detail["change"]["items"] for e in granted)
+    finally:
+        await engine.stop()
+        store.close()
+    CELLS["binding"] += 1
 
 
 @pytest.fixture(scope="module", autouse=True)

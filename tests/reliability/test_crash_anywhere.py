@@ -79,6 +79,7 @@ class World:
         self.config.write_text(f"""
 [slack]
 channel = "{OPS_CHANNEL}"
+requesters = ["U0REQUESTER"]
 approvers = ["{APPROVER}"]
 approval_timeout_minutes = 10
 messages_per_second = 10

@@ -13,6 +13,9 @@ a click by someone who may not decide on the REAL open approval), no request to 
 channel, and for 200 answers one ephemeral reply that is a clear refusal (or the read-only answer of
 `status`, `history`, `help`): not empty, no stack trace, no secret, no mention echoed back.
 
+Outside text the bot shows (directory names from Workspace ONE Access, what the host reports) is sent
+by the stand-ins and must reach Slack only escaped: no mention, command or link the bot did not write.
+
 Slack's signature scheme accepts a replay of a captured request within its 5-minute window (no nonce), so the
 bot remembers every request it accepted (bot.store.inbox): a replay within the window is answered 200 with an
 empty body, does nothing, gets no reply and is audited as ``request.refused``. The same request captured more
@@ -930,6 +933,107 @@ async def test_refusals_show_invisible_and_look_alike_characters(probe):
         if body and (problem := echo_problem(str(body.get("text", "")))):
             probe.fail(f"clarity:echo: {text!r}: {problem}")
     await probe.finish("echo_clarity")
+
+
+# -- outside text the bot shows: directory names from Workspace ONE Access -------------------------------
+
+HOSTILE_NAMES = [
+    "corp <!channel> <https://evil.example|APPROVE HERE>",
+    "<!here> urgent",
+    "<!everyone>",
+    "<!subteam^S0ADMINS01> please approve",
+    "<@U0APPROVER1> says yes",
+    "<#C0OTHERCHAN1>",
+    "<mailto:x@evil.example|help desk>",
+    "*bold* _it_ ~x~ `code` > quote",
+    "a & b &amp; &lt;!channel&gt;",
+    "<https://evil.example>",
+    "<<!channel>>",
+    "\u202e<!channel>",
+]
+RAW_MARKUP = re.compile(r"<[!@#]|<(https?|mailto):")
+
+
+def slack_markup_from(h: Harness) -> list[str]:
+    """Every message version in the channel and every ephemeral that carries markup the bot did not write."""
+    shown = [
+        (f"{m.ts} v{n}", v.text + json.dumps(v.blocks, ensure_ascii=False))
+        for m in h.slack.messages(OPS_CHANNEL)
+        for n, v in enumerate(m.versions)
+    ]
+    shown += [
+        (f"ephemeral {e.source}", e.text + json.dumps(e.blocks, ensure_ascii=False)) for e in h.slack.ephemerals()
+    ]
+    ours = re.compile(rf"<@({REQUESTER}|{APPROVER})>|<#{OPS_CHANNEL}>")
+    return [f"{where}: {text[:300]!r}" for where, text in shown if RAW_MARKUP.search(ours.sub("", text))]
+
+
+async def test_hostile_directory_names_reach_slack_only_escaped(slack_bot):
+    """Directory names are outside text: shown to approvers escaped, never as a mention, command or link."""
+    from sandbox.workspace_one import iwa_directory
+
+    started = time.monotonic()
+    directories = [iwa_directory(name, domains=["corp.example.com"]) for name in HOSTILE_NAMES]
+    h = await slack_bot("default", ws1_directories=directories, extra=f'slack: requesters = ["{REQUESTER}"]')
+    assert (await h.sender.send_slash_command(REQUESTER, "host01")).status == 200
+    [run] = await eventually(h.runs, what="the run")
+    clicked: set[str] = set()
+
+    async def starttls_request():
+        """The STARTTLS request once delivered; the gates before it (the snapshot) are confirmed."""
+        for earlier in h.store.approvals(run.id):
+            found = h.slack.latest_button(OPS_CHANNEL, gate_named(earlier.gate).button, value=earlier.id)
+            if earlier.gate != "STARTTLS" and found and earlier.id not in clicked:
+                clicked.add(earlier.id)
+                await h.sender.click_button(APPROVER, gate_named(earlier.gate).button, value=earlier.id)
+        return delivered_request(h, run.id, "STARTTLS")
+
+    approval, message = await eventually(starttls_request, timeout=60, what="the STARTTLS request")
+    request = json.dumps(message.blocks, ensure_ascii=False)
+    missing = [name for name in HOSTILE_NAMES if escape_slack(name) not in request]
+    assert not missing, f"directories not shown (escaped) to the approver: {missing}"
+    await h.sender.click_button(APPROVER, "deny", value=approval.id, message_ts=message.ts)
+    await eventually(lambda: not h.store.get_run(run.id).state.active, timeout=60, what="the run to end")
+    for text in (f"status {run.id}", "history host01"):
+        await h.reply(await h.sender.send_slash_command(REQUESTER, text))
+    assert await h.bot.progress.idle(timeout=30)
+    assert not h.ws1.updates, "denied: no directory changed"
+    problems = slack_markup_from(h)
+    record(
+        RESULTS,
+        "directory_names",
+        {
+            "cases": len(HOSTILE_NAMES),
+            "messages_checked": sum(len(m.versions) for m in h.slack.messages(OPS_CHANNEL)),
+            "problems": len(problems),
+            "seconds": round(time.monotonic() - started, 2),
+        },
+    )
+    assert not problems, "outside markup reached Slack:\n" + "\n".join(problems[:20])
+
+
+async def test_hostile_host_output_reaches_slack_only_escaped(slack_bot):
+    """What the host reports (its Programs & Features entry: name and version) is shown escaped."""
+    started = time.monotonic()
+    h = await slack_bot("physical", ws1=False, extra=f'slack: requesters = ["{REQUESTER}"]')
+    product = h.host.state.connector
+    product.display_name = f"VMware Identity Manager Connector {HOSTILE_NAMES[0]}"  # still matches the pattern
+    hostile_version = product.version = f"19.03.0.0 {HOSTILE_NAMES[1]}"  # before the run: nothing reads it yet
+    assert (await h.sender.send_slash_command(REQUESTER, "host01")).status == 200
+    [run] = await eventually(h.runs, what="the run")
+    await h.settle(run.id, approver=APPROVER)
+    assert h.store.get_run(run.id).state is RunState.succeeded, h.store.get_run(run.id).result
+    await h.reply(await h.sender.send_slash_command(REQUESTER, f"status {run.id}"))
+    assert await h.bot.progress.idle(timeout=30)
+    shown = "\n".join(v.text + json.dumps(v.blocks) for m in h.slack.messages(OPS_CHANNEL) for v in m.versions)
+    assert escape_slack(hostile_version) in shown, "the version the host reported is shown, escaped"
+    problems = slack_markup_from(h)
+    record(RESULTS, "host_output", {"problems": len(problems), "seconds": round(time.monotonic() - started, 2)})
+    assert not problems, "outside markup reached Slack:\n" + "\n".join(problems[:20])
+
+
+def escape_slack(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 @pytest.fixture(autouse=True)

@@ -109,7 +109,8 @@ async def test_100_hosts_in_batches_with_200_concurrent_requests(tmp_path, capsy
             stack.push_async_callback(server.stop)
             server.state.artifact_url = servers[0].installer_url  # one artifact store for the fleet
             server.faults.command_delay_seconds = COMMAND_SECONDS
-        # STARTTLS is already off on the IWA directory (the KB 77158 hotfix): no approval is needed.
+        # STARTTLS is already off on the IWA directory (the KB 77158 hotfix) and the install is not gated
+        # (policy.approve_install = false): no approval is needed, the fleet runs unattended.
         directories = [iwa_directory(use_start_tls=False), ldap_directory(), local_directory()]
         ws1 = await stack.enter_async_context(WorkspaceOneStandIn(directories))
         base = sandbox_config(servers, ws1.url, db_path)
@@ -117,6 +118,7 @@ async def test_100_hosts_in_batches_with_200_concurrent_requests(tmp_path, capsy
             update={
                 "winrm": base.winrm.model_copy(update={"max_parallel": MAX_PARALLEL, "poll_seconds": 0.2}),
                 "slack": base.slack.model_copy(update={"messages_per_second": 10}),
+                "policy": base.policy.model_copy(update={"approve_install": False}),
             }
         )
         hosts = list(config.hosts)

@@ -18,7 +18,8 @@ What is scanned (never the stand-ins' own state, which legitimately knows the se
 Paths: a full default upgrade through Slack over HTTP (Workspace ONE Access, vCenter, both approvals);
 a wrong WinRM password; a refused Workspace ONE Access token (Socket Mode, so the app token is used); a
 revoked Slack bot token; `check-config`, `serve` with a secret missing, and the terminal `idm-upgrade run`
-as subprocesses. The counts are printed and recorded in tests/reliability/.results/secrets.json.
+as subprocesses; an installer.url with a pre-signed query string (the host downloads with it; a failed
+download's error names it). The counts are printed and recorded in tests/reliability/.results/secrets.json.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import sqlite3
 import sys
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,7 +277,15 @@ async def idm_upgrade(
     return done
 
 
-def write_toml(path: Path, db_path: Path, hosts: list, *, ws1_url: str | None = None, vcenter_url: str | None = None):
+def write_toml(
+    path: Path,
+    db_path: Path,
+    hosts: list,
+    *,
+    ws1_url: str | None = None,
+    vcenter_url: str | None = None,
+    installer_url: str | None = None,
+):
     tables = "".join(
         f'[hosts.host{i:02d}]\naddress = "127.0.0.1"\nport = {urlsplit(h.endpoint).port}\n'
         + (f'vm_name = "{VM_NAME}"\n' if vcenter_url and i == 1 else "")
@@ -284,11 +294,12 @@ def write_toml(path: Path, db_path: Path, hosts: list, *, ws1_url: str | None = 
     path.write_text(f"""
 [slack]
 channel = "{OPS_CHANNEL}"
+requesters = ["U0REQUESTER"]
 approvers = ["{APPROVER}"]
 [database]
 path = "{db_path}"
 [installer]
-url = "{hosts[0].installer_url}"
+url = "{installer_url or hosts[0].installer_url}"
 sha256 = "{hosts[0].installer_sha256}"
 version = "19.03.0.1"
 [winrm]
@@ -393,7 +404,9 @@ async def slack_stack(
     ws1_secret: str = SECRET["WS1_CLIENT_SECRET"],
     vcenter: dict[str, Any] | None = None,
     socket_mode: bool = False,
+    installer_url: Callable[[str], str] | None = None,
 ):
+    """``installer_url``: the configured installer.url made from the sandbox's (a pre-signed one, say)."""
     async with contextlib.AsyncExitStack() as stack:
         slack = await stack.enter_async_context(
             SlackStandIn(
@@ -408,6 +421,9 @@ async def slack_stack(
         ws1 = await stack.enter_async_context(WorkspaceOneStandIn(client_id=WS1_CLIENT_ID, client_secret=ws1_secret))
         db_path = tmp_path / "bot.db"
         config = sandbox_config(hosts, ws1.url, db_path)
+        if installer_url:
+            url = installer_url(hosts[0].installer_url)
+            config = config.model_copy(update={"installer": config.installer.model_copy(update={"url": url})})
         if vcenter:
             config = config.model_copy(
                 update={
@@ -700,3 +716,66 @@ async def test_terminal_run_leaks_nothing(tmp_path, scan, vcsim_binary):
         for host in hosts:
             await host.stop()
     scan(corpus, tokens)
+
+
+def presigned(core: str) -> dict[str, str]:
+    """The secrets of a pre-signed installer URL: the signature and the security token in its query."""
+    return {"INSTALLER_URL_SIGNATURE": f"SECRET-sig-{core}", "INSTALLER_URL_TOKEN": f"SECRET-token-{core}x"}
+
+
+def with_query(url: str, query: dict[str, str]) -> str:
+    sig, token = query["INSTALLER_URL_SIGNATURE"], query["INSTALLER_URL_TOKEN"]
+    return f"{url}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature={sig}&X-Amz-Security-Token={token}&sig={sig}"
+
+
+async def test_presigned_installer_url_leaks_nothing(tmp_path, scan):
+    """The host downloads with the pre-signed query string; Slack, the database, the audit trail, the logs
+    and check-config show the URL without it. A download that fails (the host's error names the URL it
+    fetched) leaks nothing either."""
+    corpus = Corpus()
+    query = presigned(secrets.token_hex(10))
+    env = secret_env(VCENTER_USERNAME=None, VCENTER_PASSWORD=None)
+    with LogCapture() as logs:
+        async with slack_stack(tmp_path, bot_env=env, installer_url=lambda url: with_query(url, query)) as s:
+            assert query["INSTALLER_URL_SIGNATURE"] in s.bot.config.installer.url
+            await s.sender.send_slash_command(REQUESTER, "host01")
+            run = await first_run(s)
+            await settle(s, run.id)
+            run = await s.bot.store.call(s.bot.store.get_run, run.id)
+            assert run.state is RunState.succeeded, run.result
+            assert s.hosts[0].state.connector.version == "19.03.0.1", "the host downloaded with the query string"
+            status = await s.sender.send_slash_command(REQUESTER, f"status {run.id}")
+            await replied(s, status)
+            print(s.slack.render_channel(OPS_CHANNEL))
+            config_path = write_toml(
+                tmp_path / "idm-upgrade.toml",
+                s.db_path,
+                s.hosts,
+                ws1_url=s.ws1.url,
+                installer_url=s.bot.config.installer.url,
+            )
+            done = await idm_upgrade(corpus, "check-config", "--config", str(config_path), env=env)
+            assert done.code == 0, done.out + done.err
+            shown = [done.out]
+        slack_into(corpus, s.slack, s.senders)
+        database_into(corpus, s.db_path)
+        await audit_into(corpus, config_path)
+        # the same query string on a path the artifact store does not have: the host's error names the URL
+        failed_db = tmp_path / "failed"
+        failed_db.mkdir()
+        missing = lambda url: with_query(url.rsplit("/", 1)[0] + "/missing-build.exe", query)  # noqa: E731
+        async with slack_stack(failed_db, bot_env=env, installer_url=missing) as s:
+            await s.sender.send_slash_command(REQUESTER, "host01")
+            run = await first_run(s)
+            await settle(s, run.id)
+            run = await s.bot.store.call(s.bot.store.get_run, run.id)
+            assert run.state is RunState.failed and "download of" in run.result, run.result
+            shown.append(run.result)
+            print(s.slack.render_channel(OPS_CHANNEL))
+        slack_into(corpus, s.slack, s.senders)
+        database_into(corpus, s.db_path)
+    logs.into(corpus)
+    scan(corpus, query)
+    # not hidden by dropping it: check-config and the failure show the URL, without its query
+    for text in shown:
+        assert "/artifacts/" in text and "?<redacted>" in text, text

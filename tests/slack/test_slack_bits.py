@@ -8,12 +8,22 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from bot.engine.approvals import IdentityUnknown
 from bot.slack.app import web_client
-from bot.slack.context import SlackGroups
+from bot.slack.context import SlackGroups, SlackIdentities
 from bot.slack.messages import SECTION_LIMIT, fit
 from sandbox.slack import SlackStandIn
-from sandbox.slack_state import APPROVER, GROUP, GROUP_MEMBER
+from sandbox.slack_state import (
+    APPROVER,
+    APPROVER2,
+    APPROVER_ALT,
+    GROUP,
+    GROUP_MEMBER,
+    REQUESTER,
+    REQUESTER_ADMIN,
+)
 from tests.support.configs import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,3 +91,23 @@ async def test_a_slack_user_group_member_may_approve(make_config):
         run = Run.model_construct(requester=REQUESTER)
         assert (await policy.may_decide(GROUP_MEMBER, run, "approve", "reboot")).allowed
         assert not (await policy.may_decide(OUTSIDER, run, "approve", "reboot")).allowed
+
+
+async def test_the_person_behind_an_account_comes_from_users_info_and_is_cached():
+    """Enterprise Grid user id first, else the profile email (case does not matter), else the account."""
+    async with SlackStandIn() as slack:
+        slack.workspace.add_user("U0NOEMAIL1", "noemail")
+        people = SlackIdentities(web_client("xoxb-sandbox", slack.api_url))
+        assert await people.person(APPROVER) == await people.person(APPROVER_ALT) == "enterprise:W0ENTALEX1"
+        assert await people.person(REQUESTER) == await people.person(REQUESTER_ADMIN) == "email:rita@sandbox.example"
+        assert await people.person(APPROVER2) == "email:blake@sandbox.example"
+        assert await people.person("U0NOEMAIL1") == "U0NOEMAIL1"
+        assert await people.person("cli:operator") == "cli:operator"  # not a Slack account: Slack is not asked
+        calls = len(slack.calls_to("users.info"))
+        slack.server_errors(1000, 503, methods=["users.info"])
+        assert await people.person(APPROVER) == "enterprise:W0ENTALEX1"  # from the cache
+        assert len(slack.calls_to("users.info")) == calls
+        people.ttl = 0  # expired: Slack is asked, fails, and the last answer stands
+        assert await people.person(APPROVER) == "enterprise:W0ENTALEX1"
+        with pytest.raises(IdentityUnknown):
+            await people.person(GROUP_MEMBER)  # never seen, Slack failing: unknown, not a guess

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bot.core.gates import gate_named
 from bot.core.models import RunState
-from sandbox.slack_state import APPROVER, OPS_CHANNEL, OUTSIDER, REQUESTER
+from sandbox.slack_state import APPROVER, GROUP, OPS_CHANNEL, OUTSIDER, REQUESTER
 from tests.support.waiting import eventually
 
 RUN_ID = re.compile(r"run-[0-9a-f]{8}")
@@ -22,7 +23,10 @@ SCOPE_OF = {
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
     "usergroups.users.list": "usergroups:read",
+    "users.info": "users:read",
 }
+# Not a method's scope: it adds profile.email to users.info, which identifies one person's accounts.
+EXTRA_SCOPES = {"users:read.email"}
 
 
 def test_manifest_is_valid_and_asks_for_what_the_bot_uses():
@@ -32,7 +36,7 @@ def test_manifest_is_valid_and_asks_for_what_the_bot_uses():
     [command] = manifest["features"]["slash_commands"]
     assert command["command"] == "/idm-upgrade"
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-    assert scopes == {"commands"} | {s for s in SCOPE_OF.values() if s}
+    assert scopes == {"commands"} | {s for s in SCOPE_OF.values() if s} | EXTRA_SCOPES
 
 
 def checklist_matches_audit(harness, run_id: str) -> None:
@@ -179,3 +183,28 @@ async def test_status_history_help_and_cancel(slack_bot):
     texts = "\n".join(h.ephemeral_texts(REQUESTER))
     assert run.id in texts and "Usage:" in texts and "Cancel" in texts
     assert h.store.get_run(run.id).state is RunState.cancelled
+
+
+async def test_approval_requests_mention_who_decides(slack_bot):
+    """An approval request notifies the approver users (<@U…>) and groups (<!subteam^S…>); a confirmation
+    the requesters and approvers. A name written as text would notify nobody."""
+    h = await slack_bot("physical", ws1=False, extra=f'slack: approvers = ["{APPROVER}", "{GROUP}"]')
+    await h.sender.send_slash_command(REQUESTER, "host01")
+    [run] = await eventually(h.runs, what="the slash command created a run")
+
+    def posted(gate: str):
+        """(request, its Slack message as first posted: the post is what notifies), once delivered."""
+        request = next((a for a in h.store.approvals(run.id) if a.gate == gate), None)
+        found = request and h.slack.latest_button(OPS_CHANNEL, gate_named(gate).button, value=request.id)
+        return found and (request, found[0])
+
+    request, message = await eventually(lambda: posted("STARTTLS"), what="the STARTTLS request in Slack")
+    shown = message.versions[0].blocks[0]["text"]["text"]
+    assert f"*Approvers:* <@{APPROVER}> <!subteam^{GROUP}>" in shown
+    assert f"<@{REQUESTER}>" in shown  # the requester, as before ("Asked by")
+    # the fallback text is what a notification shows: the mentions are there too
+    assert message.versions[0].text == f"STARTTLS approval needed for host01 (<@{APPROVER}> <!subteam^{GROUP}>)"
+    await h.sender.click_button(APPROVER, "approve", value=request.id, message_ts=message.ts)
+    _, console = await eventually(lambda: posted("STARTTLS console"), what="the console confirmation in Slack")
+    shown = console.versions[0].blocks[0]["text"]["text"]
+    assert f"*Who may confirm:* <@{REQUESTER}> <@{APPROVER}> <!subteam^{GROUP}>" in shown

@@ -54,6 +54,7 @@ def sandbox_config(
     sections = {
         "slack": "",
         "preflight": "",
+        "policy": "",
         "connector": "",
         "reboot": f"timeout_seconds = {reboot_timeout}",
         "winrm": "",
@@ -70,10 +71,14 @@ def sandbox_config(
         tables += f'[hosts.host{index:02d}]\naddress = "{url.hostname}"\nport = {url.port}\n'
         if vm_name and index == 1:
             tables += f'vm_name = "{vm_name}"\n'
+    # slack.requesters is required; `extra` may set its own ("slack: requesters = [...]").
+    requesters = "" if "requesters" in sections["slack"] else f'requesters = ["{REQUESTER}"]'
+    approvers = "" if "approvers" in sections["slack"] else f'approvers = ["{APPROVER}"]'
     text = f"""
 [slack]
 channel = "C0OPSCHANL"
-approvers = ["{APPROVER}"]
+{approvers}
+{requesters}
 approval_timeout_minutes = 1
 {sections["slack"]}
 [database]
@@ -85,6 +90,8 @@ version = "19.03.0.1"
 {sections["installer"]}
 [preflight]
 {sections["preflight"]}
+[policy]
+{sections["policy"]}
 [connector]
 {sections["connector"]}
 [reboot]

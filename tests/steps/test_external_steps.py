@@ -41,7 +41,7 @@ async def test_starttls_on_is_approved_updated_and_read_back(upgrade, caplog):
         assert ws1.serialize(ldap_id) == ldap_before
         secret = ws1.client_secret
     assert run.state is RunState.succeeded, run.result
-    assert gates(clicker) == ["STARTTLS"]
+    assert gates(clicker) == ["STARTTLS", "install"]
     request = clicker.asked[0]["evidence"]
     assert request["directories"] == [{"name": "corp.example.com", "id": iwa_id, "useStartTls": True}]
     assert "nothing else" in request["what_changes"]
@@ -77,7 +77,7 @@ async def test_update_rejected_goes_to_the_console_and_is_verified(upgrade):
         engine, _host, clicker, run = await upgrade("physical", ws1=ws1, decision=ConsoleUser())
         assert len(ws1.update_requests) == 1 and ws1.updates == []
     assert run.state is RunState.succeeded, run.result
-    assert gates(clicker) == ["STARTTLS", "STARTTLS console"]
+    assert gates(clicker) == ["STARTTLS", "STARTTLS console", "install"]
     console = clicker.asked[1]
     assert "Identity & Access Management > Manage > Directories" in console["evidence"]["what_to_do"]
     facts = engine.store.step(run.id, "starttls").facts

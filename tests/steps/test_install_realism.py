@@ -223,6 +223,7 @@ def test_a_file_share_url_is_refused_at_load_with_the_reason(url):
     text = f"""
 [slack]
 channel = "C0OPSCHANL"
+requesters = ["U0REQUESTER"]
 [installer]
 url = '{url}'
 sha256 = "{"ab" * 32}"

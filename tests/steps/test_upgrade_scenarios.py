@@ -46,7 +46,7 @@ async def test_default_scenario_end_to_end(upgrade):
     assert host.state.service.state == "Running"
     assert host.stats["installs_started"] == 1 and host.stats["reboots_requested"] == 1
     # the reboot only after its approval, and the reboot script ran after the grant
-    assert [a["gate"] for a in clicker.asked] == ["snapshot", "STARTTLS", "reboot"]
+    assert [a["gate"] for a in clicker.asked] == ["snapshot", "STARTTLS", "install", "reboot"]
     events = engine.store.audit_events(run.id)
     granted = next(e for e in events if e.event == "approval.granted" and e.step == "reboot")
     reboot_requests = [r for r in host.requests if r.script == "reboot"]
@@ -62,11 +62,50 @@ async def test_physical_without_jre_change_needs_no_reboot(upgrade):
     engine, host, clicker, run = await upgrade("physical")
     assert run.state is RunState.succeeded, run.result
     # no snapshot on a physical server; STARTTLS by hand (no Workspace ONE API here); no reboot
-    assert [a["gate"] for a in clicker.asked] == ["STARTTLS", "STARTTLS console"]
+    assert [a["gate"] for a in clicker.asked] == ["STARTTLS", "STARTTLS console", "install"]
     assert engine.store.step(run.id, "snapshot").state is StepState.skipped
     reboot = engine.store.step(run.id, "reboot")
     assert reboot.state is StepState.skipped and "no reboot needed" in reboot.reason
     assert host.stats["reboots_requested"] == 0 and "reboot" not in scripts_run(host)
+
+
+async def test_the_installer_runs_only_after_the_install_approval(upgrade):
+    """policy.approve_install (default true): the connector's downtime is approved before the installer starts."""
+    engine, host, clicker, run = await upgrade("physical")
+    assert run.state is RunState.succeeded, run.result
+    [asked] = [a for a in clicker.asked if a["gate"] == "install"]
+    assert asked["request_kind"] == "approval"
+    shown = asked["evidence"]
+    assert "19.03.0.1" in shown["what_changes"] and engine.config.installer.sha256 in shown["what_changes"]
+    assert "VMwareIDMConnector service stops and restarts" in shown["what_changes"]
+    assert "→ 19.03.0.1" in shown["what_changes"] and shown["why"].startswith("upgrade ")
+    granted = next(
+        e for e in engine.store.audit_events(run.id) if e.event == "approval.granted" and e.step == "install"
+    )
+    # the grant covers this installer over this version on this host, and the audit says so
+    assert granted.detail["change"]["installer"] == {"version": "19.03.0.1", "sha256": engine.config.installer.sha256}
+    assert granted.detail["change"]["host"] == "host01" and granted.detail["digest"].startswith("sha256:")
+    [launch] = [r for r in host.requests if r.script == "install_start"]
+    assert launch.at > datetime.fromisoformat(granted.at).timestamp()
+
+
+async def test_a_denied_install_installs_nothing(upgrade):
+    engine, host, clicker, run = await upgrade("physical", decision={"install": "deny"})
+    assert run.state is RunState.failed
+    assert "install approval denied by U0APPROVER1" in run.result
+    assert "Nothing was changed by the install step" in run.result
+    assert host.state.connector.version != "19.03.0.1"  # still the old connector
+    assert host.stats["installs_started"] == 0 and "install_start" not in scripts_run(host)
+    assert host.state.service.state == "Running"  # the connector was never stopped
+    steps = states(engine, run)
+    assert steps["install"] is StepState.failed and steps["service"] is StepState.pending
+
+
+async def test_approve_install_false_runs_the_installer_without_asking(upgrade):
+    engine, host, clicker, run = await upgrade("physical", extra="policy: approve_install = false")
+    assert run.state is RunState.succeeded, run.result
+    assert [a["gate"] for a in clicker.asked] == ["STARTTLS", "STARTTLS console"]
+    assert host.stats["installs_started"] == 1 and host.state.connector.version == "19.03.0.1"
 
 
 async def test_already_current_changes_nothing(upgrade):

@@ -33,7 +33,13 @@ def populate(store: Store) -> list[str]:
         store.update_step(run.id, "alpha", StepState.checking, event="step.started")
         store.update_step(run.id, "alpha", StepState.succeeded, event="step.succeeded", reason="ok")
         approval = store.request_approval(
-            run.id, "bravo", gate="reboot", timeout=timedelta(minutes=5), min_approvals=1, evidence={"x": 1}
+            run.id,
+            "bravo",
+            gate="reboot",
+            timeout=timedelta(minutes=5),
+            min_approvals=1,
+            evidence={"x": 1},
+            change={"host": host},
         )
         store.record_decision(approval.id, APPROVER, "approve")
         store.set_run_state(run.id, RunState.succeeded, event="run.succeeded", result="done")
@@ -244,7 +250,7 @@ def test_forward_migration_applies_to_an_existing_database(tmp_path, monkeypatch
 def test_finishing_a_step_closes_its_open_approval(store):
     [run] = store.create_runs(["host01"], requester=REQUESTER, plan=PLAN)
     approval = store.request_approval(
-        run.id, "bravo", gate="STARTTLS", timeout=timedelta(minutes=5), min_approvals=1, evidence={}
+        run.id, "bravo", gate="STARTTLS", timeout=timedelta(minutes=5), min_approvals=1, evidence={}, change={}
     )
     store.update_step(run.id, "bravo", StepState.skipped, event="step.skipped", reason="already off")
     assert store.get_approval(approval.id).state.value == "cancelled"

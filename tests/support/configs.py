@@ -17,6 +17,8 @@ def config_toml(
     db_path: str | Path, hosts: int = 3, slack: str = "", winrm: str = "", approvers: list[str] | None = None
 ) -> str:
     approvers = [APPROVER, APPROVER2, GROUP] if approvers is None else approvers
+    # slack.requesters is required; a test that sets its own passes it in `slack`.
+    requesters = "" if "requesters" in slack else f'requesters = ["{REQUESTER}"]'
     host_tables = "\n".join(
         f'[hosts.host{i:02d}]\naddress = "127.0.0.1"\nport = {5985 + i}\n' for i in range(1, hosts + 1)
     )
@@ -24,6 +26,7 @@ def config_toml(
 [slack]
 channel = "C0OPSCHANL"
 approvers = {json.dumps(approvers)}
+{requesters}
 {slack}
 
 [database]

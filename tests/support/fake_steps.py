@@ -78,6 +78,44 @@ class FileStep(Step):
         return VerifyResult(bool(ok), f"{self.id} is set" if ok else f"{self.id} is not set")
 
 
+class ItemsStep(Step):
+    """Turns off each item listed on its host that is on (like directories with STARTTLS on); its change
+    is the list of those items, and apply changes only the items the grant named."""
+
+    id = "items"
+    title = "Turn items off"
+    gate = STARTTLS
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def host(self, ctx: StepContext) -> FileHost:
+        return FileHost(self.directory, ctx.host)
+
+    def on(self, ctx: StepContext) -> list[str]:
+        return sorted(k for k, v in self.host(ctx).state().get("items", {}).items() if v)
+
+    async def check(self, ctx: StepContext) -> CheckResult:
+        on = self.on(ctx)
+        return CheckResult(bool(on), f"on: {on}", {"on": on})
+
+    def change(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
+        return {"items": check.facts["on"]}
+
+    async def apply(self, ctx: StepContext) -> dict[str, Any]:
+        host = self.host(ctx)
+        granted = set((ctx.approved or {}).get("items", []))
+        items = host.state().get("items", {})
+        host.set("items", {k: (v and k not in granted) for k, v in items.items()})
+        for item in sorted(granted & set(items)):
+            host.log_apply(item)
+        return {"changed": sorted(granted)}
+
+    async def verify(self, ctx: StepContext) -> VerifyResult:
+        on = self.on(ctx)
+        return VerifyResult(not on, "all off" if not on else f"still on: {on}")
+
+
 def gated_plan(directory: str | Path, **fail: str) -> dict[str, Step]:
     """The 4-step plan used by engine tests: two ungated steps and two gates, like the real one."""
     specs = [("alpha", None), ("bravo", STARTTLS), ("charlie", None), ("delta", REBOOT)]

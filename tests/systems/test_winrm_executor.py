@@ -49,6 +49,7 @@ def make_config(endpoints: dict[str, str], winrm: str = "", scheme: str = "http"
     text = f"""
 [slack]
 channel = "C0OPSCHANL"
+requesters = ["U0REQUESTER"]
 [installer]
 url = "http://127.0.0.1/x.exe"
 sha256 = "{"ab" * 32}"

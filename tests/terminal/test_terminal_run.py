@@ -50,6 +50,7 @@ def write_config(tmp_path: Path, info: dict) -> Path:
     path.write_text(f"""
 [slack]
 channel = "C0OPSCHANL"
+requesters = ["U0REQUESTER"]
 approvers = ["U0APPROVER1"]
 [database]
 path = "{tmp_path / "idm-upgrade.db"}"
@@ -94,12 +95,13 @@ def test_terminal_upgrade_with_a_person_answering(tmp_path, sandbox_host):
     info = sandbox_host("default")
     config = write_config(tmp_path, info)
     proc = bot(config, info, "host01")
-    # snapshot taken? STARTTLS change? STARTTLS done in the console? reboot?
-    out, err = proc.communicate("y\ny\ny\ny\n", timeout=120)
+    # snapshot taken? STARTTLS change? STARTTLS done in the console? install? reboot?
+    out, err = proc.communicate("y\ny\ny\ny\ny\n", timeout=120)
     (tmp_path / "transcript.txt").write_text(out)
     assert proc.returncode == 0, out + err
     assert "REBOOT APPROVAL for host01" in out and "Approve reboot on host01? [y/N]" in out
     assert "reboot approved for host01; the run goes on." in out
+    assert "Approve install on host01? [y/N]" in out and "install approved for host01" in out
     assert "host01: succeeded" in out and "audit trail intact" in out
     for step in ("preflight", "stage", "install", "service", "reboot", "verify"):
         assert f" {step}" in out
@@ -118,7 +120,7 @@ def test_terminal_upgrade_with_a_person_answering(tmp_path, sandbox_host):
 def test_terminal_answer_no_denies_the_reboot(tmp_path, sandbox_host):
     info = sandbox_host("default")
     proc = bot(write_config(tmp_path, info), info, "host01")
-    out, err = proc.communicate("y\ny\ny\nn\n", timeout=120)
+    out, err = proc.communicate("y\ny\ny\ny\nn\n", timeout=120)
     assert proc.returncode == 1
     assert "IS INSTALLED" in out and "NOT been rebooted" in out
     assert stats(info)["reboots_requested"] == 0
@@ -149,7 +151,7 @@ def test_killed_during_install_or_reboot_wait_resumes_without_repeating(tmp_path
     info = sandbox_host("default")
     config = write_config(tmp_path, info)
     first = bot(config, info, "host01")
-    first.stdin.write("y\ny\ny\ny\n")
+    first.stdin.write("y\ny\ny\ny\ny\n")
     first.stdin.flush()
 
     def reached() -> bool:
@@ -162,7 +164,7 @@ def test_killed_during_install_or_reboot_wait_resumes_without_repeating(tmp_path
     first.send_signal(signal.SIGKILL)
     first.wait(30)
     second = bot(config, info, "host01")
-    out, err = second.communicate("y\ny\ny\ny\n", timeout=120)
+    out, err = second.communicate("y\ny\ny\ny\ny\n", timeout=120)
     assert second.returncode == 0, out + err
     assert "resuming unfinished run" in out
     seen = stats(info)
