@@ -52,7 +52,7 @@ import secrets
 import ssl
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,6 +239,10 @@ class WorkspaceOneStandIn:
         self.fail_next = 0
         self.delay_seconds = 0.0
         self.reject_tokens = False
+        # called with the count of directory-list reads so far, before answering one: a test's tenant admin
+        # adding a directory at a chosen moment (say, between the bot's last check and its update)
+        self.before_list: Callable[[int], None] | None = None
+        self.list_reads = 0
         # records
         self.requests: list[RecordedRequest] = []
         self.updates: list[RecordedUpdate] = []
@@ -401,6 +405,9 @@ class WorkspaceOneStandIn:
         accepted = _accepted(request)
         if accepted and not ({self.list_media_type, JSON, "*/*"} & accepted):
             return _error(406, "not.acceptable", f"Acceptable: {self.list_media_type}")
+        self.list_reads += 1
+        if self.before_list is not None:
+            self.before_list(self.list_reads)
         items = [
             {
                 "directoryId": doc["directoryId"],

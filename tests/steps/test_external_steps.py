@@ -52,6 +52,28 @@ async def test_starttls_on_is_approved_updated_and_read_back(upgrade, caplog):
     assert secret not in caplog.text
 
 
+async def test_a_directory_that_appears_after_the_last_check_is_not_written(upgrade):
+    """Between the look after the grant and the update (the third read of the list) a tenant admin adds an
+    AD-over-IWA directory with STARTTLS on: apply writes only the granted one, and verify says the new one
+    is still on, for a person to look at; the new directory is never written."""
+    async with WorkspaceOneStandIn() as ws1:
+        [granted_id] = ws1.iwa_ids()
+        added = iwa_directory("branch.example.com", domains=["branch.example.com"])
+
+        def admin_adds_a_directory(reads: int) -> None:
+            if reads == 3:
+                ws1.directories[added["directoryId"]] = added
+
+        ws1.before_list = admin_adds_a_directory
+        engine, _host, clicker, run = await upgrade("physical", ws1=ws1)
+        assert [u.directory_id for u in ws1.updates] == [granted_id]
+        assert ws1.directories[added["directoryId"]]["useStartTls"] is True
+    assert gates(clicker) == ["STARTTLS"]
+    assert run.state is RunState.failed
+    step = engine.store.step(run.id, "starttls")
+    assert step.state is StepState.failed and "still on for branch.example.com" in step.reason
+
+
 async def test_starttls_already_off_is_skipped_with_the_kb_note(upgrade):
     async with WorkspaceOneStandIn([iwa_directory("corp.example.com", use_start_tls=False)]) as ws1:
         engine, _host, clicker, run = await upgrade("physical", ws1=ws1)
