@@ -545,49 +545,45 @@ class Store:
     def supersede_approval(self, approval_id: str, *, digest: str, why: str) -> bool:
         """Close a request (open, or granted and not yet used) whose change no longer matches what the
         step would do now (``digest``): it covers nothing any more."""
-        with self.transaction("approval.superseded") as conn:
-            approval = self.get_approval(approval_id)
-            if approval.state not in (ApprovalState.open, ApprovalState.granted):
-                return False
-            self.db.table("approvals").update(
-                approval_id, {"state": ApprovalState.superseded.value, "decided_at": iso(utcnow())}
-            )
-            audit.append(
-                conn,
-                "approval.superseded",
-                actor="bot",
-                run_id=approval.run_id,
-                step=approval.step,
-                detail={
-                    "approval_id": approval_id,
-                    "gate": approval.gate,
-                    "digest": approval.digest,
-                    "digest_now": digest,
-                    "reason": why,
-                },
-            )
-        return True
+        return self._close_request(
+            approval_id,
+            ApprovalState.superseded,
+            "approval.superseded",
+            (ApprovalState.open, ApprovalState.granted),
+            lambda a: {"digest": a.digest, "digest_now": digest, "reason": why},
+        )
 
     def expire_approval(self, approval_id: str) -> bool:
         """Expire an open request; False when it was decided first (the decision wins)."""
-        with self.transaction("approval.expired") as conn:
+        return self._close_request(
+            approval_id,
+            ApprovalState.expired,
+            "approval.expired",
+            (ApprovalState.open,),
+            lambda a: {"expired_at": iso(a.expires_at)},
+        )
+
+    def _close_request(
+        self,
+        approval_id: str,
+        state: ApprovalState,
+        event: str,
+        closable: tuple[ApprovalState, ...],
+        detail: Callable[[Approval], dict[str, Any]],
+    ) -> bool:
+        """The bot closes a request (nobody decided it): False when it was no longer ``closable``."""
+        with self.transaction(event) as conn:
             approval = self.get_approval(approval_id)
-            if approval.state is not ApprovalState.open:
+            if approval.state not in closable:
                 return False
-            self.db.table("approvals").update(
-                approval_id, {"state": ApprovalState.expired.value, "decided_at": iso(utcnow())}
-            )
+            self.db.table("approvals").update(approval_id, {"state": state.value, "decided_at": iso(utcnow())})
             audit.append(
                 conn,
-                "approval.expired",
+                event,
                 actor="bot",
                 run_id=approval.run_id,
                 step=approval.step,
-                detail={
-                    "approval_id": approval_id,
-                    "gate": approval.gate,
-                    "expired_at": iso(approval.expires_at),
-                },
+                detail={"approval_id": approval_id, "gate": approval.gate, **detail(approval)},
             )
         return True
 

@@ -77,15 +77,20 @@ async def test_an_item_added_while_people_decide_is_asked_again(make_engine, tmp
     await engine.stop()
 
 
-async def test_a_grant_from_before_a_restart_covers_only_the_change_it_showed(make_engine, tmp_path):
+async def granted_while_down(make_engine, tmp_path):
+    """A run whose request for item a was granted while the bot was down (by another process)."""
     set_items(tmp_path, a=True)
     first_engine = make_engine(Clicks(decide=False))
     [run] = await first_engine.submit(["host01"], REQUESTER)
     [asked] = await eventually(lambda: first_engine.store.approvals(run.id), what="the request")
     await first_engine.stop()
-    # granted while the bot was down (another process), and the world moved before the bot came back
     first_engine.store.record_decision(asked.id, APPROVER, "approve")
-    set_items(tmp_path, a=True, b=True)
+    return run, asked
+
+
+async def test_a_grant_from_before_a_restart_covers_only_the_change_it_showed(make_engine, tmp_path):
+    run, asked = await granted_while_down(make_engine, tmp_path)
+    set_items(tmp_path, a=True, b=True)  # the world moved before the bot came back
 
     sink = Clicks(decide=False)
     engine = make_engine(sink)
@@ -103,12 +108,7 @@ async def test_a_grant_from_before_a_restart_covers_only_the_change_it_showed(ma
 
 
 async def test_a_grant_from_before_a_restart_is_used_when_nothing_moved(make_engine, tmp_path):
-    set_items(tmp_path, a=True)
-    first_engine = make_engine(Clicks(decide=False))
-    [run] = await first_engine.submit(["host01"], REQUESTER)
-    [asked] = await eventually(lambda: first_engine.store.approvals(run.id), what="the request")
-    await first_engine.stop()
-    first_engine.store.record_decision(asked.id, APPROVER, "approve")
+    run, asked = await granted_while_down(make_engine, tmp_path)
 
     engine = make_engine(Clicks(decide=False))
     await engine.start()
