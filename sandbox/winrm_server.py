@@ -47,7 +47,7 @@ from typing import IO, Any
 from aiohttp import web
 
 from sandbox import wsman
-from sandbox.faults import Faults
+from sandbox.faults import HOLD_SECONDS, Faults
 from sandbox.handler_base import BackgroundProcess
 from sandbox.host import HostState, scenario
 from sandbox.powershell import Execution, StdinScript, run_command_line
@@ -521,8 +521,20 @@ class WinRMHostServer:
 
         command.task.add_done_callback(finished)
 
+    async def _hold(self, command: _Command) -> None:
+        """The hold_until_fleet_in_flight fault: wait, bounded, until that many commands run at once."""
+        wanted, gauge = self.faults.hold_until_fleet_in_flight, self.fleet_gauge
+        if wanted <= 0 or gauge is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOLD_SECONDS
+        # The gauge is a thread-safe counter shared by hosts that may run on other loops: poll it, bounded.
+        while gauge.current < wanted and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
     async def _run(self, command: _Command) -> None:
         await command.stdin_ended.wait()  # a bootstrap reading stdin runs its script once stdin ended
+        await self._hold(command)
         execution = command.execution
         assert execution is not None
         result = execution.result

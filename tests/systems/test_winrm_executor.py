@@ -344,7 +344,8 @@ async def test_wait_for_reboot_times_out_cleanly_when_the_host_never_returns():
 async def test_twenty_hosts_at_once_and_a_responsive_loop():
     with running_fleet(20) as fleet:
         for host in fleet:
-            host.faults.command_delay_seconds = 0.3
+            # each command runs until all twenty are in flight (bounded): they overlap, or the peak says not
+            host.faults.hold_until_fleet_in_flight = 20
         endpoints = {f"host{i:02d}": h.endpoint for i, h in enumerate(fleet, start=1)}
         config = make_config(endpoints, "max_parallel = 5")
         first = fleet[0]
