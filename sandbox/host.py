@@ -124,6 +124,7 @@ class HostState:
     installer_runs: list[InstallerRun] = field(default_factory=list)  # every installer start, in order
     next_pid: int = 4812
     shutdown_scheduled: bool = False  # a `shutdown /r /t N` is counting down
+    shutdown_asked_at: datetime | None = None  # the host's clock when the last accepted shutdown was asked
     artifact_url: str | None = None  # where this host's web server serves the artifact (set by the server)
     downloads: int = 0  # stage: download attempts (http or copy), successful or not
     installs_started: int = 0  # installer processes started
@@ -153,6 +154,8 @@ class HostState:
         step = timedelta(seconds=seconds)
         self.clock_offset += step
         self.boot_time += step
+        if self.shutdown_asked_at is not None:  # the same moment, on the stepped clock
+            self.shutdown_asked_at += step
 
     @property
     def virtual(self) -> bool:
@@ -329,8 +332,12 @@ class HostState:
     def finish_boot(self, now: datetime | None = None) -> None:
         """The host comes back from a reboot: new boot time, pending work applied, services started."""
         now = (now or self.now()).replace(microsecond=0)
-        # LastBootUpTime is compared at one-second resolution; a new boot must never look like the old one.
-        self.boot_time = max(now, self.boot_time + timedelta(seconds=1))
+        # LastBootUpTime is compared at one-second resolution; a new boot must never look like the old one,
+        # nor fall in the second its shutdown was asked (no real server reboots that fast; the sandbox can).
+        floor = self.boot_time
+        if self.shutdown_asked_at is not None:
+            floor = max(floor, self.shutdown_asked_at.replace(microsecond=0))
+        self.boot_time = max(now, floor + timedelta(seconds=1))
         self.boots += 1
         if self.pending.new_computer_name:
             self.computer_name = self.pending.new_computer_name
@@ -349,9 +356,12 @@ class HostState:
     def shutdown(self, args: tuple[str, ...] = ("/r",)) -> int:
         """`shutdown.exe /r ...` as this host answers it; 0 and 1115 mean the host is going down."""
         self.shutdown_calls.append(ShutdownCall(args))
-        if self.reboot.shutdown_exit_codes:
-            return self.reboot.shutdown_exit_codes.pop(0)
-        return 1190 if self.shutdown_scheduled else 0
+        code = self.reboot.shutdown_exit_codes.pop(0) if self.reboot.shutdown_exit_codes else None
+        if code is None:
+            code = 1190 if self.shutdown_scheduled else 0
+        if code in (0, 1115):
+            self.shutdown_asked_at = self.now()
+        return code
 
 
 def _vmware_tools() -> InstalledProduct:

@@ -422,6 +422,17 @@ def test_reboot_is_issued_once_per_token_and_really_happens():
     assert (stats["reboots_requested"], stats["boots"]) == (1, 1)
 
 
+def test_a_boot_never_falls_in_the_second_its_shutdown_was_asked():
+    """A real server takes far longer than a second to restart; the sandbox, at its time scale, need not. The
+    boot time (one-second resolution) must still come after the request, or the reboot reads as not done."""
+    state = scenario("default")
+    assert state.shutdown(("/r", "/t", "0")) == 0
+    asked = state.shutdown_asked_at
+    assert asked is not None
+    state.finish_boot(now=asked.replace(microsecond=999_999))  # back up within the same second
+    assert state.boot_time > asked
+
+
 def test_reboot_shutdown_exit_codes():
     with running_host("default") as h:  # the 600 s delays outlast the test
         h.state.reboot.shutdown_exit_codes = [5]
