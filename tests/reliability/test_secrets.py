@@ -104,12 +104,18 @@ def b64_forms(secret: str) -> list[str]:
     return forms
 
 
+MIN_CORE = 12  # the shortest random core searched on its own
+
+
 def needles(extra: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
     """(secret name, form, needle) for every secret of this run and `extra` (e.g. issued bearer tokens)."""
     found = []
     for name, value in {**SECRET, **(extra or {})}.items():
         found.append((name, "plain", value))
-        found.append((name, "core", value.rsplit("-", 1)[-1]))
+        core = value.rsplit("-", 1)[-1]
+        # an issued token (token_urlsafe) may contain "-" anywhere: a short tail would match ordinary text
+        if len(core) >= MIN_CORE:
+            found.append((name, "core", core))
         if name in BASIC_USER:
             header = base64.b64encode(f"{BASIC_USER[name]}:{value}".encode()).decode()
             found.append((name, "basic-header", header))
