@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from bot.core.config import Config
 from bot.core.errors import ExternalSystemError
@@ -268,7 +268,7 @@ class Engine:
             )
             raise RunStopped
 
-    async def _fail(self, run: Run, step: str, reason: str, facts: dict | None = None) -> None:
+    async def _fail(self, run: Run, step: str, reason: str, facts: dict | None = None) -> NoReturn:
         await self._db(
             self.store.update_step,
             run.id,
@@ -415,9 +415,7 @@ class Engine:
             now = step.change(ctx, again)
             if change_digest(now) == approval.digest:
                 return again, approval.change
-            why = f"what it showed changed before it was applied ({difference(approval.change, now)})"
-            await self._db(self.store.supersede_approval, approval.id, digest=change_digest(now), why=why)
-            self._publish("approval.superseded", run, f"{gate.name} {why}; asking again", step.id)
+            await self._supersede(run, step, approval, now, "what it showed changed before it was applied")
             check = again
         await self._fail(
             run,
@@ -425,7 +423,12 @@ class Engine:
             f"the change the {gate.name} {gate.kind.value} asks for moved {MAX_REQUESTS_PER_GATE} times while "
             "people decided; nothing was changed. Find out what keeps changing it, then run again",
         )
-        raise RunStopped  # _fail raised already; this keeps the type checker's view of the loop honest
+
+    async def _supersede(self, run: Run, step: Step, approval: Approval, change: dict[str, Any], what: str) -> None:
+        """Close ``approval``: the change the step would make now is another than the one it showed."""
+        why = f"{what} ({difference(approval.change, change)})"
+        await self._db(self.store.supersede_approval, approval.id, digest=change_digest(change), why=why)
+        self._publish("approval.superseded", run, f"{approval.gate} request superseded: {why}; asking again", step.id)
 
     async def _gate(
         self, run: Run, step: Step, gate: Gate, ctx: StepContext, reason: str, evidence: dict, change: dict[str, Any]
@@ -445,9 +448,7 @@ class Engine:
             and latest.state in (ApprovalState.open, ApprovalState.granted)
             and latest.digest != digest
         ):
-            why = f"it showed another change than the step would make now ({difference(latest.change, change)})"
-            await self._db(self.store.supersede_approval, latest.id, digest=digest, why=why)
-            self._publish("approval.superseded", run, f"{gate.name} {kind}: {why}; asking again", step.id)
+            await self._supersede(run, step, latest, change, "it showed another change than the step would make now")
             latest = None
         if latest is None or latest.state not in (ApprovalState.open, ApprovalState.granted):
             latest = await self._db(

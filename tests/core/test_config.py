@@ -345,15 +345,17 @@ def test_config_path_precedence(tmp_path):
     assert config_path(None, {}) == Path("idm-upgrade.toml")
 
 
+def check_config_process(path: Path) -> subprocess.CompletedProcess[str]:
+    """`check-config` as a separate program, so its exit code and exact output are what a person sees."""
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "check-config", "--config", str(path)], capture_output=True, text=True, cwd=ROOT
+    )
+
+
 def test_cli_exits_2_with_one_line_per_problem_and_no_traceback(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(MINIMAL.replace("[hosts.host01]", "[hosts.host01]\nport = 0\nvm = 'x'"))
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "check-config", "--config", str(bad)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    done = check_config_process(bad)
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.splitlines() == [
@@ -415,12 +417,7 @@ def test_installer_url_with_credentials_is_refused_in_one_clear_line(url):
 def test_check_config_refuses_installer_url_credentials_without_echoing_them(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(MINIMAL.replace("https://artifacts", "https://svc-upload:Pa55-in-url@artifacts"))
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "check-config", "--config", str(bad)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    done = check_config_process(bad)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"config error: {CREDENTIALS_REFUSED}"]
     assert "Pa55-in-url" not in done.stdout + done.stderr
