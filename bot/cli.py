@@ -11,8 +11,9 @@ from typing import TextIO
 
 from bot.core.config import Config, ConfigError, Secrets, config_path, load_config
 from bot.core.redact import public_url
-from bot.store import audit
+from bot.store import audit, checkpoints
 from bot.store.store import Store, StoreError
+from bot.terminal import audit as audit_cli
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -66,7 +67,30 @@ def _parser() -> argparse.ArgumentParser:
     export = with_config(audit_sub.add_parser("export", help="print audit events (JSON array or CSV)"))
     export.add_argument("--format", choices=["json", "csv"], default="json")
     export.add_argument("--run", metavar="ID", help="only the events of this run")
-    with_config(audit_sub.add_parser("verify", help="check the hash chain; exit 0 when intact"))
+    verify = with_config(audit_sub.add_parser("verify", help="check the hash chain; exit 0 when intact"))
+    verify.add_argument(
+        "--checkpoints",
+        metavar="FILE|slack",
+        help="also check the chain against checkpoints kept outside the database: a file (as `audit checkpoints` "
+        "prints them) or `slack` (read back from the channel's history)",
+    )
+    verify.add_argument(
+        "--public-key",
+        metavar="KEY",
+        help="the key every checkpoint must be signed with, ed25519:BASE64 as keygen printed it "
+        "(default: audit.public_key, else the public half of audit.signing_key_file)",
+    )
+    with_config(
+        audit_sub.add_parser(
+            "checkpoint", help="write a checkpoint of the trail now (signed when a key is configured) and print it"
+        )
+    )
+    with_config(audit_sub.add_parser("checkpoints", help="print the checkpoints written so far (a JSON array)"))
+    keygen = audit_sub.add_parser(
+        "keygen", help="create the checkpoint signing key (mode 0600; never overwrites) and print its public key"
+    )
+    keygen.add_argument("--config", metavar="F", help="configuration file; its audit.signing_key_file is the default")
+    keygen.add_argument("--out", metavar="FILE", help="where to create the key")
 
     with_config(sub.add_parser("check-config", help="validate the configuration and print a summary"))
     return parser
@@ -171,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             sys.stderr.write("\nsandbox stopped\n")
             return EXIT_FAILED
+    if args.command == "audit" and args.audit_command == "keygen" and args.out:
+        return audit_cli.keygen(args.out)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -198,6 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             sys.stderr.write("\ninterrupted: every run stays as recorded; `idm-upgrade run HOST` resumes it\n")
             return EXIT_FAILED
+    if args.audit_command == "keygen":
+        if config.audit.signing_key_file is None:
+            sys.stderr.write(
+                "idm-upgrade: say where the key goes: --out FILE, or audit.signing_key_file in the config\n"
+            )
+            return EXIT_USAGE
+        return audit_cli.keygen(config.audit.signing_key_file)
     try:
         store = _open_store(config)
     except (StoreError, OSError) as exc:
@@ -208,11 +241,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             writer = audit.export_json if args.format == "json" else audit.export_csv
             writer(store.conn, sys.stdout, args.run)
             return EXIT_OK
-        result = audit.verify(store.conn)
-        (sys.stdout if result.ok else sys.stderr).write(f"{result}\n")
-        return EXIT_OK if result.ok else EXIT_FAILED
+        if args.audit_command == "checkpoint":
+            return audit_cli.checkpoint(config, store)
+        if args.audit_command == "checkpoints":
+            sys.stdout.write(checkpoints.export(store.conn))
+            return EXIT_OK
+        return audit_cli.verify(config, store, args.checkpoints, args.public_key, read_slack=_slack_checkpoints)
     finally:
         store.close()
+
+
+def _slack_checkpoints(config: Config) -> tuple[list[checkpoints.Checkpoint], list[str]]:
+    from bot.slack.witness import read_checkpoints
+
+    token = Secrets.from_env().slack_bot_token
+    if token is None:
+        raise RuntimeError("SLACK_BOT_TOKEN is not set: reading the checkpoints from Slack needs the bot's token")
+    return read_checkpoints(token.get_secret_value(), config.slack.channel)
 
 
 def _absolute(path: str | None) -> str | None:

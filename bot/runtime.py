@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bot.core.config import Config, Secrets
+from bot.core.signing import AuditSigner
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.engine import APPROVAL_POLL_SECONDS, Engine
 from bot.engine.events import ProgressSink
@@ -22,6 +23,13 @@ from bot.store.store import Store
 from bot.systems.services import Services, build_services
 from steps.base import Step
 from steps.plan import upgrade_plan
+
+
+def audit_signer(config: Config) -> AuditSigner | None:
+    """The checkpoint signer when audit.signing_key_file is configured; raises SigningKeyError saying why not."""
+    if config.audit.signing_key_file is None:
+        return None
+    return AuditSigner.from_file(config.audit.signing_key_file, database_path=config.database.path)
 
 
 @dataclass
@@ -45,7 +53,9 @@ class Runtime:
         environ: Mapping[str, str] | None = None,
         approval_poll_seconds: float = APPROVAL_POLL_SECONDS,
     ) -> Runtime:
-        """Raises EngineBusy (another engine holds the database) or ServicesError; nothing is left held."""
+        """Raises SigningKeyError (the audit key cannot be used), EngineBusy (another engine holds the
+        database) or ServicesError; nothing is left held."""
+        signer = audit_signer(config)
         lease = EngineLease(config.database.path).acquire()
         try:
             built = services if services is not None else build_services(config, secrets)
@@ -62,6 +72,7 @@ class Runtime:
             sinks=sinks,
             services=built,
             approval_poll_seconds=approval_poll_seconds,
+            signer=signer,
         )
         return cls(config, lease, store, built, engine)
 

@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from bot.core.signing import parse_public_key
+
 DEFAULT_PATH = "idm-upgrade.toml"
 ENV_PATH = "IDM_UPGRADE_CONFIG"
 
@@ -300,6 +302,21 @@ class HostConfig(_Section):
     vm_name: str | None = None
 
 
+class AuditConfig(_Section):
+    # Ed25519 key that signs the checkpoints (`idm-upgrade audit keygen`); outside the database's directory.
+    signing_key_file: str | None = None
+    # The public key checkpoints must be signed with, for `audit verify --checkpoints` (as keygen prints it).
+    public_key: str | None = None
+    checkpoint_minutes: float = Field(default=15, gt=0, le=24 * 60)
+
+    @field_validator("public_key")
+    @classmethod
+    def _public_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_public_key(value)  # SigningKeyError is a ValueError: reported as this key's problem
+        return value
+
+
 class Config(_Section):
     slack: SlackConfig
     installer: InstallerConfig
@@ -313,6 +330,7 @@ class Config(_Section):
     workspace_one: WorkspaceOneConfig = WorkspaceOneConfig()
     vcenter: VCenterConfig = VCenterConfig()
     terminal: TerminalConfig = TerminalConfig()
+    audit: AuditConfig = AuditConfig()
 
     @field_validator("hosts")
     @classmethod

@@ -25,7 +25,9 @@ from bot.core.config import Config
 from bot.core.errors import ExternalSystemError
 from bot.core.gates import Gate, change_digest, gate_named
 from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, StepState, utcnow
+from bot.core.signing import AuditSigner
 from bot.engine.approvals import ApprovalPolicy
+from bot.engine.checkpointer import Checkpointer
 from bot.engine.events import ProgressEvent, SinkDispatcher
 from bot.engine.slots import Slot, SlotPool
 from bot.store.store import DecisionOutcome, Store, UnknownRecord
@@ -68,12 +70,16 @@ class Engine:
         sinks: list | None = None,
         services: Services | None = None,
         approval_poll_seconds: float = APPROVAL_POLL_SECONDS,
+        signer: AuditSigner | None = None,
     ):
         self.store = store
         self.config = config
         self.steps = dict(steps)
         self.policy = policy or ApprovalPolicy(config.slack)
-        self.progress = SinkDispatcher(sinks or [])
+        self.progress = SinkDispatcher([])
+        # first among the sinks: a run's checkpoint is written before the others hear of its end
+        self.checkpoints = Checkpointer(store, signer, config.audit.checkpoint_minutes, self.progress.publish)
+        self.progress.sinks.extend([self.checkpoints, *(sinks or [])])
         self.services = services
         self.approval_poll_seconds = approval_poll_seconds
         self._slots = SlotPool(config.winrm.max_parallel)
@@ -94,7 +100,8 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> list[Run]:
-        """Resume every unfinished run found in the database."""
+        """Checkpoint the trail as found, then resume every unfinished run found in the database."""
+        await self.checkpoints.start()
         runs = await self._db(self.store.runs, active=True)
         for batch_id in dict.fromkeys(r.batch_id for r in sorted(runs, key=lambda r: r.created_at)):
             self._spawn(batch_id)
@@ -135,6 +142,7 @@ class Engine:
         for task in self._batches.values():
             task.cancel()
         await asyncio.gather(*self._batches.values(), return_exceptions=True)
+        await self.checkpoints.stop()
         await self.progress.close()
 
     # -- batches and runs ------------------------------------------------------------------------

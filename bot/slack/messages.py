@@ -22,7 +22,9 @@ from slack_sdk.models.blocks import (
 from bot.core.config import ANYONE, SlackConfig
 from bot.core.gates import EVIDENCE_SHOWN, gate_named
 from bot.core.models import Approval, ApprovalState, AuditEvent, Run, RunState, StepRecord, StepState
+from bot.core.signing import key_id
 from bot.slack.escape import escape, safe_cut
+from bot.store.checkpoints import MARKER, Checkpoint
 
 SECTION_LIMIT = 2900  # Slack allows 3,000 characters in a section's text
 TEXT_LIMIT = 3500  # the fallback `text` of a message; Slack truncates beyond 40,000
@@ -226,3 +228,15 @@ def note(text: str, title: str) -> dict[str, Any]:
     """A step's note: its text comes from the step (host output, log lines)."""
     text = escape(text)
     return message(f"{title}: {text}", [context(f"_{title}_: {text}")])
+
+
+def checkpoint(cp: Checkpoint) -> dict[str, Any]:
+    """An audit checkpoint, in the thread the bot cannot edit silently; the marker line is read back by
+    `audit verify --checkpoints slack`, the summary is for people."""
+    signed = f"signed, key id {key_id(cp.key)}" if cp.key else "not signed"
+    summary = (
+        f"🔏 Audit checkpoint: {cp.count} events, head `{cp.head[:16]}…` ({signed}; {escape(cp.reason)}). "
+        "`idm-upgrade audit verify --checkpoints slack` checks the trail against it."
+    )
+    line = f"{MARKER} {cp.to_json()}"
+    return {"text": f"{summary}\n`{line}`", "blocks": [section(summary).to_dict(), context(f"`{line}`").to_dict()]}

@@ -15,6 +15,7 @@ from typing import Any
 from bot.core.models import AuditEvent, Run, StepRecord
 from bot.engine.events import ProgressEvent
 from bot.slack import messages as msg
+from bot.store import checkpoints
 from bot.store.outbox import Outbox
 from bot.store.store import Store
 
@@ -38,6 +39,10 @@ class ThreadProjector:
 
     async def deliver(self, event: ProgressEvent) -> None:
         """ProgressSink: called after the engine persisted the event."""
+        if event.kind == "audit.checkpoint":  # not in the audit trail either: after the run's last event
+            await self.store.call(self._project_then_checkpoints, event.run_id)
+            self.wake.set()
+            return
         if event.kind == "step.note":  # not in the audit trail: after what came before it, at once
             await self.store.call(self._project_then_note, event.run_id, event.step or "", event.text)
             self.wake.set()
@@ -56,6 +61,7 @@ class ThreadProjector:
         """At start-up: every run with events past its cursor."""
         for run_id in await self.store.call(self.outbox.runs_to_project):
             await self.store.call(self.project, run_id)
+        await self.store.call(self.queue_checkpoints)
         self.wake.set()
 
     async def stop(self) -> None:
@@ -72,6 +78,26 @@ class ThreadProjector:
                 self.outbox.insert(
                     conn, run_id, self.channel, "reply", msg.note(text, self.titles.get(step, step)), None
                 )
+
+    def _project_then_checkpoints(self, run_id: str) -> None:
+        self._dirty.discard(run_id)
+        self.project(run_id)
+        self.queue_checkpoints()
+
+    def queue_checkpoints(self) -> int:
+        """Every checkpoint not yet in the outbox: in its run's thread, else (written at start-up, by
+        `audit checkpoint`, or for a terminal run) at the top of the channel. Queued once, in one transaction
+        with the mark, so a crash neither loses nor repeats one."""
+        with self.store.transaction("slack.checkpoint") as conn:
+            waiting = checkpoints.not_queued(conn)
+            for checkpoint_id, checkpoint in waiting:
+                run_id = checkpoint.run_id
+                in_thread = run_id is not None and self.outbox.has_thread(conn, run_id)
+                self.outbox.insert(
+                    conn, run_id if in_thread else None, self.channel, "checkpoint", msg.checkpoint(checkpoint), None
+                )
+                checkpoints.mark_queued(conn, checkpoint_id)
+        return len(waiting)
 
     def project(self, run_id: str) -> int:
         """Turn the run's audit events after its cursor into outbox rows; returns how many rows."""

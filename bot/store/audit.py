@@ -97,9 +97,10 @@ class VerifyResult:
         return f"audit trail BROKEN: {self.problem} ({self.checked} events checked before it)"
 
 
-def verify(conn: sqlite3.Connection) -> VerifyResult:
-    """Walk the whole chain; report the first event whose sequence, link or hash is wrong."""
-    expected_seq, prev_hash, checked = 1, GENESIS, 0
+def walk(conn: sqlite3.Connection) -> Iterator[tuple[int, str, str | None]]:
+    """Walk the whole chain: (seq, hash, None) for each event that holds; at the first that does not,
+    (seq, "", what is wrong) and the walk ends."""
+    expected_seq, prev_hash = 1, GENESIS
     cursor = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM audit ORDER BY seq")
     for row in cursor:
         record = dict(zip(COLUMNS, row, strict=True))
@@ -107,20 +108,30 @@ def verify(conn: sqlite3.Connection) -> VerifyResult:
         where = f"event seq {seq} ({record['event']}, run {record['run_id']})"
         if seq != expected_seq:
             missing = f"events {expected_seq}-{seq - 1} are missing" if seq > expected_seq else "out of order"
-            return VerifyResult(False, checked, f"{where}: expected seq {expected_seq}; {missing}")
+            yield seq, "", f"{where}: expected seq {expected_seq}; {missing}"
+            return
         if record["prev_hash"] != prev_hash:
-            return VerifyResult(
-                False,
-                checked,
-                f"{where}: prev_hash does not match the previous event (deleted or inserted row)",
-            )
+            yield seq, "", f"{where}: prev_hash does not match the previous event (deleted or inserted row)"
+            return
         try:
             record["detail"] = json.loads(record["detail"])
         except (TypeError, json.JSONDecodeError):
-            return VerifyResult(False, checked, f"{where}: detail is not valid JSON (edited row)")
+            yield seq, "", f"{where}: detail is not valid JSON (edited row)"
+            return
         if chain_hash(prev_hash, record) != record["hash"]:
-            return VerifyResult(False, checked, f"{where}: hash does not match its content (edited row)")
-        prev_hash, expected_seq, checked = record["hash"], seq + 1, checked + 1
+            yield seq, "", f"{where}: hash does not match its content (edited row)"
+            return
+        prev_hash, expected_seq = record["hash"], seq + 1
+        yield seq, prev_hash, None
+
+
+def verify(conn: sqlite3.Connection) -> VerifyResult:
+    """Walk the whole chain; report the first event whose sequence, link or hash is wrong."""
+    checked = 0
+    for _seq, _hash, problem in walk(conn):
+        if problem is not None:
+            return VerifyResult(False, checked, problem)
+        checked += 1
     return VerifyResult(True, checked)
 
 

@@ -135,11 +135,22 @@ def _slack_requests(db: sqlite_utils.Database) -> None:
     db.table("slack_requests").create_index(["state", "received_at"])
 
 
+def _audit_checkpoints(db: sqlite_utils.Database) -> None:
+    # The bot's copy of each audit checkpoint (bot.store.checkpoints), and when it was queued for Slack (outbox).
+    db.execute(
+        """CREATE TABLE audit_checkpoints (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, v INTEGER NOT NULL, seq INTEGER NOT NULL, head TEXT NOT NULL,
+            count INTEGER NOT NULL, at TEXT NOT NULL, prev TEXT NOT NULL, run_id TEXT, reason TEXT NOT NULL,
+            key TEXT, signature TEXT, digest TEXT NOT NULL, queued_at TEXT)"""
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1,
     _v2,
     _approval_change,
     _decision_person,
     _slack_requests,
+    _audit_checkpoints,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -36,7 +36,7 @@ class PendingEntry:
     id: int
     run_id: str
     channel: str
-    kind: str  # card, card_update, reply, approval, approval_update, final
+    kind: str  # card, card_update, reply, approval, approval_update, final, checkpoint
     payload: str
     approval_id: str | None
     card_ts: str | None
@@ -83,15 +83,21 @@ class Outbox:
         return [r[0] for r in rows]
 
     def backlog(self, run_id: str | None = None) -> ThreadBacklog:
-        """Delivered means both: the cursor is at the run's last audit event, and no row is pending."""
+        """Delivered means both: the cursor is at the run's last audit event, and no row is pending (for the
+        whole channel, rows of no run count too: checkpoints posted at the top of the channel)."""
         where, params = ("WHERE r.id = ?", [run_id]) if run_id is not None else ("", [])
+        (runless,) = (
+            (0,)
+            if run_id is not None
+            else self.conn.execute("SELECT COUNT(*) FROM outbox WHERE run_id IS NULL AND state = 'pending'").fetchone()
+        )
         row = self.conn.execute(
             f"SELECT COALESCE(SUM({_PAST_CURSOR} AND {_OWES_THREAD}), 0), "
             "COALESCE(SUM((SELECT COUNT(*) FROM outbox o WHERE o.run_id = r.id AND o.state = 'pending')), 0) "
             f"FROM runs r LEFT JOIN slack_threads t ON t.run_id = r.id {where}",
             params,
         ).fetchone()
-        return ThreadBacklog(runs_not_projected=row[0], pending_messages=row[1])
+        return ThreadBacklog(runs_not_projected=row[0], pending_messages=row[1] + runless)
 
     def set_card_ts(self, run_id: str, ts: str) -> None:
         with self.store.transaction("slack.card") as conn:
@@ -102,7 +108,7 @@ class Outbox:
     def insert(
         self,
         conn: sqlite3.Connection,
-        run_id: str,
+        run_id: str | None,
         channel: str,
         kind: str,
         payload: dict[str, Any] | None,

@@ -36,7 +36,8 @@ from bot.core.models import (
     iso,
     utcnow,
 )
-from bot.store import audit
+from bot.core.signing import AuditSigner
+from bot.store import audit, checkpoints
 from bot.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -594,3 +595,11 @@ class Store:
 
     def verify_audit(self) -> audit.VerifyResult:
         return audit.verify(self.conn)
+
+    def write_checkpoint(
+        self, signer: AuditSigner | None, reason: str, run_id: str | None = None
+    ) -> tuple[checkpoints.Checkpoint, bool]:
+        """A checkpoint of the chain as it is now (the last one when nothing was appended since); and whether
+        it is new."""
+        with self.transaction("audit.checkpoint") as conn:
+            return checkpoints.write(conn, signer, reason, run_id)

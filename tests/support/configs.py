@@ -14,7 +14,12 @@ GROUP_MEMBER = "U0GROUPMEMB"
 
 
 def config_toml(
-    db_path: str | Path, hosts: int = 3, slack: str = "", winrm: str = "", approvers: list[str] | None = None
+    db_path: str | Path,
+    hosts: int = 3,
+    slack: str = "",
+    winrm: str = "",
+    approvers: list[str] | None = None,
+    extra: str = "",
 ) -> str:
     approvers = [APPROVER, APPROVER2, GROUP] if approvers is None else approvers
     # slack.requesters is required; a test that sets its own passes it in `slack`.
@@ -43,6 +48,7 @@ transport = "basic"
 {winrm}
 
 {host_tables}
+{extra}
 """
 
 
