@@ -33,16 +33,15 @@ class Checkpointer:
         if event.kind == "run.finished":
             await self.checkpoint(f"end of run {event.run_id}", event.run_id, event.host)
 
-    async def checkpoint(self, reason: str, run_id: str | None = None, host: str = "") -> Checkpoint:
+    async def checkpoint(self, reason: str, run_id: str | None = None, host: str = "") -> Checkpoint | None:
         checkpoint, new = await self.store.call(self.store.write_checkpoint, self.signer, reason, run_id)
-        if new:
+        if checkpoint is not None and new:
             log.info("audit checkpoint: %s events, head %s (%s)", checkpoint.count, checkpoint.head[:12], reason)
             if run_id is not None:
-                self.publish(
-                    ProgressEvent(
-                        "audit.checkpoint", run_id, host, reason, data={"checkpoint": checkpoint.model_dump()}
-                    )
-                )
+                signed = "signed" if checkpoint.signature else "not signed"
+                text = f"audit checkpoint: {checkpoint.count} events, head {checkpoint.head[:16]}…, {signed}"
+                data = {"checkpoint": checkpoint.model_dump()}
+                self.publish(ProgressEvent("audit.checkpoint", run_id, host, text, data=data))
         return checkpoint
 
     async def start(self) -> None:

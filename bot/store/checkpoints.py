@@ -77,15 +77,25 @@ def last(conn: sqlite3.Connection) -> Checkpoint | None:
     return _from_row(row) if row else None
 
 
+def behind(conn: sqlite3.Connection) -> bool:
+    """Events were appended since the last checkpoint."""
+    head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    before = last(conn)
+    return head is not None and (before is None or (before.seq, before.head) != (head[0], head[1]))
+
+
 def write(
     conn: sqlite3.Connection, signer: AuditSigner | None, reason: str, run_id: str | None = None
-) -> tuple[Checkpoint, bool]:
+) -> tuple[Checkpoint | None, bool]:
     """Write a checkpoint of the chain as it is now (inside the caller's transaction); returns it and whether
-    it is new. When nothing was appended since the last checkpoint, that one is returned: it still holds."""
+    it is new. When nothing was appended since the last checkpoint, that one is returned: it still holds
+    (None while the trail is empty)."""
     head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    seq, head_hash = (int(head[0]), str(head[1])) if head else (0, audit.GENESIS)
-    (count,) = conn.execute("SELECT COUNT(*) FROM audit WHERE seq <= ?", (seq,)).fetchone()
     before = last(conn)
+    if head is None:  # an empty trail: nothing to anchor yet
+        return before, False
+    seq, head_hash = int(head[0]), str(head[1])
+    (count,) = conn.execute("SELECT COUNT(*) FROM audit WHERE seq <= ?", (seq,)).fetchone()
     if before is not None and before.seq == seq and before.head == head_hash:
         return before, False
     unsigned = Checkpoint(

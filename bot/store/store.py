@@ -598,8 +598,10 @@ class Store:
 
     def write_checkpoint(
         self, signer: AuditSigner | None, reason: str, run_id: str | None = None
-    ) -> tuple[checkpoints.Checkpoint, bool]:
-        """A checkpoint of the chain as it is now (the last one when nothing was appended since); and whether
-        it is new."""
+    ) -> tuple[checkpoints.Checkpoint | None, bool]:
+        """A checkpoint of the chain as it is now (the last one when nothing was appended since; None while
+        the trail is empty); and whether it is new."""
+        if not checkpoints.behind(self.conn):  # no transaction, so no kill point, when there is nothing to write
+            return checkpoints.last(self.conn), False
         with self.transaction("audit.checkpoint") as conn:
             return checkpoints.write(conn, signer, reason, run_id)

@@ -61,6 +61,9 @@ def checkpoint(config: Config, store: Store, out: TextIO | None = None) -> int:
         sys.stderr.write(f"{result}\nno checkpoint written\n")
         return EXIT_FAILED
     written, new = store.write_checkpoint(signer, "audit checkpoint command")
+    if written is None:
+        sys.stderr.write("the audit trail is empty: nothing to checkpoint yet\n")
+        return EXIT_OK
     out.write(written.to_json() + "\n")
     sys.stderr.write(
         f"{'checkpoint written' if new else 'nothing appended since the last checkpoint; it still holds'}: "

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bot.core.models import RunState, StepState
+from bot.store import checkpoints
 from bot.store.store import Store
 from tests.support.configs import write_config
 from tests.support.fake_steps import FileHost
@@ -59,6 +60,10 @@ def check_outcome(workdir: Path, decision: str) -> None:
         assert FileHost(workdir, "host01").applies() == applied
         verdict = store.verify_audit()
         assert verdict.ok, str(verdict)
+        # the run's end is anchored, whichever line the first process died at
+        kept = checkpoints.stored(store.conn)
+        assert kept and kept[-1].seq == store.audit_events()[-1].seq
+        assert checkpoints.check(store.conn, kept, None).ok
         events = [e.event for e in store.audit_events(run.id)]
         assert events.count("run.requested") == 1 and events.count("run.started") == 1
         assert events[-1] == f"run.{run_state.value}" and events.count(events[-1]) == 1

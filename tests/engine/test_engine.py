@@ -360,7 +360,8 @@ async def test_terminal_sink_reports_each_step(engine_factory):
     lines = out.getvalue().splitlines()
     assert lines[0] == f"[{run.id} host01] queued by {REQUESTER}: upgrade"
     assert f"[{run.id} host01 bravo] STARTTLS approval needed: bravo will be set" in lines
-    assert lines[-1] == f"[{run.id} host01] succeeded: all steps done"
+    assert lines[-2] == f"[{run.id} host01] succeeded: all steps done"
+    assert lines[-1].startswith(f"[{run.id} host01] audit checkpoint: ") and "events, head" in lines[-1]
     await engine.stop()
 
 
