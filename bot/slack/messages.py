@@ -238,5 +238,5 @@ def checkpoint(cp: Checkpoint) -> dict[str, Any]:
         f"🔏 Audit checkpoint: {cp.count} events, head `{cp.head[:16]}…` ({signed}; {escape(cp.reason)}). "
         "`idm-upgrade audit verify --checkpoints slack` checks the trail against it."
     )
-    line = f"{MARKER} {cp.to_json()}"
+    line = escape(f"{MARKER} {cp.to_json()}")  # read back unescaped, as Slack gives the text back
     return {"text": f"{summary}\n`{line}`", "blocks": [section(summary).to_dict(), context(f"`{line}`").to_dict()]}

@@ -159,7 +159,8 @@ def parse_list(text: str, source: str) -> list[Checkpoint]:
 
 def from_message_text(text: str) -> Checkpoint | None:
     """The checkpoint a bot message carries (``MARKER {json}`` on one line), or None."""
-    for line in text.replace("&quot;", '"').replace("&amp;", "&").splitlines():
+    unescaped = text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&")
+    for line in unescaped.splitlines():
         line = line.strip().strip("`").strip()
         if line.startswith(MARKER + " "):
             try:

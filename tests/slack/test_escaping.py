@@ -29,6 +29,7 @@ from bot.core.models import (
     utcnow,
 )
 from bot.slack import messages as msg
+from bot.store.checkpoints import Checkpoint, from_message_text
 from bot.slack.context import SlackContext
 from bot.slack.escape import escape, safe_cut
 from bot.store.store import Store
@@ -143,7 +144,10 @@ def hostile_records() -> SimpleNamespace:
         )
         for seq, name in enumerate(("step.started", "step.succeeded", "step.skipped", "step.failed"), start=1)
     ]  # fmt: skip
-    return SimpleNamespace(run=run, steps=steps, approval=approval, decided=decided, events=events)
+    checkpoint = Checkpoint(seq=9, head="a" * 64, count=9, at="", prev="0" * 64, run_id=run.id, reason=EVIL)
+    return SimpleNamespace(
+        run=run, steps=steps, approval=approval, decided=decided, events=events, checkpoint=checkpoint
+    )
 
 
 def built_messages(r: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
@@ -157,6 +161,7 @@ def built_messages(r: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
         "approval_decided": [msg.approval_decided(r.decided, r.run, "STARTTLS off")],
         "run_finished": [msg.run_finished(r.run)],
         "note": [msg.note(EVIL, "Install")],
+        "checkpoint": [msg.checkpoint(r.checkpoint)],
     }
 
 
@@ -173,6 +178,7 @@ def test_every_message_builder_escapes_outside_text_and_keeps_our_mentions():
     for name, payloads in built.items():
         everything = json.dumps(payloads, ensure_ascii=False)
         assert ESCAPED in everything or escape("corp <!channel>") in everything, f"{name} dropped the text"
+    assert from_message_text(built["checkpoint"][0]["text"]) == hostile_records().checkpoint, "read back as posted"
     shown = "\n".join(mrkdwn_texts(built["approval_request"][0]))
     assert f"{ESCAPED} ({ESCAPED})" in shown, "a directory is shown as `name (id)`"
     assert '"name"' not in shown and "useStartTls" not in shown, "not as raw JSON"

@@ -24,9 +24,13 @@ SCOPE_OF = {
     "chat.update": "chat:write",
     "usergroups.users.list": "usergroups:read",
     "users.info": "users:read",
+    # `audit verify --checkpoints slack` reads the checkpoints back from the channel and its threads
+    "conversations.history": "channels:history",
+    "conversations.replies": "channels:history",
 }
+# conversations.* in a private channel need groups:history instead.
 # Not a method's scope: it adds profile.email to users.info, which identifies one person's accounts.
-EXTRA_SCOPES = {"users:read.email"}
+EXTRA_SCOPES = {"users:read.email", "groups:history"}
 
 
 def test_manifest_is_valid_and_asks_for_what_the_bot_uses():
@@ -77,7 +81,9 @@ async def test_upgrade_from_slack_end_to_end(slack_bot, tmp_path):
     assert not any(b["type"] == "actions" for b in reboot.blocks)
     assert "approved by <@U0APPROVER1>" in str(reboot.blocks)
     # the final result is also broadcast to the channel
-    assert thread[-1].reply_broadcast and "succeeded" in thread[-1].text
+    assert thread[-2].reply_broadcast and "succeeded" in thread[-2].text
+    # and after it, the audit checkpoint of the run's end
+    assert "Audit checkpoint" in thread[-1].text and not thread[-1].reply_broadcast
     checklist_matches_audit(h, run.id)
     assert h.store.verify_audit().ok
     # every Web API method the bot used is covered by the scopes manifest.yml asks for
