@@ -11,6 +11,8 @@ from typing import TextIO
 
 from bot.core.config import Config, ConfigError, Secrets, config_path, load_config
 from bot.core.redact import public_url
+from bot.core.signing import SigningKeyError, key_id
+from bot.runtime import audit_signer
 from bot.store import audit, checkpoints
 from bot.store.store import Store, StoreError
 from bot.terminal import audit as audit_cli
@@ -77,8 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--public-key",
         metavar="KEY",
-        help="the key every checkpoint must be signed with, ed25519:BASE64 as keygen printed it "
-        "(default: audit.public_key, else the public half of audit.signing_key_file)",
+        action="append",
+        help="a key the checkpoints must be signed with, ed25519:BASE64 as keygen printed it; repeat it for the "
+        "keys before a rotation (default: audit.public_key, else the public half of audit.signing_key_file)",
     )
     with_config(
         audit_sub.add_parser(
@@ -125,6 +128,15 @@ def check_config(config: Config, source: str, out: TextIO | None = None) -> int:
         f"install {'approved first' if config.policy.approve_install else 'WITHOUT approval'}\n"
     )
     out.write(f"database: {config.database.path}\n")
+    try:
+        signer = audit_signer(config)
+    except SigningKeyError as exc:
+        out.write(f"error: {exc}; serve and run would refuse to start\n")
+        return EXIT_FAILED
+    out.write(
+        f"audit checkpoints: every {config.audit.checkpoint_minutes:g} min while runs are active and at each "
+        f"run's end, {'signed, key id ' + key_id(signer.public_key) if signer else 'NOT signed'}\n"
+    )
     present = secrets.present()
     out.write("environment: " + ", ".join(f"{k} {'set' if v else 'missing'}" for k, v in present.items()) + "\n")
     warnings = []
@@ -136,6 +148,13 @@ def check_config(config: Config, source: str, out: TextIO | None = None) -> int:
         warnings.append("slack.approvers is empty: gated steps can never be approved and will expire")
     if not any(p.startswith("S") for p in slack.approvers) and len(slack.approvers) < slack.min_approvals:
         warnings.append(f"slack.min_approvals = {slack.min_approvals} but only {len(slack.approvers)} approvers")
+    if signer is None:
+        warnings.append(
+            "audit.signing_key_file is not set: checkpoints are not signed, so a person who can write the "
+            "database could rewrite the trail and its checkpoints (create a key: idm-upgrade audit keygen)"
+        )
+    elif config.audit.public_key and config.audit.public_key.strip() != signer.public_key:
+        warnings.append("audit.public_key is not the public half of audit.signing_key_file: verify will refuse")
     if config.winrm.server_cert_validation == "ignore":
         warnings.append("winrm.server_cert_validation = 'ignore': host certificates are not checked")
     if not config.workspace_one.url:

@@ -191,10 +191,11 @@ class CheckpointReport:
 
 
 def check(
-    conn: sqlite3.Connection, checkpoints: list[Checkpoint], trusted_key: tuple[str, Ed25519PublicKey] | None
+    conn: sqlite3.Connection, checkpoints: list[Checkpoint], trusted: dict[str, Ed25519PublicKey] | None
 ) -> CheckpointReport:
     """The chain against a list of checkpoints (from an export or from Slack); names the first that does not
-    hold. ``trusted_key``: (text, key) every checkpoint must be signed with; None for unsigned checkpoints."""
+    hold. ``trusted``: the public keys (text → key) every checkpoint must be signed with one of (several
+    after a key was rotated); None for unsigned checkpoints."""
     unique = {c.digest: c for c in checkpoints}  # Slack may hold copies of one checkpoint
     ordered = sorted(unique.values(), key=lambda c: (c.seq, c.at))
     notes: list[str] = []
@@ -205,7 +206,7 @@ def check(
     heads = _chain_at(conn, {c.seq for c in ordered})
     chain = heads.pop(-1)
     events = chain.count
-    if trusted_key is None:
+    if trusted is None:
         if any(c.signature for c in ordered):
             return CheckpointReport(False, 0, total, events, "the checkpoints are signed but no public key was given")
         notes.append(
@@ -219,7 +220,7 @@ def check(
         )
     for index, checkpoint in enumerate(ordered):
         name = f"checkpoint {index + 1} of {total} ({checkpoint.describe()})"
-        problem = _signature_problem(checkpoint, trusted_key)
+        problem = _signature_problem(checkpoint, trusted)
         if problem is None and index > 0 and checkpoint.prev != ordered[index - 1].digest:
             problem = (
                 "does not link to the checkpoint before it: one between them is missing from the list, "
@@ -237,15 +238,16 @@ def check(
     return CheckpointReport(True, total, total, events, None, notes)
 
 
-def _signature_problem(checkpoint: Checkpoint, trusted: tuple[str, Ed25519PublicKey] | None) -> str | None:
+def _signature_problem(checkpoint: Checkpoint, trusted: dict[str, Ed25519PublicKey] | None) -> str | None:
     if trusted is None:
         return None
-    text, key = trusted
     if not checkpoint.signature:
-        return "is not signed, though every checkpoint must be signed with the trusted key"
-    if checkpoint.key != text:
+        return "is not signed, though every checkpoint must be signed with a trusted key"
+    key = trusted.get(checkpoint.key or "")
+    if key is None:
         other = key_id(checkpoint.key) if checkpoint.key else "none"
-        return f"is signed with another key (id {other}, not the trusted {key_id(text)}): the key was replaced"
+        ids = ", ".join(key_id(text) for text in trusted)
+        return f"is signed with another key (id {other}, not the trusted {ids}): the key was replaced"
     if not verify_signature(key, checkpoint.body(), checkpoint.signature):
         return "its signature does not hold: the checkpoint was changed after it was signed"
     return None

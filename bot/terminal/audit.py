@@ -76,7 +76,7 @@ def verify(
     config: Config,
     store: Store,
     source: str | None,
-    public_key: str | None,
+    public_keys: list[str] | None,
     read_slack: SlackReader | None = None,
     out: TextIO | None = None,
 ) -> int:
@@ -86,7 +86,7 @@ def verify(
         (out if result.ok else sys.stderr).write(f"{result}\n")
         return EXIT_OK if result.ok else EXIT_FAILED
     try:
-        trusted, key_note = _trusted_key(config, public_key)
+        trusted, key_note = _trusted_keys(config, public_keys or [])
     except SigningKeyError as exc:
         sys.stderr.write(f"idm-upgrade: {exc}\n")
         return EXIT_USAGE
@@ -114,12 +114,12 @@ def verify(
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def _trusted_key(config: Config, given: str | None) -> tuple[tuple[str, Ed25519PublicKey] | None, str | None]:
-    """The key checkpoints must be signed with: --public-key, else audit.public_key, else the signing key's own
-    (which a replaced key file would fool: said in a note)."""
-    text = given or config.audit.public_key
-    if text is not None:
-        return (text.strip(), parse_public_key(text)), None
+def _trusted_keys(config: Config, given: list[str]) -> tuple[dict[str, Ed25519PublicKey] | None, str | None]:
+    """The keys checkpoints must be signed with: each --public-key, else audit.public_key, else the signing
+    key's own (which a replaced key file would fool: said in a note)."""
+    texts = given or ([config.audit.public_key] if config.audit.public_key else [])
+    if texts:
+        return {text.strip(): parse_public_key(text) for text in texts}, None
     signer: AuditSigner | None = audit_signer(config)
     if signer is None:
         return None, None
@@ -127,4 +127,4 @@ def _trusted_key(config: Config, given: str | None) -> tuple[tuple[str, Ed25519P
         "checked against the public half of audit.signing_key_file; pass --public-key (or set audit.public_key) "
         "from your own records to also catch a replaced key file"
     )
-    return (signer.public_key, parse_public_key(signer.public_key)), note
+    return {signer.public_key: parse_public_key(signer.public_key)}, note

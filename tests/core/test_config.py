@@ -432,3 +432,22 @@ def test_check_config_shows_a_presigned_installer_url_without_its_query(tmp_path
     out = capsys.readouterr().out
     assert "installer: 19.03.0.1 from https://artifacts.example.com/connector.exe?<redacted>" in out
     assert "0f1e2d3c4b5a" not in out and "AKIAEXAMPLE" not in out
+
+
+def test_check_config_checks_the_audit_signing_key(tmp_path, tmp_path_factory, capsys):
+    from bot.core.signing import generate_key_file, key_id
+
+    path = tmp_path / "c.toml"
+    path.write_text(MINIMAL)
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "audit checkpoints: every 15 min" in out and "NOT signed" in out and "audit keygen" in out
+    key = tmp_path_factory.mktemp("etc") / "audit.key"
+    public = generate_key_file(key)
+    path.write_text(f'[audit]\nsigning_key_file = "{key}"\n' + MINIMAL)
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    assert f"signed, key id {key_id(public)}" in capsys.readouterr().out
+    key.chmod(0o644)
+    assert cli.main(["check-config", "--config", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "error: audit.signing_key_file" in out and "chmod 600" in out and "would refuse" in out

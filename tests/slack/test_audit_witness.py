@@ -68,7 +68,7 @@ async def test_a_run_posts_its_signed_checkpoint_and_slack_catches_a_rewrite(sla
     assert h.store.verify_audit().ok  # the chain alone cannot tell
     caught = await verify_from_slack(tmp_path, h, public)
     assert caught.returncode == 1 and "BROKEN: checkpoint" in caught.stderr and "recomputed" in caught.stderr
-    assert checkpoints.check(h.store.conn, found, (public, parse_public_key(public))).ok is False
+    assert checkpoints.check(h.store.conn, found, {public: parse_public_key(public)}).ok is False
 
 
 async def test_a_checkpoint_message_edited_after_posting_is_not_trusted(slack_bot, tmp_path):

@@ -29,9 +29,9 @@ from bot.core.models import (
     utcnow,
 )
 from bot.slack import messages as msg
-from bot.store.checkpoints import Checkpoint, from_message_text
 from bot.slack.context import SlackContext
 from bot.slack.escape import escape, safe_cut
+from bot.store.checkpoints import Checkpoint, from_message_text
 from bot.store.store import Store
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from sandbox.workspace_one import default_directories

@@ -30,8 +30,8 @@ def signer(tmp_path) -> AuditSigner:
     return AuditSigner.from_file(key)
 
 
-def trusted(signer: AuditSigner):
-    return signer.public_key, parse_public_key(signer.public_key)
+def trusted(*signers: AuditSigner):
+    return {s.public_key: parse_public_key(s.public_key) for s in signers}
 
 
 def witnessed(store: Store, signer: AuditSigner | None) -> list[Checkpoint]:
@@ -135,12 +135,12 @@ def test_the_signing_key_file_must_be_private_and_away_from_the_database(tmp_pat
         generate_key_file(key)
     assert AuditSigner.from_file(key).public_key == public
     os.chmod(key, 0o640)
-    with pytest.raises(SigningKeyError, match="readable by others.*chmod 600"):
+    with pytest.raises(SigningKeyError, match=r"readable by others.*chmod 600"):
         AuditSigner.from_file(key)
     os.chmod(key, 0o600)
     with pytest.raises(SigningKeyError, match="database's directory"):
         AuditSigner.from_file(key, database_path=tmp_path / "keys" / "idm-upgrade.db")
-    with pytest.raises(SigningKeyError, match="does not exist.*keygen"):
+    with pytest.raises(SigningKeyError, match=r"does not exist.*keygen"):
         AuditSigner.from_file(tmp_path / "nope.key")
     (tmp_path / "junk.key").write_text("not a key")
     os.chmod(tmp_path / "junk.key", 0o600)
@@ -210,3 +210,15 @@ def test_a_bad_public_key_in_the_config_is_a_config_error(tmp_path):
     config = write_config(tmp_path, extra='[audit]\npublic_key = "rsa:abc"\n')
     result = _cli(config, "verify")
     assert result.returncode == 2 and "audit.public_key" in result.stderr and "ed25519:" in result.stderr
+
+
+def test_after_a_key_rotation_both_keys_are_trusted_and_only_those(store, signer, tmp_path):
+    before = witnessed(store, signer)
+    generate_key_file(tmp_path / "new.key")
+    rotated = AuditSigner.from_file(tmp_path / "new.key")
+    populate(store)
+    after, _ = store.write_checkpoint(rotated, "end of run")
+    kept = [*before, after]
+    assert checkpoints.check(store.conn, kept, trusted(signer, rotated)).ok
+    report = checkpoints.check(store.conn, kept, trusted(rotated))
+    assert not report.ok and report.problem.startswith("checkpoint 1 of 3 ") and "another key" in report.problem

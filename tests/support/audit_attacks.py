@@ -36,9 +36,7 @@ def rewrite(conn: sqlite3.Connection, *statements: tuple[str, tuple]) -> None:
             "detail": json.loads(detail),
         }
         digest = audit.chain_hash(prev, record)
-        conn.execute(
-            "UPDATE audit SET seq = ?, prev_hash = ?, hash = ? WHERE seq = ?", (number, prev, digest, -old)
-        )
+        conn.execute("UPDATE audit SET seq = ?, prev_hash = ?, hash = ? WHERE seq = ?", (number, prev, digest, -old))
         prev = digest
     for trigger in TRIGGERS:
         conn.execute(trigger)
