@@ -36,7 +36,7 @@ def test_every_command_and_flag_in_the_readme_exists():
     assert len(found) >= 8
     for command, rest in found:
         words = [command]
-        if command == "audit" and rest.split() and rest.split()[0] in ("export", "verify"):
+        if command == "audit" and rest.split() and rest.split()[0] in ("export", "verify", "keygen", "checkpoint"):
             words.append(rest.split()[0])
         text = help_text(*words)
         assert text, f"`idm-upgrade {command}` does not exist"
@@ -48,7 +48,7 @@ def test_every_configuration_key_in_the_readme_exists():
     keys = config_keys()
     mentioned = set(
         re.findall(
-            r"`((?:slack|preflight|database|installer|connector|winrm|reboot|workspace_one|vcenter|terminal)\.[a-z_0-9]+)",
+            r"`((?:slack|preflight|database|installer|connector|winrm|reboot|workspace_one|vcenter|terminal|audit)\.[a-z_0-9]+)",
             README,
         )
     )
