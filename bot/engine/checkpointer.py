@@ -1,10 +1,11 @@
 """When the audit trail is checkpointed: at the end of every run, at start-up, and every few minutes while
 runs are active (bot.store.checkpoints says what a checkpoint is).
 
-It is a progress sink: a run's end reaches it after the run's last event is persisted, so that run's
-checkpoint covers it. A crash between the two loses nothing: the start-up checkpoint covers what the last
-one did not. Each new checkpoint is published (``audit.checkpoint``) so the Slack front end posts it in the
-run's thread, the copy the bot cannot edit silently.
+The engine asks for a run's checkpoint once the run's last event is persisted and before it tells anyone the
+run ended, so that checkpoint covers it and the Slack thread finds it written. A crash between the two loses
+nothing: the start-up checkpoint covers what the last one did not. Each new checkpoint of a run is published
+(``audit.checkpoint``) and the Slack front end posts it in the run's thread, the copy the bot cannot edit
+silently; the others are posted at the top of the channel.
 """
 
 from __future__ import annotations
@@ -28,21 +29,18 @@ class Checkpointer:
         self.store, self.signer, self.every_seconds, self.publish = store, signer, every_minutes * 60, publish
         self._task: asyncio.Task | None = None
 
-    async def deliver(self, event: ProgressEvent) -> None:
-        """ProgressSink: a run that finished is checkpointed, with its run id (its thread gets the copy)."""
-        if event.kind == "run.finished":
-            await self.checkpoint(f"end of run {event.run_id}", event.run_id, event.host)
-
-    async def checkpoint(self, reason: str, run_id: str | None = None, host: str = "") -> Checkpoint | None:
+    async def checkpoint(self, reason: str, run_id: str | None = None) -> Checkpoint | None:
+        """A new checkpoint of the trail as it is now; None when nothing was appended since the last one."""
         checkpoint, new = await self.store.call(self.store.write_checkpoint, self.signer, reason, run_id)
-        if checkpoint is not None and new:
-            log.info("audit checkpoint: %s events, head %s (%s)", checkpoint.count, checkpoint.head[:12], reason)
-            if run_id is not None:
-                signed = "signed" if checkpoint.signature else "not signed"
-                text = f"audit checkpoint: {checkpoint.count} events, head {checkpoint.head[:16]}…, {signed}"
-                data = {"checkpoint": checkpoint.model_dump()}
-                self.publish(ProgressEvent("audit.checkpoint", run_id, host, text, data=data))
+        if checkpoint is None or not new:
+            return None
+        log.info("audit checkpoint: %s events, head %s (%s)", checkpoint.count, checkpoint.head[:12], reason)
         return checkpoint
+
+    @staticmethod
+    def describe(checkpoint: Checkpoint) -> str:
+        signed = "signed" if checkpoint.signature else "not signed"
+        return f"audit checkpoint: {checkpoint.count} events, head {checkpoint.head[:16]}…, {signed}"
 
     async def start(self) -> None:
         """At start-up: the trail as the last process left it, then the periodic checkpoints."""
@@ -59,8 +57,15 @@ class Checkpointer:
             await asyncio.sleep(self.every_seconds)
             try:
                 active = await self.store.call(self.store.runs, active=True)
-                if active:
-                    oldest = min(active, key=lambda r: r.created_at)
-                    await self.checkpoint("while runs are active", oldest.id, oldest.host)
+                if not active:
+                    continue
+                oldest = min(active, key=lambda r: r.created_at)
+                checkpoint = await self.checkpoint("while runs are active", oldest.id)
+                if checkpoint is not None:  # posted in that run's thread
+                    data = {"checkpoint": checkpoint.model_dump()}
+                    event = ProgressEvent(
+                        "audit.checkpoint", oldest.id, oldest.host, self.describe(checkpoint), data=data
+                    )
+                    self.publish(event)
             except Exception:  # a busy or broken database: the next end of run checkpoints anyway
                 log.exception("periodic audit checkpoint failed; trying again in %.0f s", self.every_seconds)

@@ -76,10 +76,8 @@ class Engine:
         self.config = config
         self.steps = dict(steps)
         self.policy = policy or ApprovalPolicy(config.slack)
-        self.progress = SinkDispatcher([])
-        # first among the sinks: a run's checkpoint is written before the others hear of its end
+        self.progress = SinkDispatcher(sinks or [])
         self.checkpoints = Checkpointer(store, signer, config.audit.checkpoint_minutes, self.progress.publish)
-        self.progress.sinks.extend([self.checkpoints, *(sinks or [])])
         self.services = services
         self.approval_poll_seconds = approval_poll_seconds
         self._slots = SlotPool(config.winrm.max_parallel)
@@ -175,7 +173,7 @@ class Engine:
                     expect=frozenset({RunState.queued}),
                 )
                 if done:
-                    self._publish("run.finished", done, reason, state=done.state.value)
+                    await self._ended(done, reason)
 
     async def _drive(self, run: Run) -> None:
         # Queued runs wait here for a slot (and stay 'queued' on the card); a resumed run goes first.
@@ -261,8 +259,18 @@ class Engine:
             expect=frozenset({RunState.queued, RunState.running, RunState.waiting_approval}),
         )
         if done:
-            self._publish("run.finished", done, f"{state.label}: {result}", state=state.value)
+            await self._ended(done, f"{state.label}: {result}")
         self._wakeups.pop(run.id, None)
+
+    async def _ended(self, done: Run, text: str) -> None:
+        """A run reached its end (persisted): checkpoint the trail with it first, so whoever hears of the end
+        (the Slack thread) finds its checkpoint already written, then tell."""
+        checkpoint = await self.checkpoints.checkpoint(f"end of run {done.id}", done.id)
+        self._publish("run.finished", done, text, state=done.state.value)
+        if checkpoint is not None:
+            self._publish(
+                "audit.checkpoint", done, self.checkpoints.describe(checkpoint), checkpoint=checkpoint.model_dump()
+            )
 
     async def _stop_if_cancelled(self, run: Run, step: str) -> None:
         current = await self._db(self.store.get_run, run.id)
@@ -590,7 +598,7 @@ class Engine:
             expect=frozenset({RunState.queued}),
         )
         if cancelled:
-            self._publish("run.finished", cancelled, f"cancelled by {user} before it started", state="cancelled")
+            await self._ended(cancelled, f"cancelled by {user} before it started")
             return Reply(True, f"Run {run_id} on {run.host} cancelled before it started.")
         self._wakeup(run_id).set()
         return Reply(

@@ -55,6 +55,8 @@ class ThreadProjector:
         await asyncio.sleep(PROJECT_COALESCE_SECONDS)
         while self._dirty:
             await self.store.call(self.project, self._dirty.pop())
+        # a run's end checkpoint is written before its end is told: queued here, after the final message
+        await self.store.call(self.queue_checkpoints)
         self.wake.set()
 
     async def catch_up(self) -> None:
@@ -88,6 +90,8 @@ class ThreadProjector:
         """Every checkpoint not yet in the outbox: in its run's thread, else (written at start-up, by
         `audit checkpoint`, or for a terminal run) at the top of the channel. Queued once, in one transaction
         with the mark, so a crash neither loses nor repeats one."""
+        if not checkpoints.not_queued(self.store.conn):  # most projections: no write, no transaction
+            return 0
         with self.store.transaction("slack.checkpoint") as conn:
             waiting = checkpoints.not_queued(conn)
             for checkpoint_id, checkpoint in waiting:
