@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from bot.core.gates import gate_named
+from bot.store import checkpoints
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from sandbox.slack_thread import running_slack
 from sandbox.workspace_one import WorkspaceOneStandIn
@@ -215,6 +216,19 @@ port = {url.port}
             cwd=ROOT,
         )
         assert verify.returncode == 0, verify.stderr
+        # the run's end was anchored in Slack, whichever line the bot died at, and the trail holds against it
+        last_seq = self.query("SELECT MAX(seq) FROM audit WHERE run_id = ?", run_id)[0][0]
+        witnessed = self.witnessed_until(last_seq)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("IDM_UPGRADE_", "SLACK_"))}
+        env |= {"SLACK_BOT_TOKEN": "xoxb-sandbox", "SLACK_API_URL": self.slack.api_url}
+        against_slack = subprocess.run(
+            [sys.executable, "-m", "bot", "audit", "verify", "--checkpoints", "slack", "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
+        assert against_slack.returncode == 0, against_slack.stderr
         events = [e for (e,) in self.query("SELECT event FROM audit ORDER BY seq")]
         assert events.count("run.requested") == 1 and events.count("run.succeeded") == 1
         assert events.count("step.succeeded") == len(STEP_TITLES)
@@ -226,7 +240,27 @@ port = {url.port}
             assert 1 <= len(done) <= 2, (title, done)
         duplicates = len(texts) - len(set(texts))
         assert duplicates <= 3, duplicates
-        return {"run": run_id, "thread_messages": len(texts), "duplicates": duplicates}
+        return {
+            "run": run_id,
+            "thread_messages": len(texts),
+            "duplicates": duplicates,
+            "checkpoints_in_slack": witnessed,
+        }
+
+    def witnessed_until(self, seq: int, timeout: float = 30) -> int:
+        """How many checkpoint messages Slack holds once one covers ``seq`` (the run's last event)."""
+        stop = time.monotonic() + timeout
+        while True:
+            posted = [
+                found
+                for m in self.slack.standin.messages(OPS_CHANNEL)
+                if (found := checkpoints.from_message_text(m.text)) is not None
+            ]
+            if any(c.seq >= seq for c in posted):
+                return len(posted)
+            if time.monotonic() > stop:
+                raise AssertionError(f"no checkpoint in Slack covers seq {seq} after {timeout:.0f} s: {posted}")
+            time.sleep(0.1)
 
 
 def trial(tmp: Path, kill_at: str | None) -> dict:
