@@ -24,7 +24,10 @@ from urllib.parse import urlsplit
 from bot.core.config import Config, Secrets, parse_config
 from bot.core.gates import gate_named
 from bot.core.models import ApprovalState
+from bot.core.signing import generate_key_file, parse_public_key
 from bot.slack.app import SlackBot
+from bot.slack.witness import read_checkpoints
+from bot.store import checkpoints
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from sandbox.winrm_server import WinRMHostServer, start_hosts
@@ -34,7 +37,7 @@ SIGNING_SECRET = "sandbox-" + secrets.token_hex(8)
 REDRAW_SECONDS = 0.5
 
 
-def sandbox_config(hosts: list[WinRMHostServer], ws1_url: str, database: Path) -> Config:
+def sandbox_config(hosts: list[WinRMHostServer], ws1_url: str, database: Path, signing_key: Path) -> Config:
     tables = "".join(
         f'[hosts.host{i:02d}]\naddress = "127.0.0.1"\nport = {urlsplit(h.endpoint).port}\n'
         for i, h in enumerate(hosts, start=1)
@@ -63,6 +66,8 @@ connect_timeout_seconds = 1
 timeout_seconds = 60
 [workspace_one]
 url = "{ws1_url}"
+[audit]
+signing_key_file = "{signing_key}"
 {tables}"""
     return parse_config(tomllib.loads(text))
 
@@ -169,7 +174,10 @@ async def _run_sandbox(
         else:
             temporary = stack.enter_context(tempfile.TemporaryDirectory(prefix="idm-upgrade-sandbox-"))
             db_path = Path(temporary) / "sandbox.db"
-        config = sandbox_config(servers, ws1.url, db_path)
+        # the checkpoints are signed as in production: a key of its own, outside the database's directory
+        key_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idm-upgrade-sandbox-key-")))
+        public_key = generate_key_file(key_dir / "audit.key")
+        config = sandbox_config(servers, ws1.url, db_path, key_dir / "audit.key")
         env = Secrets.from_env(
             {
                 "SLACK_BOT_TOKEN": "xoxb-sandbox",
@@ -206,9 +214,15 @@ async def _run_sandbox(
         runs = await bot.store.call(bot.store.runs)
         verdict = await bot.store.call(bot.store.verify_audit)
         states = ", ".join(f"{r.host} {r.state.label}" for r in sorted(runs, key=lambda r: r.batch_position))
-        ok = bool(runs) and all(r.state.value == "succeeded" for r in runs) and verdict.ok
+        # as an auditor would: the checkpoints the bot posted, read back from Slack (in a thread: the stand-in
+        # answers on this loop), against the chain
+        posted, _notes = await asyncio.to_thread(read_checkpoints, "xoxb-sandbox", OPS_CHANNEL, slack.api_url)
+        trusted = {public_key: parse_public_key(public_key)}
+        anchored = await bot.store.call(checkpoints.check, bot.store.conn, posted, trusted)
+        ok = bool(runs) and all(r.state.value == "succeeded" for r in runs) and verdict.ok and anchored.ok
         out.write(
             f"\nsandbox: {states or 'no run was started'} in {time.monotonic() - started:.0f} s; "
-            f"audit chain {'verified' if verdict.ok else 'BROKEN'} ({verdict.checked} events)\n"
+            f"audit chain {'verified' if verdict.ok else 'BROKEN'} ({verdict.checked} events), "
+            f"{len(posted)} signed checkpoint(s) in Slack {'hold' if anchored.ok else 'do NOT hold'}\n"
         )
         return 0 if ok else 1

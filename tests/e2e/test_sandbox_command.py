@@ -31,6 +31,7 @@ def test_sandbox_default_scenario_succeeds_within_a_minute():
     assert time.monotonic() - started < 60
     last = out.strip().splitlines()[-1]
     assert last.startswith("sandbox: host01 succeeded in ") and "audit chain verified" in last
+    assert last.endswith("1 signed checkpoint(s) in Slack hold")
     assert "reboot approval needed" in out and "host01: succeeded" in out
 
 
