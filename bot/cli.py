@@ -12,6 +12,7 @@ from typing import TextIO
 from bot.core.config import Config, ConfigError, Secrets, config_path, load_config
 from bot.core.redact import public_url
 from bot.store import audit
+from bot.store.files import PrivateFileError
 from bot.store.store import Store, StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -200,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_FAILED
     try:
         store = _open_store(config)
-    except (StoreError, OSError) as exc:
+    except (StoreError, PrivateFileError, OSError) as exc:
         sys.stderr.write(f"idm-upgrade: cannot open the database {config.database.path}: {exc}\n")
         return EXIT_FAILED
     try:

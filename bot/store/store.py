@@ -37,6 +37,7 @@ from bot.core.models import (
     utcnow,
 )
 from bot.store import audit
+from bot.store.files import create_private, database_files, tighten
 from bot.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -94,8 +95,10 @@ class TransitionHooks(Protocol):
 class Store:
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000, hooks: TransitionHooks | None = None):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        private = self.path != ":memory:"
+        if private:  # the file exists 0600 before SQLite opens it: its -wal and -shm then are 0600 too
+            create_private(Path(self.path))
+            tighten(database_files(self.path))
         # Autocommit at the driver level: transactions are opened explicitly with BEGIN IMMEDIATE,
         # so a writer takes the lock up front and never fails halfway on a lock upgrade.
         self.conn = sqlite3.connect(
@@ -110,6 +113,8 @@ class Store:
         # SQLite calls from async code run on this one thread: the event loop never waits on the disk or a lock.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._migrate()
+        if private:  # -wal and -shm exist now; one an older version left open keeps its mode
+            tighten(database_files(self.path))
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` (a Store method or a function using this store) on the store's thread."""
