@@ -178,6 +178,7 @@ class Install(Step):
                 partial(self._status, ctx, state_file),
                 lambda s: s.finished,
                 timeout=config.timeout_minutes * 60,
+                ride_out="the installer",
             )
             if not finished:
                 raise StepFailed(
