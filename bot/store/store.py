@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import sqlite_utils
 
+from bot.core.caps import cap_strings, cap_text
 from bot.core.gates import change_digest
 from bot.core.models import (
     ACTIVE_RUN_STATES,
@@ -341,7 +342,7 @@ class Store:
         now = iso(utcnow())
         changes: dict[str, Any] = {"state": state.value, "updated_at": now}
         if result is not None:
-            changes["result"] = result
+            result = changes["result"] = cap_text(result)
         if not state.active:
             changes["finished_at"] = now
         with self.transaction(event or f"run.{state.value}") as conn:
@@ -397,9 +398,9 @@ class Store:
         if state.finished:
             changes["finished_at"] = now
         if reason is not None:
-            changes["reason"] = reason
+            reason = changes["reason"] = cap_text(reason)
         if facts:
-            changes["facts"] = json.dumps({**current.facts, **facts}, default=str)
+            changes["facts"] = json.dumps(cap_strings({**current.facts, **facts}), default=str)
         with self.transaction(transition or event or f"step.{state.value}") as conn:
             self.db.table("steps").update((run_id, step), changes)
             if state.finished:  # a finished step has nothing left to approve
@@ -435,7 +436,8 @@ class Store:
         waiting_approval, in one transaction."""
         now = utcnow()
         approval_id = new_id("apr")
-        digest = change_digest(change)
+        digest = change_digest(change)  # of the change as the step made it: the engine compares exactly that
+        evidence = cap_strings(evidence)
         with self.transaction("approval.requested") as conn:
             self.db.table("approvals").insert(
                 {
