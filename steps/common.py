@@ -19,6 +19,9 @@ from steps.facts import Facts, HostFacts
 T = TypeVar("T")
 F = TypeVar("F", bound=Facts)
 GiB = 1024**3
+# A log line the scripts return (install_status, service: the last lines of a log) is cut to this many
+# characters on the host, so a log of megabyte-long lines still makes a small reply.
+LOG_LINE_CHARS = 2000
 log = logging.getLogger(__name__)
 
 
