@@ -14,6 +14,7 @@ from bot.core.redact import public_url
 from bot.core.signing import SigningKeyError, key_id
 from bot.runtime import audit_signer
 from bot.store import audit, checkpoints
+from bot.store.files import PrivateFileError
 from bot.store.store import Store, StoreError
 from bot.terminal import audit as audit_cli
 
@@ -252,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return audit_cli.keygen(config.audit.signing_key_file)
     try:
         store = _open_store(config)
-    except (StoreError, OSError) as exc:
+    except (StoreError, PrivateFileError, OSError) as exc:
         sys.stderr.write(f"idm-upgrade: cannot open the database {config.database.path}: {exc}\n")
         return EXIT_FAILED
     try:

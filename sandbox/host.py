@@ -291,6 +291,11 @@ class HostState:
         if run.exit_code not in INSTALL_SUCCESS_CODES and run.holds_msi_mutex and self.service is not None:
             self.service.state = run.service_before or self.service.state  # rolled back, service restarted
         version = self.installer.installs_version
+        if self.installer.long_log_lines:
+            self.append_lines(
+                run.log,
+                logs.long_lines(datetime.now(UTC), self.installer.long_log_lines, self.installer.long_log_line_chars),
+            )
         self.append_lines(run.log, logs.msi_log_finished(datetime.now(UTC), run.exit_code, version))
         self.write_lines(run.exit_file, [str(run.exit_code)])
 
@@ -406,6 +411,13 @@ def _install_fails_1603() -> HostState:
     return state
 
 
+def _huge_log_lines() -> HostState:
+    """The installer fails (1603) after a custom action wrote six lines of a megabyte each to its log."""
+    state = _install_fails_1603()
+    state.installer.long_log_lines = 6
+    return state
+
+
 def _service_wont_start() -> HostState:
     state = _default()
     state.service = ServiceState(state="Stopped", healthy=False)
@@ -507,6 +519,7 @@ _SCENARIOS: dict[str, Callable[[], HostState]] = {
     "physical": _physical,
     "already-current": _already_current,
     "install-fails-1603": _install_fails_1603,
+    "huge-log-lines": _huge_log_lines,
     "service-wont-start": _service_wont_start,
     "reboot-never-returns": _reboot_never_returns,
     "pending-reboot": _pending_reboot,

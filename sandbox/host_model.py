@@ -97,6 +97,10 @@ class InstallerBehaviour:
     setup_exit_code: int | None = None
     # A successful install leaves the connector service running as this account (e.g. LocalSystem).
     resets_service_account_to: str | None = None
+    # As it ends, the installer writes this many lines of long_log_line_chars characters each to its log (a
+    # custom action dumping its environment: the reported run had six 1 MB lines in the log's tail).
+    long_log_lines: int = 0
+    long_log_line_chars: int = 1_000_000
 
 
 @dataclass

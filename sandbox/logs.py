@@ -45,6 +45,12 @@ def msi_log_started(now: datetime, *, busy: bool = False) -> list[str]:
     ]
 
 
+def long_lines(now: datetime, count: int, chars: int) -> list[str]:
+    """``count`` log lines of ``chars`` characters: a custom action that dumped its whole environment."""
+    head = f"{_SERVER} [{_msi_clock(now)}]: CustomAction ConfigureConnector wrote: PATH="
+    return [(head + f"C:\\Tools\\{n}\\bin;" * (chars // 12 + 1))[:chars] for n in range(count)]
+
+
 def msi_log_finished(now: datetime, exit_code: int, version: str) -> list[str]:
     """The lines the installer writes as it ends with `exit_code`."""
     clock = _msi_clock(now)

@@ -175,6 +175,7 @@ def service(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
     if svc is not None and svc.name.casefold() != str(params["ServiceName"]).casefold():
         svc = None
     tail, log = ps_int(params.get("Tail")), str(params.get("LogPath") or "")
+    width = ps_int(params.get("LineChars"))
 
     def document(start_error: str | None) -> dict[str, Any]:
         return {
@@ -182,7 +183,9 @@ def service(state: HostState, params: Mapping[str, Any]) -> HandlerResult:
             "state": svc.state if svc else None,
             "startMode": svc.start_mode if svc else None,
             "startError": start_error,
-            "logTail": script_text.get_content_lines(log, state.tail(log, tail)) if log else [],
+            "logTail": script_text.get_content_lines(log, script_text.cut_long_lines(state.tail(log, tail), width))
+            if log
+            else [],
         }
 
     if svc is None or params.get("Start") is not True or svc.state != "Stopped" or svc.start_mode == "Disabled":

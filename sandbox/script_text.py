@@ -26,6 +26,14 @@ _SKIPS_SYSTEM_COMPONENTS = re.compile(r"\$_\.SystemComponent\s+-ne\s+1", re.IGNO
 _SORTS_BY_VERSION = re.compile(r"Sort-Object\b[^\r\n]*DisplayVersion[^\r\n]*-Descending", re.IGNORECASE)
 
 
+# `... | ForEach-Object { if ($w -gt 0 -and $_.Length -gt $w) { $_.Substring(0, $w) + ' [' + ... ' characters cut]' } ...`
+_CUTS_LONG_LINES = re.compile(
+    r"\$_\.Length\s+-gt\s+\$w\s*\)\s*\{\s*\$_\.Substring\(\s*0\s*,\s*\$w\s*\)\s*\+\s*' \['\s*\+\s*\(\$_\.Length\s*-\s*\$w\)"
+    r"\s*\+\s*' characters cut\]'",
+    re.IGNORECASE,
+)
+
+
 def current() -> str:
     return _SCRIPT.get()
 
@@ -79,3 +87,12 @@ def picks_highest_version(script: str | None = None) -> bool:
     if not text:
         return True
     return _SKIPS_SYSTEM_COMPONENTS.search(text) is not None and _SORTS_BY_VERSION.search(text) is not None
+
+
+def cut_long_lines(lines: list[str], width: int, script: str | None = None) -> list[str]:
+    """What the scripts' LineChars cut makes of log lines: a line over ``width`` characters is its first
+    ``width`` and a note. Only when the script cuts (outside a handler call, as the current scripts do)."""
+    text = current() if script is None else script
+    if width <= 0 or (text and _CUTS_LONG_LINES.search(text) is None):
+        return list(lines)
+    return [f"{line[:width]} [{len(line) - width} characters cut]" if len(line) > width else line for line in lines]

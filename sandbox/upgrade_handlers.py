@@ -335,7 +335,8 @@ def install_status(state: HostState, params: Mapping[str, Any]) -> HandlerResult
     log = record.get("log")
     tail, msi_status = [], None
     if log and (log_lines := state.read_lines(log)) is not None:
-        tail = script_text.get_content_lines(log, state.tail(log, ps_int(params.get("Tail"))))
+        lines = script_text.cut_long_lines(state.tail(log, ps_int(params.get("Tail"))), ps_int(params.get("LineChars")))
+        tail = script_text.get_content_lines(log, lines)
         if code is not None or not alive:
             statuses = [m.group(1) for line in log_lines if (m := _MSI_STATUS.search(line))]
             msi_status = int(statuses[-1]) if statuses else None

@@ -47,7 +47,7 @@ from typing import IO, Any
 from aiohttp import web
 
 from sandbox import wsman
-from sandbox.faults import HOLD_SECONDS, Faults
+from sandbox.faults import HOLD_SECONDS, Faults, noise
 from sandbox.handler_base import BackgroundProcess
 from sandbox.host import HostState, scenario
 from sandbox.powershell import Execution, StdinScript, run_command_line
@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 DEFAULT_USERNAME = "sandbox-admin"
 SANDBOX_TIME_SCALE = 0.1  # serve_host: slow enough to watch, fast enough to wait for
 _REQUEST_LOG_LIMIT = 10_000  # a long-running sandbox polls forever; keep the log bounded
+# Of each output stream, one Receive response carries at most this much: with base64 both streams stay
+# inside Windows' default MaxEnvelopeSizekb of 500.
+RECEIVE_STREAM_BYTES = 128 * 1024
 
 
 class ConcurrencyGauge:
@@ -112,7 +115,8 @@ class _Command:
     exit_code: int | None = None
     stdout: bytes = b""
     stderr: bytes = b""
-    delivered: bool = False
+    stdout_sent: int = 0  # how much of each stream earlier Receives carried
+    stderr_sent: int = 0
     terminated: bool = False
     task: asyncio.Task[None] | None = None
 
@@ -481,12 +485,16 @@ class WinRMHostServer:
             return self._fault(wsman.TIMED_OUT, req.message_id, "Receive", shell.id, command.id, "TimedOut")
         if not self.online:
             raise _Dropped  # the host went down while this Receive waited
-        stdout, stderr = (b"", b"") if command.delivered else (command.stdout, command.stderr)
-        command.delivered = True
-        self._record("Receive", 200, shell_id=shell.id, command_id=command.id, detail=f"exit {command.exit_code}")
-        return self._soap(
-            wsman.receive_response(req, command.id, stdout=stdout, stderr=stderr, exit_code=command.exit_code)
-        )
+        # As Windows does, a Receive carries what fits in one envelope (MaxEnvelopeSizekb); the command reads
+        # as Done only with the Receive that carries the last of its output.
+        stdout = command.stdout[command.stdout_sent : command.stdout_sent + RECEIVE_STREAM_BYTES]
+        stderr = command.stderr[command.stderr_sent : command.stderr_sent + RECEIVE_STREAM_BYTES]
+        command.stdout_sent += len(stdout)
+        command.stderr_sent += len(stderr)
+        drained = command.stdout_sent >= len(command.stdout) and command.stderr_sent >= len(command.stderr)
+        exit_code = command.exit_code if drained else None
+        self._record("Receive", 200, shell_id=shell.id, command_id=command.id, detail=f"exit {exit_code}")
+        return self._soap(wsman.receive_response(req, command.id, stdout=stdout, stderr=stderr, exit_code=exit_code))
 
     def _signal(self, req: wsman.WSManRequest, shell: _Shell) -> web.Response:
         command_id = wsman.body_command_id(req)
@@ -548,7 +556,11 @@ class WinRMHostServer:
             except Exception:
                 log.exception("sandbox on_complete of %r failed", execution.script)
                 exit_code = 1
-        command.stdout, command.stderr = execution.stdout_bytes(command.codepage), stderr
+        stdout = execution.stdout_bytes(command.codepage)
+        if self.faults.noise_script in ("", execution.script):  # a chatty script: log lines before its document
+            stdout = noise(self.faults.noise_stdout_bytes) + stdout
+            stderr = stderr + noise(self.faults.noise_stderr_bytes)
+        command.stdout, command.stderr = stdout, stderr
         command.exit_code = exit_code
         if result.reboot_after_seconds is not None:
             self._spawn(self._reboot_later(result.reboot_after_seconds * self.time_scale))

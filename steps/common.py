@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import PureWindowsPath
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from bot.systems.winrm import ScriptResult
-from steps.base import StepContext
+from bot.systems.winrm import ExecutorError, ScriptResult
+from steps.base import StepContext, StepFailed
 from steps.facts import Facts, HostFacts
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Facts)
 GiB = 1024**3
+# A log line the scripts return (install_status, service: the last lines of a log) is cut to this many
+# characters on the host, so a log of megabyte-long lines still makes a small reply.
+LOG_LINE_CHARS = 2000
+log = logging.getLogger(__name__)
 
 
 def poll_seconds(ctx: StepContext) -> float:
@@ -83,19 +89,70 @@ def tail(lines: list[str] | None, count: int = 10) -> str:
     return " | ".join(lines[-count:]) if lines else "(no log lines)"
 
 
+OUTAGE_BACKOFF_MAX_SECONDS = 30.0  # the longest pause between two polls of a host that does not answer
+
+
 async def wait_until(
     ctx: StepContext,
     read: Callable[[], Awaitable[T]],
     done: Callable[[T], bool],
     *,
     timeout: float,
+    ride_out: str | None = None,
 ) -> tuple[T, bool]:
-    """Re-read the host until ``done`` or ``timeout``; every wait is bounded. Returns (last, done)."""
+    """Re-read the host until ``done`` or ``timeout``; every wait is bounded. Returns (last, done).
+
+    ``ride_out`` (what is being waited for, e.g. "the installer"): a host that cannot be reached (refused or
+    dropped connections, no answer in time, a WinRM service error) is polled on, with a backoff bounded by
+    OUTAGE_BACKOFF_MAX_SECONDS, until ``timeout``; the step's notes say when contact was lost and when it
+    came back. Without it, the read's error ends the wait.
+    """
     stop_at = time.monotonic() + timeout
+    lost_at: float | None = None
+    failures = 0
     while True:
-        value = await read()
+        try:
+            value = await read()
+        except ExecutorError as exc:
+            if ride_out is None or not exc.retryable:
+                raise
+            now = time.monotonic()
+            failures += 1
+            if lost_at is None:
+                lost_at = now
+                message = (
+                    f"lost contact with {ctx.host} at {clock()} ({exc.args[0].split(': ', 1)[-1]}); "
+                    f"{ride_out} keeps running on the host, polling on until the deadline "
+                    f"({_duration(stop_at - now)} left)"
+                )
+                log.warning("%s: %s", ctx.run.id, message)
+                ctx.note(message)
+            if now >= stop_at:
+                raise StepFailed(
+                    f"lost contact with {ctx.host} for {_duration(now - lost_at)} and the deadline of {timeout / 60:g} min "
+                    f"for {ride_out} passed ({exc.args[0].split(': ', 1)[-1]}). It may still be running on the host: "
+                    "check the host, then run again to resume waiting for it"
+                ) from None
+            pause = min(poll_seconds(ctx) * 2 ** min(failures, 10), OUTAGE_BACKOFF_MAX_SECONDS)
+            await asyncio.sleep(min(pause, max(0.0, stop_at - now)))
+            continue
+        if lost_at is not None:
+            message = (
+                f"{ctx.host} answers again at {clock()}, after {_duration(time.monotonic() - lost_at)} without contact"
+            )
+            log.warning("%s: %s", ctx.run.id, message)
+            ctx.note(message)
+            lost_at, failures = None, 0
         if done(value):
             return value, True
         if time.monotonic() >= stop_at:
             return value, False
         await asyncio.sleep(min(poll_seconds(ctx), max(0.0, stop_at - time.monotonic())))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def clock() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S UTC")

@@ -17,7 +17,7 @@ from typing import Any
 
 from bot.core.gates import INSTALL, Gate
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
-from steps.common import read_host, read_script, tail, versus_target, wait_until, work_path
+from steps.common import LOG_LINE_CHARS, read_host, read_script, tail, versus_target, wait_until, work_path
 from steps.facts import HostFacts, InstallFacts, InstallStarted, InstallStatus, Product
 from steps.install_outcome import ExitCode, account_changed, exit_code
 from steps.reboot import wait_for_host
@@ -178,6 +178,7 @@ class Install(Step):
                 partial(self._status, ctx, state_file),
                 lambda s: s.finished,
                 timeout=config.timeout_minutes * 60,
+                ride_out="the installer",
             )
             if not finished:
                 raise StepFailed(
@@ -206,7 +207,12 @@ class Install(Step):
             return status, decided, attempt, log, state_file
 
     async def _status(self, ctx: StepContext, state_file: str) -> InstallStatus:
-        params = {"StateFile": state_file, "Tail": 15, "ServiceName": ctx.config.connector.service}
+        params = {
+            "StateFile": state_file,
+            "Tail": 15,
+            "LineChars": LOG_LINE_CHARS,
+            "ServiceName": ctx.config.connector.service,
+        }
         return await read_script(ctx, "install_status", InstallStatus, params, retry_safe=True)
 
     async def verify(self, ctx: StepContext) -> VerifyResult:

@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
-from steps.common import read_script, tail, wait_until
+from steps.common import LOG_LINE_CHARS, read_script, tail, wait_until
 from steps.facts import ServiceState, ServiceStatus
 
 RUNNING, AUTOMATIC = "Running", "Auto"
@@ -21,7 +21,13 @@ RUNNING, AUTOMATIC = "Running", "Auto"
 
 async def service_status(ctx: StepContext, *, start: bool = False) -> ServiceStatus:
     connector = ctx.config.connector
-    params = {"ServiceName": connector.service, "Start": start, "LogPath": connector.log_path, "Tail": 15}
+    params = {
+        "ServiceName": connector.service,
+        "Start": start,
+        "LogPath": connector.log_path,
+        "Tail": 15,
+        "LineChars": LOG_LINE_CHARS,
+    }
     return await read_script(ctx, "service", ServiceStatus, params, retry_safe=not start)
 
 

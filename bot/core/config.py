@@ -240,6 +240,8 @@ class WinRMConfig(_Section):
     command_timeout_seconds: float = Field(default=300, gt=0)
     poll_seconds: float = Field(default=5, ge=0.05, le=300)
     max_parallel: int = Field(default=4, ge=1, le=200)
+    # Each of a command's stdout and stderr keeps at most this much (its head and tail); more is read and dropped.
+    max_output_kib: int = Field(default=256, ge=16, le=64 * 1024)
 
     @model_validator(mode="after")
     def _timeouts(self) -> WinRMConfig:

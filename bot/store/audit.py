@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from bot.core.caps import cap_strings
 from bot.core.models import AUDIT_EVENTS, AuditEvent, iso, utcnow
 
 GENESIS = "0" * 64
@@ -40,7 +41,10 @@ def append(
     step: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event. Call inside the write transaction of the state change it describes."""
+    """Append one event. Call inside the write transaction of the state change it describes.
+
+    Every string in ``detail`` is capped (bot.core.caps): the trail records what happened, not megabytes of
+    host output."""
     if event not in AUDIT_EVENTS:
         raise ValueError(f"unknown audit event {event!r}")
     if not conn.in_transaction:
@@ -54,7 +58,7 @@ def append(
         "actor": actor,
         "event": event,
         "step": step,
-        "detail": detail or {},
+        "detail": cap_strings(detail or {}),  # host output inside a reason stays a few KiB
     }
     digest = chain_hash(prev_hash, record)
     conn.execute(

@@ -10,6 +10,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from bot.store.files import make_private_dir, tighten
+
 
 class EngineBusy(Exception):
     pass
@@ -21,8 +23,10 @@ class EngineLease:
         self._fd: int | None = None
 
     def acquire(self) -> EngineLease:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
+        tighten([self.path])
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

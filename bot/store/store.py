@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import sqlite_utils
 
+from bot.core.caps import cap_strings, cap_text
 from bot.core.gates import change_digest
 from bot.core.models import (
     ACTIVE_RUN_STATES,
@@ -38,6 +39,7 @@ from bot.core.models import (
 )
 from bot.core.signing import AuditSigner
 from bot.store import audit, checkpoints
+from bot.store.files import create_private, database_files, tighten
 from bot.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -95,8 +97,10 @@ class TransitionHooks(Protocol):
 class Store:
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000, hooks: TransitionHooks | None = None):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        private = self.path != ":memory:"
+        if private:  # the file exists 0600 before SQLite opens it: its -wal and -shm then are 0600 too
+            create_private(Path(self.path))
+            tighten(database_files(self.path))
         # Autocommit at the driver level: transactions are opened explicitly with BEGIN IMMEDIATE,
         # so a writer takes the lock up front and never fails halfway on a lock upgrade.
         self.conn = sqlite3.connect(
@@ -111,6 +115,8 @@ class Store:
         # SQLite calls from async code run on this one thread: the event loop never waits on the disk or a lock.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._migrate()
+        if private:  # -wal and -shm exist now; one an older version left open keeps its mode
+            tighten(database_files(self.path))
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` (a Store method or a function using this store) on the store's thread."""
@@ -337,7 +343,7 @@ class Store:
         now = iso(utcnow())
         changes: dict[str, Any] = {"state": state.value, "updated_at": now}
         if result is not None:
-            changes["result"] = result
+            result = changes["result"] = cap_text(result)
         if not state.active:
             changes["finished_at"] = now
         with self.transaction(event or f"run.{state.value}") as conn:
@@ -393,9 +399,9 @@ class Store:
         if state.finished:
             changes["finished_at"] = now
         if reason is not None:
-            changes["reason"] = reason
+            reason = changes["reason"] = cap_text(reason)
         if facts:
-            changes["facts"] = json.dumps({**current.facts, **facts}, default=str)
+            changes["facts"] = json.dumps(cap_strings({**current.facts, **facts}), default=str)
         with self.transaction(transition or event or f"step.{state.value}") as conn:
             self.db.table("steps").update((run_id, step), changes)
             if state.finished:  # a finished step has nothing left to approve
@@ -431,7 +437,8 @@ class Store:
         waiting_approval, in one transaction."""
         now = utcnow()
         approval_id = new_id("apr")
-        digest = change_digest(change)
+        digest = change_digest(change)  # of the change as the step made it: the engine compares exactly that
+        evidence = cap_strings(evidence)
         with self.transaction("approval.requested") as conn:
             self.db.table("approvals").insert(
                 {

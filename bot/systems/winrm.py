@@ -148,6 +148,71 @@ class ScriptResult:
     stderr: str
     seconds: float
     attempts: int
+    stderr_cut: int = 0  # bytes of stderr over winrm.max_output_kib, read and dropped
+
+
+def size_text(count: float) -> str:
+    """A byte count for people: 512 bytes, 41.2 KiB, 3.0 MiB."""
+    if count < 1024:
+        return f"{count:.0f} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        count /= 1024
+        if count < 1024 or unit == "GiB":
+            break
+    return f"{count:.1f} {unit}"
+
+
+class CappedStream:
+    """One output stream of a command, keeping at most ``limit`` bytes: its first three quarters and its last
+    quarter. Output in between is read (the command must be drained to finish) and counted, not kept, so
+    a script that prints megabytes costs ``limit`` bytes of memory, not megabytes."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.tail_limit = limit // 4
+        self.head_limit = limit - self.tail_limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.received = 0
+
+    def add(self, data: bytes) -> None:
+        self.received += len(data)
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > self.tail_limit:
+                del self.tail[: len(self.tail) - self.tail_limit]
+
+    @property
+    def kept(self) -> int:
+        return len(self.head) + len(self.tail)
+
+    @property
+    def cut(self) -> int:
+        return self.received - self.kept
+
+    @property
+    def note(self) -> str:
+        return (
+            f"[... {size_text(self.cut)} of output cut; the first {size_text(len(self.head))} "
+            f"and the last {size_text(len(self.tail))} are kept]"
+        )
+
+    def value(self) -> bytes:
+        """What was kept; when something was cut, the note stands where it was."""
+        if not self.cut:
+            return bytes(self.head + self.tail)
+        return bytes(self.head) + f"\n{self.note}\n".encode() + bytes(self.tail)
+
+
+@dataclass(frozen=True)
+class CommandOutput:
+    exit_code: int
+    stdout: CappedStream
+    stderr: CappedStream
 
 
 def powershell_literal(params: dict[str, Any]) -> str:
@@ -238,7 +303,11 @@ def clean_stderr(raw: bytes) -> str:
             parts.append(chunk[position:])
         text = "".join(parts)
     text = text.replace("\r\n", "\n").strip()
-    return text if len(text) <= STDERR_LIMIT else text[:STDERR_LIMIT] + " […truncated]"
+    if len(text) <= STDERR_LIMIT:
+        return text
+    # The head says what failed first; the tail often says why the script ended: keep both.
+    head, tail = STDERR_LIMIT * 3 // 4, STDERR_LIMIT // 4
+    return f"{text[:head]} […{len(text) - head - tail} characters cut…] {text[-tail:]}"
 
 
 def _clixml_text(text: str) -> str:
@@ -321,7 +390,7 @@ class WinRMExecutor:
             while True:
                 attempt += 1
                 try:
-                    exit_code, stdout, stderr = await self._in_thread(
+                    output = await self._in_thread(
                         self._execute,
                         self._protocol(host),
                         host,
@@ -339,7 +408,7 @@ class WinRMExecutor:
                         raise
                     log.warning("%s; retrying %s in %.1f s (attempt %d)", exc, script, delay, attempt + 1)
                     await asyncio.sleep(delay)
-        return self._result(host, script, exit_code, stdout, stderr, time.monotonic() - started, attempt)
+        return self._result(host, script, output, time.monotonic() - started, attempt)
 
     async def _in_thread(self, fn: Callable, *args: Any) -> Any:
         cancel = threading.Event()
@@ -355,15 +424,25 @@ class WinRMExecutor:
                 future.exception()  # its "cancelled and stopped" is this cancellation; nobody else reads it
             raise
 
-    def _result(
-        self, host: str, script: str, exit_code: int, stdout: bytes, stderr: bytes, seconds: float, attempts: int
-    ) -> ScriptResult:
-        text = stdout.decode("utf-8", errors="replace").strip()
-        errors = clean_stderr(stderr)
+    def _result(self, host: str, script: str, output: CommandOutput, seconds: float, attempts: int) -> ScriptResult:
+        exit_code, stdout, stderr = output.exit_code, output.stdout, output.stderr
+        text = stdout.value().decode("utf-8", errors="replace").strip()
+        errors = clean_stderr(stderr.value())
+        if stderr.cut:
+            log.warning("%s: %s wrote %s to stderr; %s", host, script, size_text(stderr.received), stderr.note)
+            if stderr.note not in errors:
+                errors = f"{errors} {stderr.note}"
         try:
             data = json.loads(text) if text else None
         except json.JSONDecodeError:
             data = None
+            if exit_code == 0 and stdout.cut:
+                raise BadOutput(
+                    host,
+                    f"{script} wrote {size_text(stdout.received)} to stdout, more than winrm.max_output_kib "
+                    f"({stdout.limit // 1024} KiB) allows, so its output was cut {stdout.note} and what was kept "
+                    "is not one JSON document",
+                ) from None
             if exit_code == 0:
                 preview = text[:200] + ("…" if len(text) > 200 else "")
                 raise BadOutput(host, f"{script} did not write one JSON document (got: {preview!r})") from None
@@ -371,7 +450,7 @@ class WinRMExecutor:
             raise ScriptFailed(host, script, exit_code, errors, data)
         if data is None:
             raise BadOutput(host, f"{script} wrote nothing to stdout")
-        return ScriptResult(data, exit_code, errors, seconds, attempts)
+        return ScriptResult(data, exit_code, errors, seconds, attempts, stderr.cut)
 
     # -- the worker thread -----------------------------------------------------------------------
 
@@ -408,7 +487,7 @@ class WinRMExecutor:
         seconds: float,
         retry_safe: bool,
         ends_connection: bool = False,
-    ) -> tuple[int, bytes, bytes]:
+    ) -> CommandOutput:
         # nothing has run yet: any error retryable. 65001: output in UTF-8, which is how it is decoded.
         shell_id = self._call(host, lambda: protocol.open_shell(codepage=UTF8_CODEPAGE))
         try:
@@ -430,7 +509,9 @@ class WinRMExecutor:
                         "not sent again because it may change the host. Check the host, then retry the run.",
                     ) from None
                 raise
-            stdout, stderr, lost = [], [], 0
+            # Capped as it arrives (each Receive carries at most an envelope's worth): never held whole.
+            limit = self.config.winrm.max_output_kib * 1024
+            stdout, stderr, lost = CappedStream(limit), CappedStream(limit), 0
             default_wait = self.config.winrm.operation_timeout_seconds
             while True:
                 remaining = stop_at - time.monotonic()
@@ -465,11 +546,11 @@ class WinRMExecutor:
                     log.warning("%s; polling %s again (the command is not sent again)", exc, script)
                     time.sleep(min(2**lost * 0.25, 2))
                     continue
-                stdout.append(out)
-                stderr.append(err)
+                stdout.add(out)
+                stderr.add(err)
                 if done:
                     self._terminate(protocol, shell_id, command_id)
-                    return exit_code, b"".join(stdout), b"".join(stderr)
+                    return CommandOutput(exit_code, stdout, stderr)
         finally:
             try:
                 protocol.close_shell(shell_id)
@@ -535,10 +616,10 @@ class WinRMExecutor:
         short = max(1, int(self.config.winrm.connect_timeout_seconds))
         protocol = self._protocol(host, operation_timeout=short, read_timeout=short + 2)
         async with self._host_locks.setdefault(host, asyncio.Lock()):
-            exit_code, stdout, stderr = await self._in_thread(
+            output = await self._in_thread(
                 self._execute, protocol, host, script, body, time.monotonic() + seconds, seconds, True
             )
-        return self._result(host, script, exit_code, stdout, stderr, seconds, 1)
+        return self._result(host, script, output, seconds, 1)
 
 
 def _reason(exc: BaseException) -> str:

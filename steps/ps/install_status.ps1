@@ -23,11 +23,13 @@ $alive = $false
 # By name too: after a reboot the pid may belong to something else
 if ($r.pid) { $alive = [bool](Get-Process -Id $r.pid -ErrorAction SilentlyContinue | Where-Object ProcessName -eq 'powershell') }
 $n = [int]$Params.Tail
+# A line longer than LineChars is cut to it, with a note: one megabyte-long line must not make a megabyte reply
+$w = [int]$Params.LineChars
 $tail = @()
 $ms = $null
 if ($r.log -and (Test-Path -LiteralPath $r.log)) {
     # [string]: on 5.1 a Get-Content line serialises as an object (value, PSPath, PSDrive...)
-    if ($n -gt 0) { $tail = @(Get-Content -LiteralPath $r.log -Tail $n | ForEach-Object { [string]$_ }) }
+    if ($n -gt 0) { $tail = @(Get-Content -LiteralPath $r.log -Tail $n | ForEach-Object { [string]$_ } | ForEach-Object { if ($w -gt 0 -and $_.Length -gt $w) { $_.Substring(0, $w) + ' [' + ($_.Length - $w) + ' characters cut]' } else { $_ } }) }
     # The MSI's own result (setup.exe's exit code may be its own); read once the wrapper is done
     if (($null -ne $code) -or -not $alive) {
         $m = Select-String -LiteralPath $r.log -Pattern 'Installation success or error status: (-?\d+)' | Select-Object -Last 1

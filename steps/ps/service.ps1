@@ -19,8 +19,10 @@ if ($s -and $Params.Start -is [bool] -and $Params.Start -and $s.State -eq 'Stopp
 }
 $t = [int]$Params.Tail
 $lp = [string]$Params.LogPath
+# A line longer than LineChars is cut to it, with a note: one megabyte-long line must not make a megabyte reply
+$w = [int]$Params.LineChars
 $tail = @()
 # On 5.1 each line from Get-Content carries PSPath/PSDrive NoteProperties and ConvertTo-Json writes it as an
 # object; [string] makes it the bare line again.
-if ($t -gt 0 -and $lp -and (Test-Path -LiteralPath $lp)) { $tail = @(Get-Content -LiteralPath $lp -Tail $t | ForEach-Object { [string]$_ }) }
+if ($t -gt 0 -and $lp -and (Test-Path -LiteralPath $lp)) { $tail = @(Get-Content -LiteralPath $lp -Tail $t | ForEach-Object { [string]$_ } | ForEach-Object { if ($w -gt 0 -and $_.Length -gt $w) { $_.Substring(0, $w) + ' [' + ($_.Length - $w) + ' characters cut]' } else { $_ } }) }
 [ordered]@{ exists = [bool]$s; state = $s.State; startMode = $s.StartMode; startError = $err; logTail = $tail } | ConvertTo-Json -Compress -Depth 5

@@ -74,6 +74,7 @@ read_timeout_seconds = 15
 command_timeout_seconds = 120
 poll_seconds = 2
 max_parallel = 20
+max_output_kib = 1024
 [reboot]
 timeout_seconds = 900
 delay_seconds = 10
@@ -161,6 +162,7 @@ def test_every_key_is_parsed():
         "command_timeout_seconds": 120,
         "poll_seconds": 2,
         "max_parallel": 20,
+        "max_output_kib": 1024,
     }
     assert config.reboot.timeout_seconds == 900
     assert config.workspace_one.url == "https://tenant.example.com"

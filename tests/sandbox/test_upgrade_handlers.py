@@ -474,6 +474,7 @@ OUTCOMES = {
     "physical": (0, 0, "19.03.0.1", False, "Running"),
     "already-current": (0, 0, "19.03.0.1", False, "Running"),
     "install-fails-1603": (0, 1603, "19.03.0.0", False, "Running"),
+    "huge-log-lines": (0, 1603, "19.03.0.0", False, "Running"),
     "service-wont-start": (0, 0, "19.03.0.1", True, "Stopped"),
     "reboot-never-returns": (0, 0, "19.03.0.1", True, "Running"),
     "pending-reboot": (0, 0, "19.03.0.1", True, "Running"),

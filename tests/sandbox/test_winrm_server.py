@@ -133,6 +133,7 @@ EXPECTED = {
     "physical": {"machine.virtual": False, "machine.manufacturer": "Dell Inc.", "machine.model": "PowerEdge R640"},
     "already-current": {"connector.version": "19.03.0.1", "java.home": NEW_JRE_HOME, "java.version": NEW_JRE_VERSION},
     "install-fails-1603": {"connector.version": "19.03.0.0", "service.state": "Running"},
+    "huge-log-lines": {"connector.version": "19.03.0.0", "service.state": "Running"},
     "service-wont-start": {"service.exists": True, "service.state": "Stopped", "service.startMode": "Auto"},
     "reboot-never-returns": {"connector.version": "19.03.0.0", "machine.virtual": True},
     "pending-reboot": {

@@ -29,6 +29,7 @@ class Clicker:
         self.engine: Engine | None = None
         self.asked: list[dict] = []
         self.events = []
+        self.host = None  # the simulated host of the run (set by the upgrade fixture)
 
     async def deliver(self, event) -> None:
         self.events.append(event)
@@ -153,6 +154,7 @@ def upgrade(tmp_path):
             clicker = Clicker(decision)
         else:
             clicker = Clicker("approve", decision)
+        clicker.host = host  # a sink that acts on the host while the run goes on (an outage) may use it
         runtime = Runtime.build(
             config,
             secrets,

@@ -97,7 +97,7 @@ def test_install_status_log_tail_is_plain_strings_as_51_serialises_them(tmp_path
         assert status["exitCode"] == 1603
         assert status["logTail"] and all(isinstance(line, str) for line in status["logTail"]), status["logTail"]
         # The same script without the unwrap gets what 5.1's ConvertTo-Json makes of Get-Content lines.
-        old = scripts_with(tmp_path, "install_status", "-Tail $n | ForEach-Object { [string]$_ })", "-Tail $n)")
+        old = scripts_with(tmp_path, "install_status", "-Tail $n | ForEach-Object { [string]$_ }", "-Tail $n")
         raw = finished(h, scripts_dir=old)["logTail"]
     assert all(isinstance(line, dict) for line in raw)
     assert raw[0]["PSPath"] == f"Microsoft.PowerShell.Core\\FileSystem::{LOG}" and "PSDrive" in raw[0]

@@ -42,12 +42,14 @@ REALISTIC_PARAMS: dict[str, dict] = {
     "install_status": {
         "StateFile": r"C:\ProgramData\idm-upgrade\install-state.json",
         "Tail": 40,
+        "LineChars": 2000,
     },
     "service": {
         "ServiceName": "VMwareIDMConnector",
         "Start": True,
         "LogPath": r"C:\VMware\VMwareIdentityManager\Connector\opt\vmware\horizon\workspace\logs\connector.log",
         "Tail": 40,
+        "LineChars": 2000,
     },
     "reboot": {
         "DelaySeconds": 5,

@@ -12,10 +12,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bot.core.config import Config, Secrets, parse_config
+from bot.core.config import Config, ConfigError, Secrets, parse_config
 from bot.systems.winrm import (
     AuthenticationFailed,
     BadOutput,
+    CappedStream,
     CommandOutcomeUnknown,
     CommandTimedOut,
     CommandTooLong,
@@ -442,3 +443,59 @@ def test_each_script_is_read_from_disk_once(tmp_path):
     first = build_script("once", {"A": 1}, tmp_path)
     (tmp_path / "once.ps1").unlink()
     assert build_script("once", {"A": 1}, tmp_path) == first
+
+
+# ----- output caps: a script that prints megabytes costs winrm.max_output_kib, not megabytes ----------------
+
+
+def test_a_capped_stream_keeps_head_and_tail_and_counts_the_rest():
+    stream = CappedStream(64 * 1024)
+    chunk = bytes(range(256)) * 512  # 128 KiB, as one Receive carries
+    peak = 0
+    for _ in range(48):  # 6 MiB
+        stream.add(chunk)
+        peak = max(peak, len(stream.head) + len(stream.tail))
+    assert peak <= 64 * 1024 and stream.kept == 64 * 1024
+    assert stream.received == 48 * len(chunk) and stream.cut == 48 * len(chunk) - 64 * 1024
+    value = stream.value()
+    assert value.startswith(chunk[: 48 * 1024]) and value.endswith(chunk[-16 * 1024 :])
+    assert b"[... 5.9 MiB of output cut; the first 48.0 KiB and the last 16.0 KiB are kept]" in value
+    small = CappedStream(64 * 1024)
+    small.add(b"{}")
+    assert small.value() == b"{}" and small.cut == 0
+
+
+async def test_megabytes_of_stderr_are_read_to_the_end_and_kept_to_the_cap():
+    with running_host() as host:
+        host.faults.noise_stderr_bytes = 6_000_000  # six 1 MB log lines
+        host.faults.noise_script = "boottime"
+        executor = executor_for(host, "max_output_kib = 64")
+        result = await executor.run("host01", "boottime")
+        assert "bootTime" in result.data  # the command finished and its document was read
+        assert result.stderr_cut == 6_000_000 - 64 * 1024  # all of it received, only 64 KiB kept
+        assert "of output cut; the first 48.0 KiB and the last 16.0 KiB are kept]" in result.stderr
+        assert len(result.stderr) < 3000  # and what reaches a message is short
+        receives = [r for r in host.requests if r.action == "Receive" and r.status == 200]
+        assert len(receives) > 6_000_000 // (128 * 1024)  # it arrived in envelope-sized pieces
+        executor.close()
+
+
+async def test_stdout_cut_at_the_cap_is_bad_output_saying_so():
+    with running_host() as host:
+        host.faults.noise_stdout_bytes = 3_000_000
+        host.faults.noise_script = "boottime"
+        executor = executor_for(host, "max_output_kib = 64")
+        with pytest.raises(BadOutput) as caught:
+            await executor.run("host01", "boottime")
+        message = str(caught.value)
+        assert message.startswith("host01: boottime wrote 2.9 MiB to stdout, more than winrm.max_output_kib (64 KiB)")
+        assert "of output cut; the first 48.0 KiB and the last 16.0 KiB are kept]" in message
+        assert "is not one JSON document" in message
+        executor.close()
+
+
+def test_max_output_kib_is_validated():
+    with pytest.raises(ConfigError) as caught:
+        make_config({"host01": "http://127.0.0.1:5985/wsman"}, "max_output_kib = 4")
+    assert caught.value.problems == ["winrm.max_output_kib: Input should be greater than or equal to 16"]
+    assert make_config({"host01": "http://127.0.0.1:5985/wsman"}).winrm.max_output_kib == 256
