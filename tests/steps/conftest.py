@@ -61,6 +61,7 @@ def sandbox_config(
         "installer": "",
         "workspace_one": f'url = "{ws1_url}"' if ws1_url else "",
         "vcenter": f'url = "{vcenter_url}"' if vcenter_url else "",
+        "http": "",
     }
     for line in extra.strip().splitlines():
         section, _, setting = line.partition(":")
@@ -105,6 +106,8 @@ poll_seconds = 0.1
 {sections["workspace_one"]}
 [vcenter]
 {sections["vcenter"]}
+[http]
+{sections["http"]}
 {tables}
 """
     return parse_config(tomllib.loads(text))
