@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -132,6 +133,17 @@ def _log_text(bot: BotProcess) -> str:
     return Path(bot.log.name).read_text(errors="replace")
 
 
+def _log_kinds(text: str) -> dict[str, int]:
+    """The bot's log lines by logger and message, numbers left out."""
+    kinds: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) == 4 and parts[2] in ("INFO", "WARNING", "ERROR", "CRITICAL"):
+            key = re.sub(r"[0-9a-f]{6,}|\d+", "N", parts[3])[:90]
+            kinds[key] = kinds.get(key, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:4])
+
+
 def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -176,16 +188,17 @@ async def _phase(
         started = time.monotonic()
         await request_runs(slack, bot.url, [host])
         sender = slack.sender(bot.url, SIGNING_SECRET)
-        latencies, failures = [], 0
+        latencies: list[float] = []
+        failures: dict[str, int] = {}
         for _ in range(count):
             try:
                 result = await sender.send_slash_command(REQUESTER, "status")
                 if result.status == 200:
                     latencies.append(result.seconds)
                 else:
-                    failures += 1
-            except (OSError, TimeoutError, aiohttp.ClientError):
-                failures += 1
+                    failures[str(result.status)] = failures.get(str(result.status), 0) + 1
+            except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+                failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
             await asyncio.sleep(0.05)
         open_during = seen.open_now
         await until(
@@ -211,6 +224,7 @@ async def _phase(
         "rss_start_mib": samples[0][0] / 1024,
         "fds_peak": max(s[1] for s in samples),
         "log_bytes": _log_size(bot) - log_before,
+        "log_kinds": _log_kinds(_log_text(bot)[log_before:]),
         "strangers": len(kinds),
         "loris": loris,
         "bodies": bodies,
@@ -254,6 +268,11 @@ def report(r: dict[str, Any]) -> str:
     def ack(p: dict[str, Any]) -> str:
         return f"{p['p50']:.1f} / {p['p99']:.1f} / {p['max']:.1f}"
 
+    def answered(phase: dict[str, Any]) -> str:
+        failed = phase["failures"]
+        total = phase["ack"]["n"] + sum(failed.values())
+        return f"{phase['ack']['n']} of {total}" + (f" (others: {failed})" if failed else "")
+
     def ratio(a: float, b: float) -> str:
         return f"{b / a:.2f}" if a else "-"
 
@@ -263,8 +282,7 @@ def report(r: dict[str, Any]) -> str:
         "|---|---|---|---|",
         f"| signed `/idm-upgrade status` ack p50 / p99 / max ms | {ack(base['ack'])} | {ack(hot['ack'])} "
         f"| {ratio(base['ack']['p99'], hot['ack']['p99'])} (p99) |",
-        f"| signed requests answered 200 | {base['ack']['n']} of {base['ack']['n'] + base['failures']} "
-        f"| {hot['ack']['n']} of {hot['ack']['n'] + hot['failures']} | |",
+        f"| signed requests answered 200 | {answered(base)} | {answered(hot)} | |",
         f"| approval clicks during the run p50 / p99 ms | {ack(base['clicks'])} | {ack(hot['clicks'])} "
         f"| {ratio(base['clicks']['p99'], hot['clicks']['p99'])} (p99) |",
         f"| the run (request to result), s | {base['run_state']} in {base['run_seconds']:.1f} "
@@ -281,13 +299,18 @@ def report(r: dict[str, Any]) -> str:
         f"{seen.closed_by_bot} closed by the bot (header or body timeout, the cap's oldest-first, a refusal), "
         f"{seen.connect_errors} connect errors; answers {dict(sorted(seen.answers.items()))}. "
         f"Descriptor limit: bench {r['bench_nofile']}, bot {r['bot_nofile']}; "
-        f"`socket.accept() out of system resource` lines in the bot's log: {r['accept_errors_logged']}.",
+        f"`socket.accept() out of system resource` lines in the bot's log: {r['accept_errors_logged']}; "
+        f"its log under load, most frequent lines: {hot['log_kinds']}.",
         f"Defaults: http.max_connections 256, header and body timeouts 5 s, body limit 128 KiB; a stranger the bot "
         f"closes connects again after {RECONNECT_SECONDS:.0f} s; hosts at time scale {r['time_scale']}.",
     ]
-    met = hot["ack"]["p99"] < TARGET_P99_MS and hot["run_state"] == "succeeded" and hot["strangers"] >= 1000
+    # a signed request that failed counts as slower than any answer
+    failed = sum(hot["failures"].values())
+    within = hot["ack"]["p99"] < TARGET_P99_MS and failed <= (hot["ack"]["n"] + failed) // 100
+    met = within and hot["run_state"] == "succeeded" and hot["strangers"] >= 1000
     rows.append(
-        f"Target (signed p99 under 1 s and the run succeeds with 1,000 hostile connections): "
+        f"Target (signed p99 under 1 s, a failed request counted as slower, and the run succeeds with 1,000 hostile "
+        f"connections): "
         f"{'met' if met else 'NOT met' if hot['strangers'] >= 1000 else 'not applicable at this size'}."
     )
     return "\n".join(rows)

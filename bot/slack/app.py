@@ -32,6 +32,7 @@ from bot.slack.door import (
     AcceptErrorFilter,
     ConnectionGate,
     GuardedSite,
+    descriptor_share,
     stranger_cap,
 )
 from bot.slack.guard import RequestGuard
@@ -160,7 +161,8 @@ class SlackBot:
         logging.getLogger("asyncio").addFilter(self._accept_errors)
         # backlog: connections the kernel queues before the bot accepts them; under a flood of strangers a signed
         # request's connection must not be dropped at the door (aiohttp's default is 128)
-        site = GuardedSite(self._runner, host, port, self.gate, backlog=LISTEN_BACKLOG)
+        # (and, as asyncio accepts up to a backlog's worth at once, held to the cap's share of the descriptors)
+        site = GuardedSite(self._runner, host, port, self.gate, backlog=min(LISTEN_BACKLOG, descriptor_share()))
         await site.start()
         bound = self._runner.addresses[0][1]
         self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"

@@ -18,8 +18,10 @@ offers is used where it exists; the rest is the minimum of our own:
 - **a cap on strangers' connections**: aiohttp has none. `ConnectionGate` counts the connections that have not
   carried a signed request; when a new one would pass `http.max_connections`, the oldest stranger is closed.
   Refusing the newest instead would let a patient stranger hold the cap forever and lock Slack out; evicting
-  the oldest keeps the newest (a Slack request completes within milliseconds) and bounds the descriptors
-  strangers hold, whatever their number. The cap is also held to a quarter of the process's descriptor limit,
+  the oldest keeps the newest (a Slack request completes within milliseconds). A connection younger than
+  `NEWCOMER_GRACE_SECONDS` is never closed for room, or a burst of strangers (they come back together when
+  closed together) would evict a signed request between its connect and its signature check: the cap may then
+  be passed by the connections of the last half second, until they are old enough to go. The cap is also held to a quarter of the process's descriptor limit,
   so the bot's own outgoing work (Slack's Web API, WinRM, Workspace ONE, vCenter, SQLite) always has
   descriptors left: those are the only resource they share with inbound connections (docs/ARCHITECTURE.md).
 - **accept errors logged at a rate**: when descriptors run out anyway (other processes, a lower limit), asyncio
@@ -49,6 +51,9 @@ MAX_BODY_BYTES = 128 * 1024
 # What a request's headers may be (aiohttp's max_headers and max_field_size; its defaults are 128 and 8190).
 MAX_HEADERS, MAX_FIELD_BYTES = 32, 4096
 ACCEPT_ERROR_LOG_INTERVAL_SECONDS = 60.0
+# A connection this young is not closed to make room (a signed request is verified within milliseconds of its
+# connect; under load, within a few hundred).
+NEWCOMER_GRACE_SECONDS = 0.5
 # The share of the process's descriptors strangers may hold at most (the rest are the bot's own work's).
 STRANGER_SHARE_OF_DESCRIPTORS = 4
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -67,12 +72,16 @@ def raise_descriptor_limit() -> tuple[int, int]:
     return soft, hard
 
 
+def descriptor_share() -> int:
+    """A quarter of the process's descriptor limit: the most strangers may hold."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 30 if soft == resource.RLIM_INFINITY else max(1, soft // STRANGER_SHARE_OF_DESCRIPTORS)
+
+
 def stranger_cap(configured: int) -> int:
     """`http.max_connections`, held to a quarter of the descriptor limit so outgoing work keeps descriptors."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return configured
-    ceiling = max(1, soft // STRANGER_SHARE_OF_DESCRIPTORS)
+    ceiling = descriptor_share()
     if configured > ceiling:
         log.warning(
             "http.max_connections = %d is more than a quarter of the descriptor limit (%d); using %d "
@@ -87,12 +96,13 @@ def stranger_cap(configured: int) -> int:
 class _Connection(asyncio.Protocol):
     """aiohttp's protocol for one connection, seen by the gate: it only passes every event through."""
 
-    __slots__ = ("gate", "handler", "timer", "transport")
+    __slots__ = ("gate", "handler", "since", "timer", "transport")
 
     def __init__(self, handler: Any, gate: ConnectionGate):
         self.handler, self.gate = handler, gate
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.since = 0.0  # the loop's time when it connected
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -121,8 +131,8 @@ class ConnectionGate:
     """Connections that have not carried a signed request: at most `limit`, the oldest closed first, and none
     left waiting for its first request's headers longer than `header_timeout` seconds."""
 
-    def __init__(self, limit: int, header_timeout: float):
-        self.limit, self.header_timeout = limit, header_timeout
+    def __init__(self, limit: int, header_timeout: float, grace: float = NEWCOMER_GRACE_SECONDS):
+        self.limit, self.header_timeout, self.grace = limit, header_timeout, grace
         self._strangers: dict[object, _Connection] = {}  # aiohttp's handler → connection, oldest first
         self.evicted = 0  # closed to make room for a newer one
         self.timed_out = 0  # closed in their headers
@@ -156,10 +166,15 @@ class ConnectionGate:
             self._drop(connection)
 
     def _opened(self, connection: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        connection.since = now = loop.time()
         while len(self._strangers) >= self.limit:
-            self._drop(next(iter(self._strangers.values())))
+            oldest = next(iter(self._strangers.values()))
+            if now - oldest.since < self.grace:
+                break  # every stranger is a newcomer: over the cap until they are old enough to go
+            self._drop(oldest)
             self.evicted += 1
-        connection.timer = asyncio.get_running_loop().call_later(self.header_timeout, self._late, connection)
+        connection.timer = loop.call_later(self.header_timeout, self._late, connection)
         self._strangers[connection.handler] = connection
 
     def _late(self, connection: _Connection) -> None:

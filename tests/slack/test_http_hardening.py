@@ -150,6 +150,7 @@ async def test_beyond_the_connection_cap_strangers_are_closed_oldest_first_and_a
     slack_bot,
 ):
     h = await slack_bot(extra="http: max_connections = 4\nhttp: header_timeout_seconds = 30")
+    h.bot.gate.grace = 0.0  # no newcomer's grace here: the next test has it
     strangers = []
     for _ in range(12):
         reader, writer = await connect(h)
@@ -163,6 +164,33 @@ async def test_beyond_the_connection_cap_strangers_are_closed_oldest_first_and_a
     result = await h.sender.send_slash_command(REQUESTER, "status")
     assert result.status == 200
     assert h.bot.gate.strangers <= 4
+    for _reader, writer in strangers:
+        writer.close()
+
+
+async def test_a_burst_of_newcomers_passes_the_cap_until_they_are_old_enough_to_close(slack_bot):
+    """A connection younger than the grace is not closed for room (it may be a signed request not yet verified);
+    once older, the next newcomer brings the strangers back down to the cap."""
+    h = await slack_bot(extra="http: max_connections = 4\nhttp: header_timeout_seconds = 30")
+    h.bot.gate.grace = 0.3
+    strangers = []
+
+    async def stranger() -> None:
+        reader, writer = await connect(h)
+        writer.write(b"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        await writer.drain()
+        strangers.append((reader, writer))
+
+    for _ in range(8):
+        await stranger()
+    await eventually(lambda: h.bot.gate.strangers == 8, timeout=10, what="8 newcomers in, over the cap of 4")
+    assert h.bot.gate.evicted == 0
+    await asyncio.sleep(0.35)  # the grace, passed
+    await stranger()
+    await eventually(lambda: h.bot.gate.evicted == 5, timeout=10, what="the 5 oldest closed for the newcomer")
+    assert h.bot.gate.strangers == 4
+    for reader, _writer in strangers[:5]:
+        assert await until_closed(reader, timeout=5) == b""
     for _reader, writer in strangers:
         writer.close()
 
