@@ -21,7 +21,7 @@ offers is used where it exists; the rest is the minimum of our own:
   the oldest keeps the newest (a Slack request completes within milliseconds). A connection younger than
   `NEWCOMER_GRACE_SECONDS` is never closed for room, or a burst of strangers (they come back together when
   closed together) would evict a signed request between its connect and its signature check: the cap may then
-  be passed by the connections of the last half second, until they are old enough to go. The cap is also held to a quarter of the process's descriptor limit,
+  be passed by the connections of the last half second; the oldest go as soon as they are old enough. The cap is also held to a quarter of the process's descriptor limit,
   so the bot's own outgoing work (Slack's Web API, WinRM, Workspace ONE, vCenter, SQLite) always has
   descriptors left: those are the only resource they share with inbound connections (docs/ARCHITECTURE.md).
 - **accept errors logged at a rate**: when descriptors run out anyway (other processes, a lower limit), asyncio
@@ -136,6 +136,7 @@ class ConnectionGate:
         self._strangers: dict[object, _Connection] = {}  # aiohttp's handler → connection, oldest first
         self.evicted = 0  # closed to make room for a newer one
         self.timed_out = 0  # closed in their headers
+        self._trimming: asyncio.TimerHandle | None = None
 
     def factory(self, server: Callable[[], Any]) -> Callable[[], asyncio.Protocol]:
         return lambda: _Connection(server(), self)
@@ -162,6 +163,9 @@ class ConnectionGate:
         return handler in self._strangers
 
     def close(self) -> None:
+        if self._trimming is not None:
+            self._trimming.cancel()
+            self._trimming = None
         for connection in list(self._strangers.values()):
             self._drop(connection)
 
@@ -176,6 +180,21 @@ class ConnectionGate:
             self.evicted += 1
         connection.timer = loop.call_later(self.header_timeout, self._late, connection)
         self._strangers[connection.handler] = connection
+        if len(self._strangers) > self.limit and self._trimming is None:
+            # over the cap by newcomers: back to it once they are old enough, new arrivals or not (when
+            # descriptors ran out, nothing new arrives to make room)
+            self._trimming = loop.call_later(self.grace, self._trim)
+
+    def _trim(self) -> None:
+        self._trimming = None
+        now = asyncio.get_running_loop().time()
+        while len(self._strangers) > self.limit:
+            oldest = next(iter(self._strangers.values()))
+            if now - oldest.since < self.grace:
+                self._trimming = asyncio.get_running_loop().call_later(self.grace - (now - oldest.since), self._trim)
+                return
+            self._drop(oldest)
+            self.evicted += 1
 
     def _late(self, connection: _Connection) -> None:
         connection.timer = None

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import contextlib
 import errno
 import logging
 import os
+import resource
 import socket
 import sys
 import time
@@ -170,7 +172,7 @@ async def test_beyond_the_connection_cap_strangers_are_closed_oldest_first_and_a
 
 async def test_a_burst_of_newcomers_passes_the_cap_until_they_are_old_enough_to_close(slack_bot):
     """A connection younger than the grace is not closed for room (it may be a signed request not yet verified);
-    once older, the next newcomer brings the strangers back down to the cap."""
+    once older, the oldest are closed down to the cap."""
     h = await slack_bot(extra="http: max_connections = 4\nhttp: header_timeout_seconds = 30")
     h.bot.gate.grace = 0.3
     strangers = []
@@ -185,9 +187,11 @@ async def test_a_burst_of_newcomers_passes_the_cap_until_they_are_old_enough_to_
         await stranger()
     await eventually(lambda: h.bot.gate.strangers == 8, timeout=10, what="8 newcomers in, over the cap of 4")
     assert h.bot.gate.evicted == 0
-    await asyncio.sleep(0.35)  # the grace, passed
-    await stranger()
-    await eventually(lambda: h.bot.gate.evicted == 5, timeout=10, what="the 5 oldest closed for the newcomer")
+    # once old enough they go, down to the cap, with no newcomer asking (when descriptors ran out, none can)
+    await eventually(lambda: h.bot.gate.evicted == 4, timeout=10, what="back down to the cap")
+    assert h.bot.gate.strangers == 4
+    await stranger()  # at the cap, a newcomer closes the oldest
+    await eventually(lambda: h.bot.gate.evicted == 5, timeout=10, what="the oldest closed for the newcomer")
     assert h.bot.gate.strangers == 4
     for reader, _writer in strangers[:5]:
         assert await until_closed(reader, timeout=5) == b""
@@ -239,13 +243,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def test_serve_bind_overrides_the_configuration(tmp_path):
-    """`idm-upgrade serve --http --bind ADDR` as a program: it listens there, not at `http.bind`."""
-    async with SlackStandIn(signing_secret=SIGNING_SECRET) as slack:
-        with running_host("default") as host:
-            endpoint = urlsplit(host.endpoint)
-            path = tmp_path / "bot.toml"
-            path.write_text(f"""
+@contextlib.asynccontextmanager
+async def serving(tmp_path, slack, host, *args: str, http: str = "", nofile: int | None = None):
+    """`idm-upgrade serve --http ARGS` as a program (its log in a file): yields (port, the log's path)."""
+    endpoint = urlsplit(host.endpoint)
+    path = tmp_path / "bot.toml"
+    path.write_text(f"""
 [slack]
 channel = "C0OPSCHANL"
 requesters = ["{REQUESTER}"]
@@ -259,49 +262,105 @@ version = "19.03.0.1"
 scheme = "http"
 transport = "basic"
 [http]
-bind = "127.0.0.2"
+{http}
 [hosts.host01]
 address = "{endpoint.hostname}"
 port = {endpoint.port}
 """)
-            port = _free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("IDM_UPGRADE_", "SLACK_"))}
-            env |= {
-                "SLACK_BOT_TOKEN": "xoxb-sandbox",
-                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                "SLACK_API_URL": slack.api_url,
-                "WINRM_USERNAME": host.username,
-                "WINRM_PASSWORD": host.password,
-            }
-            process = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "bot", "serve", "--http", "--bind", "127.0.0.3", "--port", str(port)),
-                *("--config", str(path)),
-                cwd=ROOT,
-                env=env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            try:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDM_UPGRADE_", "SLACK_"))}
+    env |= {
+        "SLACK_BOT_TOKEN": "xoxb-sandbox",
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "WINRM_USERNAME": host.username,
+        "WINRM_PASSWORD": host.password,
+    }
 
-                async def healthz() -> bool:
-                    assert process.returncode is None, "the bot exited"
-                    try:
-                        async with (
-                            aiohttp.ClientSession() as session,
-                            session.get(f"http://127.0.0.3:{port}/healthz") as response,
-                        ):
-                            return response.status in (200, 503)
-                    except aiohttp.ClientConnectionError:
-                        return False
+    def limit() -> None:  # in the child, before it starts: a hard limit its own raise cannot pass
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
-                assert await eventually(healthz, timeout=60, what="the bot answering on 127.0.0.3")
+    log_path = tmp_path / "bot.log"
+    with log_path.open("w") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "bot", "serve", "--http", "--port", str(port), "--config", str(path), *args),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log_file,
+            preexec_fn=limit,
+        )
+        try:
+            yield port, log_path
+        finally:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 60)
+
+
+async def healthy(url: str) -> bool:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as response:
+            return response.status in (200, 503)
+    except aiohttp.ClientConnectionError:
+        return False
+
+
+async def test_serve_bind_overrides_the_configuration(tmp_path):
+    """`idm-upgrade serve --http --bind ADDR` as a program: it listens there, not at `http.bind`."""
+    async with SlackStandIn(signing_secret=SIGNING_SECRET) as slack:
+        with running_host("default") as host:
+            async with serving(tmp_path, slack, host, "--bind", "127.0.0.3", http='bind = "127.0.0.2"') as (
+                port,
+                log_path,
+            ):
+                assert await eventually(
+                    lambda: healthy(f"http://127.0.0.3:{port}"), timeout=60, what="the bot answering on 127.0.0.3"
+                )
                 with socket.socket() as probe:
                     assert probe.connect_ex(("127.0.0.2", port)) != 0  # not at the configured address
-            finally:
-                process.terminate()
-                _out, err_bytes = await asyncio.wait_for(process.communicate(), 60)
-            err = err_bytes.decode()
-            assert f"serving Slack at http://127.0.0.3:{port}/slack/events" in err
+            assert f"serving Slack at http://127.0.0.3:{port}/slack/events" in log_path.read_text()
+
+
+async def test_out_of_descriptors_the_bot_says_so_once_and_serves_again_when_they_are_free(tmp_path):
+    """A bot with only 96 descriptors (a hard limit it cannot raise), 200 strangers connecting at once: accepts
+    fail with EMFILE (asyncio retries each second), the log says so in one line, not one per retry; once the
+    newcomers' grace has passed the bot closes the oldest down to its cap, and a signed request is answered
+    again, strangers still connected, without a restart."""
+    async with SlackStandIn(signing_secret=SIGNING_SECRET) as slack:
+        with running_host("default") as host:
+            http = "header_timeout_seconds = 30\nmax_connections = 1000"  # the strangers stay: descriptors run out
+            async with serving(tmp_path, slack, host, http=http, nofile=96) as (port, log_path):
+                url = f"http://127.0.0.1:{port}"
+                assert await eventually(lambda: healthy(url), timeout=60, what="the bot answering")
+                strangers = []
+
+                async def stranger() -> None:
+                    with contextlib.suppress(OSError, TimeoutError):
+                        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+                        writer.write(b"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                        strangers.append(writer)
+
+                await asyncio.gather(*(stranger() for _ in range(200)))
+                await eventually(
+                    lambda: ACCEPT_MESSAGE in log_path.read_text(), timeout=20, what="the bot out of descriptors"
+                )
+                await asyncio.sleep(3)  # three more accept retries, held back
+                sender = slack.sender(f"{url}/slack/events", SIGNING_SECRET)
+
+                async def answered() -> bool:
+                    try:
+                        return (await sender.send_slash_command(REQUESTER, "help")).status == 200
+                    except (aiohttp.ClientError, OSError, TimeoutError):
+                        return False
+
+                # the strangers still connected: the bot closed the oldest down to its cap, so descriptors are free
+                assert await eventually(answered, timeout=30, what="a signed request answered again")
+                for writer in strangers:
+                    writer.close()
+            log = log_path.read_text()
+            assert log.count(ACCEPT_MESSAGE) == 1, log[-3000:]
+            assert "Traceback" not in log
 
 
 def _record(message: str, exc: BaseException | None = None) -> logging.LogRecord:
