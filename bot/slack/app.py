@@ -30,6 +30,7 @@ from bot.slack.door import (
     MAX_FIELD_BYTES,
     MAX_HEADERS,
     AcceptErrorFilter,
+    BadRequestFilter,
     ConnectionGate,
     GuardedSite,
     descriptor_share,
@@ -121,6 +122,7 @@ class SlackBot:
         self.max_body_bytes = MAX_BODY_BYTES
         self.gate: ConnectionGate | None = None
         self._accept_errors = AcceptErrorFilter()
+        self._bad_requests = BadRequestFilter()
         self._health_check: asyncio.Task[tuple[int, dict[str, object]]] | None = None
         self._health_at = 0.0
         self.health_checks = 0
@@ -159,6 +161,7 @@ class SlackBot:
         await self._runner.setup()
         self.gate = ConnectionGate(stranger_cap(self.max_connections), self.header_timeout_seconds)
         logging.getLogger("asyncio").addFilter(self._accept_errors)
+        logging.getLogger("aiohttp.server").addFilter(self._bad_requests)
         # backlog: connections the kernel queues before the bot accepts them; under a flood of strangers a signed
         # request's connection must not be dropped at the door (aiohttp's default is 128)
         # (and, as asyncio accepts up to a backlog's worth at once, held to the cap's share of the descriptors)
@@ -287,5 +290,6 @@ class SlackBot:
         if self._runner is not None:
             await self._runner.cleanup()
             logging.getLogger("asyncio").removeFilter(self._accept_errors)
+            logging.getLogger("aiohttp.server").removeFilter(self._bad_requests)
         await self.progress.stop()
         await self.runtime.close()

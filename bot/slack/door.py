@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +237,11 @@ class GuardedSite(web.TCPSite):
         self.gate.close()
 
 
-class AcceptErrorFilter(logging.Filter):
-    """On the 'asyncio' logger: out-of-descriptors errors (asyncio's accept retry, each second) at most one line
-    per `interval` seconds, without the traceback, saying how many were held back."""
+class RateLimitedLog(logging.Filter):
+    """A logging filter: the records it `matches` at most one line per `interval` seconds, on one line, without
+    the traceback, saying how many were held back; every other record passes untouched."""
+
+    level = logging.ERROR
 
     def __init__(
         self, interval: float = ACCEPT_ERROR_LOG_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic
@@ -248,19 +251,45 @@ class AcceptErrorFilter(logging.Filter):
         self._last: float | None = None
         self.suppressed = 0
 
+    def matches(self, record: logging.LogRecord) -> bool:
+        raise NotImplementedError
+
     def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        message = record.getMessage()
-        out_of_resources = isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES
-        if not (message.startswith(ACCEPT_MESSAGE) or out_of_resources):
+        if not self.matches(record):
             return True
         now = self._clock()
         if self._last is not None and now - self._last < self.interval:
             self.suppressed += 1
             return False
-        first_line = message.splitlines()[0] if message else ACCEPT_MESSAGE
+        exc = record.exc_info[1] if record.exc_info else None
+        message = record.getMessage()
+        first_line = message.splitlines()[0] if message else ""
+        detail = " ".join(str(exc).split())[:300] if exc is not None else ""  # one line, whatever a stranger sent
         held = "" if self._last is None else f"; {self.suppressed} more held back in the last {now - self._last:.0f} s"
-        record.msg = f"{first_line}: {exc or 'out of resources'} (at most one line per {self.interval:.0f} s{held})"
+        record.msg = f"{first_line}: {detail or 'no detail'} (at most one line per {self.interval:.0f} s{held})"
         record.args, record.exc_info, record.exc_text = (), None, None
+        record.levelno, record.levelname = self.level, logging.getLevelName(self.level)
         self._last, self.suppressed = now, 0
         return True
+
+
+class AcceptErrorFilter(RateLimitedLog):
+    """On the 'asyncio' logger: out-of-descriptors errors (asyncio's accept retry, each second)."""
+
+    def matches(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES:
+            return True
+        return record.getMessage().startswith(ACCEPT_MESSAGE)
+
+
+class BadRequestFilter(RateLimitedLog):
+    """On the 'aiohttp.server' logger: a request aiohttp could not parse (bad chunking, a header too long, not
+    HTTP at all) is logged as an error with a traceback each time; it is a stranger's doing, not the bot's, so
+    a warning at most once per interval. Exceptions from the bot's own handlers (500s) pass untouched."""
+
+    level = logging.WARNING
+
+    def matches(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return isinstance(exc, HttpProcessingError)

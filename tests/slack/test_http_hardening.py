@@ -137,6 +137,26 @@ async def test_an_undeclared_oversized_body_is_cut_once_past_the_limit(slack_bot
     writer.close()
 
 
+async def test_requests_aiohttp_cannot_parse_are_answered_400_and_logged_once_without_a_traceback(slack_bot, caplog):
+    """aiohttp logs each unparsable request as an ERROR with its traceback: a stranger could fill the log."""
+    h = await slack_bot()
+    for junk in (
+        fresh_headers(chunked=True) + b"zz\r\nnot a chunk\r\n",
+        b"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: " + b"a" * 10_000 + b"\r\n\r\n",
+        b"POST /slack/events HTTP/1.1\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(100)) + b"\r\n",
+    ) * 3:
+        reader, writer = await connect(h)
+        writer.write(junk)
+        await writer.drain()
+        answer = await until_closed(reader)
+        assert answer.split(b"\r\n", 1)[0].split(b" ")[1] in (b"400", b"431"), answer[:200]
+        writer.close()
+    logged = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(logged) == 1 and logged[0].levelno == logging.WARNING and logged[0].exc_info is None
+    assert "\n" not in logged[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_a_request_without_a_slack_signature_is_refused_before_its_body_is_read(slack_bot):
     h = await slack_bot()
     reader, writer = await connect(h)
