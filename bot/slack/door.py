@@ -27,7 +27,9 @@ offers is used where it exists; the rest is the minimum of our own:
 - **accept errors logged at a rate**: when descriptors run out anyway (other processes, a lower limit), asyncio
   logs `socket.accept() out of system resource` with a traceback at every retry and retries the accept each
   second by itself, so the server serves again as soon as descriptors are free. `AcceptErrorFilter` lets one
-  line through per `ACCEPT_ERROR_LOG_INTERVAL_SECONDS`, with the count of those it held back.
+  line through per `ACCEPT_ERROR_LOG_INTERVAL_SECONDS`, with the count of those it held back. aiohttp likewise
+  logs every request it cannot parse as an ERROR with a traceback; `BadRequestFilter` makes that a warning, as
+  rarely.
 """
 
 from __future__ import annotations
