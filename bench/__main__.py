@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import ack_latency, audit_scale, fleet, per_run
+from bench import ack_latency, audit_scale, fleet, per_run, stranger_load
 
 
 def machine() -> str:
@@ -41,6 +41,10 @@ def main(argv: list[str]) -> int:
     sections.append(("Per-run overhead (zero-time host, approvals clicked at once)", per_run.report(one)))
     fleets = asyncio.run(fleet.run((2, 3), time_scale=0.02) if smoke else fleet.run())
     sections.append(("Fleet, pace and thread lag", fleet.report(fleets)))
+    strangers = asyncio.run(stranger_load.run(20, 6, 10, time_scale=0.02) if smoke else stranger_load.run())
+    sections.append(
+        ("Stranger load (signed requests and a run under 1,000 hostile connections)", stranger_load.report(strangers))
+    )
     audit_rows = audit_scale.run((1_000, 5_000) if smoke else (10_000, 100_000, 1_000_000))
     sections.append(
         ("Audit export and verify (streaming: peak memory flat, time linear)", audit_scale.report(audit_rows))

@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--http", action="store_true", help="serve Slack over HTTP (POST /slack/events)")
     mode.add_argument("--socket-mode", action="store_true", help="connect to Slack with Socket Mode")
     serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument(
+        "--bind",
+        metavar="ADDR",
+        help="address --http listens on (default: http.bind, which is 127.0.0.1; 0.0.0.0 only behind a proxy)",
+    )
 
     run = with_config(sub.add_parser("run", help="upgrade hosts from the terminal (approvals at the prompt)"))
     run.add_argument("hosts", nargs="+", metavar="HOST")
@@ -231,7 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.slack.serve import serve
 
         try:
-            return asyncio.run(serve(config, socket_mode=args.socket_mode, http=args.http, port=args.port))
+            return asyncio.run(
+                serve(config, socket_mode=args.socket_mode, http=args.http, port=args.port, bind=args.bind)
+            )
         except KeyboardInterrupt:
             return EXIT_OK
     if args.command == "run":

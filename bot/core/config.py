@@ -296,6 +296,19 @@ class VCenterConfig(_Section):
         return value.rstrip("/") if value else value
 
 
+class HttpConfig(_Section):
+    """`serve --http`: where it listens and how long a stranger may hold a connection (bot/slack/door.py)."""
+
+    # 127.0.0.1 unless asked: the bot belongs behind a reverse proxy that terminates TLS (docs/RUNBOOK.md).
+    bind: str = Field(default="127.0.0.1", min_length=1)
+    # From accepting a connection to its request's last header line.
+    header_timeout_seconds: float = Field(default=5, gt=0, le=300)
+    # From the last header line to the body's last byte.
+    body_timeout_seconds: float = Field(default=5, gt=0, le=300)
+    # Connections not yet proven to be Slack's (no signed request on them): at the cap the oldest is closed.
+    max_connections: int = Field(default=256, ge=1, le=100_000)
+
+
 class HostConfig(_Section):
     address: str = Field(min_length=1)
     port: Port | None = None
@@ -333,6 +346,7 @@ class Config(_Section):
     vcenter: VCenterConfig = VCenterConfig()
     terminal: TerminalConfig = TerminalConfig()
     audit: AuditConfig = AuditConfig()
+    http: HttpConfig = HttpConfig()
 
     @field_validator("hosts")
     @classmethod

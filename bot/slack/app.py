@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import time
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -22,6 +25,17 @@ from bot.core.config import Config, Secrets
 from bot.engine.approvals import ApprovalPolicy
 from bot.runtime import Runtime
 from bot.slack.context import SlackContext, SlackGroups, SlackIdentities
+from bot.slack.door import (
+    MAX_BODY_BYTES,
+    MAX_FIELD_BYTES,
+    MAX_HEADERS,
+    AcceptErrorFilter,
+    BadRequestFilter,
+    ConnectionGate,
+    GuardedSite,
+    descriptor_share,
+    stranger_cap,
+)
 from bot.slack.guard import RequestGuard
 from bot.slack.intake import SHUTDOWN_GRACE_SECONDS, Intake, TrackedApp
 from bot.slack.origin import SlackIdentity
@@ -30,6 +44,9 @@ from bot.systems.services import Services
 from handlers import actions, commands
 
 log = logging.getLogger(__name__)
+
+HEALTH_CACHE_SECONDS = 1.0
+LISTEN_BACKLOG = 1024
 
 
 class StartupError(ValueError):
@@ -98,8 +115,20 @@ class SlackBot:
         self.url: str | None = None
         self.shutdown_grace_seconds = SHUTDOWN_GRACE_SECONDS
         self._identity: asyncio.Task[object] | None = None
+        # The HTTP front door's limits (bot/slack/door.py); tests shorten the timeouts.
+        self.header_timeout_seconds = config.http.header_timeout_seconds
+        self.body_timeout_seconds = config.http.body_timeout_seconds
+        self.max_connections = config.http.max_connections
+        self.max_body_bytes = MAX_BODY_BYTES
+        self.gate: ConnectionGate | None = None
+        self._accept_errors = AcceptErrorFilter()
+        self._bad_requests = BadRequestFilter()
+        self._health_check: asyncio.Task[tuple[int, dict[str, object]]] | None = None
+        self._health_at = 0.0
+        self.health_checks = 0
 
-    async def start(self, port: int = 3000, host: str = "127.0.0.1") -> None:
+    async def start(self, port: int = 3000, host: str | None = None) -> None:
+        """Socket Mode, or HTTP on `host` (default `http.bind`, 127.0.0.1 unless configured) and `port`."""
         await self.engine.start()
         self.progress.start()
         await self.progress.catch_up()
@@ -112,16 +141,52 @@ class SlackBot:
             await self._socket.connect_async()
             log.info("connected to Slack with Socket Mode")
             return
-        web_app = web.Application()
+        host = host or self.config.http.bind
+        # client_max_size: aiohttp's own limit, were anything to call request.read()/post() (nothing does).
+        web_app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._door])
         web_app.router.add_post("/slack/events", self._events)
         web_app.router.add_get("/healthz", self._health)
-        self._runner = web.AppRunner(web_app, access_log=None)
+        # keepalive_timeout: a kept-alive (Slack's) connection idle, or stuck in its next request's headers, is
+        # closed after the header timeout; lingering_time = 0: what was refused is not read on.
+        # max_headers, max_field_size: what a stranger's unfinished headers may hold in memory (Slack sends about
+        # ten short headers; a proxy adds a few): 32 of 4 KiB, not aiohttp's 128 of 8 KiB.
+        self._runner = web.AppRunner(
+            web_app,
+            access_log=None,
+            keepalive_timeout=self.header_timeout_seconds,
+            lingering_time=0,
+            max_headers=MAX_HEADERS,
+            max_field_size=MAX_FIELD_BYTES,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        self.gate = ConnectionGate(stranger_cap(self.max_connections), self.header_timeout_seconds)
+        logging.getLogger("asyncio").addFilter(self._accept_errors)
+        logging.getLogger("aiohttp.server").addFilter(self._bad_requests)
+        # backlog: connections the kernel queues before the bot accepts them; under a flood of strangers a signed
+        # request's connection must not be dropped at the door (aiohttp's default is 128)
+        # (and, as asyncio accepts up to a backlog's worth at once, held to the cap's share of the descriptors)
+        site = GuardedSite(self._runner, host, port, self.gate, backlog=min(LISTEN_BACKLOG, descriptor_share()))
         await site.start()
         bound = self._runner.addresses[0][1]
-        self.url = f"http://{host}:{bound}"
+        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
         log.info("serving Slack at %s/slack/events", self.url)
+
+    @web.middleware
+    async def _door(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every request: its headers are in (the header timeout stops); a stranger's connection closes after the
+        answer (one request per connection until a signed one proves it Slack's)."""
+        gate = self.gate
+        assert gate is not None
+        gate.headers_read(request.protocol)
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            if gate.is_stranger(request.protocol):
+                exc.force_close()
+            raise
+        if gate.is_stranger(request.protocol):
+            response.force_close()
+        return response
 
     async def _events(self, request: web.Request) -> web.Response:
         if self.intake.stopping:  # not acknowledged, so Slack may send it again to the next instance
@@ -130,12 +195,18 @@ class SlackBot:
             return await self._receive(request)
 
     async def _receive(self, request: web.Request) -> web.Response:
-        verdict = self.guard.verdict(await request.read(), request.headers)
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        raw, signer = body
+        verdict = self.guard.verdict(raw, request.headers, signer)
         if isinstance(verdict, tuple):
             status, error = verdict
             if status == 400:
                 log.warning("refused a signed request that is not shaped as Slack sends it")
             return web.json_response({"error": error}, status=status)
+        assert self.gate is not None
+        self.gate.trust(request.protocol)
         try:
             bolt_request = AsyncBoltRequest(
                 body=verdict,
@@ -147,7 +218,43 @@ class SlackBot:
             log.warning("refused a malformed Slack request (%s)", type(exc).__name__)
             return web.json_response({"error": "malformed request"}, status=400)
 
+    async def _read_body(self, request: web.Request) -> tuple[bytes, hmac.HMAC] | web.Response:
+        """The body, read as it arrives into its HMAC, within the body timeout and size limit; or the refusal.
+
+        Nothing here parses it: the signature is compared (guard.verdict) before anything reads the form."""
+        declared = request.content_length
+        if declared is not None and declared > self.max_body_bytes:
+            return web.json_response({"error": "request body too large"}, status=413)
+        refused = self.guard.precheck(request.headers)
+        if refused is not None:  # no Slack signature: the body is not read at all
+            return web.json_response({"error": refused[1]}, status=refused[0])
+        signer = self.guard.signer(request.headers)
+        raw = bytearray()
+        try:
+            async with asyncio.timeout(self.body_timeout_seconds):
+                while chunk := await request.content.readany():
+                    if len(raw) + len(chunk) > self.max_body_bytes:  # chunked, or more than it declared
+                        return web.json_response({"error": "request body too large"}, status=413)
+                    signer.update(chunk)
+                    raw += chunk
+        except TimeoutError:
+            return web.json_response({"error": "request body timed out"}, status=408)
+        except (ConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+            return web.json_response({"error": "request body incomplete"}, status=400)
+        return bytes(raw), signer
+
     async def _health(self, request: web.Request) -> web.Response:
+        """GET /healthz, open to anyone: so a flood of it costs neither the store's thread nor Slack's rate limit
+        (auth.test), one check runs at a time and its answer serves every request for HEALTH_CACHE_SECONDS."""
+        task = self._health_check
+        if task is None or (task.done() and time.monotonic() - self._health_at >= HEALTH_CACHE_SECONDS):
+            self._health_at = time.monotonic()
+            task = self._health_check = asyncio.get_running_loop().create_task(self._check_health())
+        status, body = await asyncio.shield(task)
+        return web.json_response(body, status=status)
+
+    async def _check_health(self) -> tuple[int, dict[str, object]]:
+        self.health_checks += 1
         backlog: dict[str, int] | None = None
         try:
             owed = await self.store.call(self.progress.outbox.backlog)
@@ -165,7 +272,7 @@ class SlackBot:
         # a backlog is not unhealthy (Slack may be slow); it tells whether every thread has caught up
         body = {"database": database, "slack": "ok" if ok else "unreachable", "threads": backlog}
         healthy = database == "ok" and ok
-        return web.json_response({"ok": healthy, **body}, status=200 if healthy else 503)
+        return 200 if healthy else 503, {"ok": healthy, **body}
 
     async def stop(self) -> None:
         """Stop taking requests (HTTP answers 503; the socket closes), let the acknowledged ones finish (bounded;
@@ -178,7 +285,11 @@ class SlackBot:
         await self.intake.drain(self.shutdown_grace_seconds)
         if self._identity is not None:
             self._identity.cancel()
+        if self._health_check is not None:
+            self._health_check.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
+            logging.getLogger("asyncio").removeFilter(self._accept_errors)
+            logging.getLogger("aiohttp.server").removeFilter(self._bad_requests)
         await self.progress.stop()
         await self.runtime.close()

@@ -94,6 +94,11 @@ update_method = "PATCH"
 url = "https://vcenter.example.com"
 server_cert_validation = "ignore"
 snapshot_timeout_seconds = 60
+[http]
+bind = "0.0.0.0"
+header_timeout_seconds = 2
+body_timeout_seconds = 3
+max_connections = 50
 [hosts.conn-a1]
 address = "conn-a1.corp"
 port = 5986
@@ -120,6 +125,7 @@ def test_minimal_config_uses_documented_defaults():
     assert config.workspace_one.directory_change == "api"
     assert config.connector.service == "VMwareIDMConnector"
     assert config.winrm_endpoint("host01") == "https://10.0.0.1:5986/wsman"
+    assert config.http.bind == "127.0.0.1"  # HTTP mode listens on loopback unless asked
 
 
 def test_every_key_is_parsed():
@@ -179,6 +185,12 @@ def test_every_key_is_parsed():
         "directory_list_media_type": "a/l",
         "directory_media_type": "a/d",
         "update_method": "PATCH",
+    }
+    assert config.http.model_dump() == {
+        "bind": "0.0.0.0",
+        "header_timeout_seconds": 2,
+        "body_timeout_seconds": 3,
+        "max_connections": 50,
     }
     host = config.hosts["conn-a1"]
     assert (host.address, host.port, host.scheme, host.transport, host.vm_name) == (

@@ -48,7 +48,7 @@ def test_every_configuration_key_in_the_readme_exists():
     keys = config_keys()
     mentioned = set(
         re.findall(
-            r"`((?:slack|preflight|database|installer|connector|winrm|reboot|workspace_one|vcenter|terminal|audit)\.[a-z_0-9]+)",
+            r"`((?:slack|preflight|database|installer|connector|winrm|reboot|workspace_one|vcenter|terminal|audit|http)\.[a-z_0-9]+)",
             README,
         )
     )

@@ -843,7 +843,7 @@ def malformed_bodies(w: World, h: Harness) -> dict[str, bytes]:
         "payload JSON null": form("null"),
         "payload a JSON string": form('"block_actions"'),
         "payload truncated JSON": form(json.dumps(good)[:-20]),
-        "payload nested 100000 deep": form("[" * 100_000),
+        "payload nested 20000 deep": form("[" * 20_000),  # 60 KB: under the 128 KiB body limit
         "body not UTF-8": b"payload=\xff\xfe\xfd",
         "payload with actions not a list": form(json.dumps({**good, "actions": "approve"})),
         "payload with an empty action": form(json.dumps({**good, "actions": [{}]})),
@@ -877,6 +877,22 @@ async def test_malformed_requests_never_crash_the_endpoint(probe):
             name,
             lambda b=body, hd=signed_headers: raw_post(h, b, hd),
             expect=(200, 400, 404),
+            reply_expected=False,
+        )
+    # over the body limit (issue 17): 413 whether signed or not, before anything parses it
+    big = b"payload=" + quote("[" * 100_000).encode()
+    for label, signature in (("unsigned", "v0=" + "0" * 64), ("signed", None)):
+        ts = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": signature or signature_for(SIGNING_SECRET, ts, big),
+        }
+        await probe.case(
+            f"malformed:{label}",
+            "payload nested 100000 deep (300 KB)",
+            lambda hd=headers: raw_post(h, big, hd),
+            expect=(413,),
             reply_expected=False,
         )
     body = b"command=%2Fidm-upgrade&text=help&user_id=U0OUTSIDER1"

@@ -58,6 +58,7 @@ async def test_healthz_reports_database_and_slack(slack_bot):
             "threads": {"runs_not_projected": 0, "pending_messages": 0},
         }
     h.bot._slack_ok = (0.0, False)  # force a fresh check
+    h.bot._health_at = float("-inf")  # past the answer's 1 s cache
     await h.slack.down()
     async with aiohttp.ClientSession() as session, session.get(f"{h.bot.url}/healthz") as response:
         assert response.status == 503 and (await response.json())["slack"] == "unreachable"

@@ -63,6 +63,7 @@ def sandbox_config(
         "workspace_one": f'url = "{ws1_url}"' if ws1_url else "",
         "vcenter": f'url = "{vcenter_url}"' if vcenter_url else "",
         "audit": "",
+        "http": "",
     }
     for line in extra.strip().splitlines():
         section, _, setting = line.partition(":")
@@ -109,6 +110,8 @@ poll_seconds = 0.1
 {sections["vcenter"]}
 [audit]
 {sections["audit"]}
+[http]
+{sections["http"]}
 {tables}
 """
     return parse_config(tomllib.loads(text))
