@@ -37,7 +37,9 @@ SIGNING_SECRET = "sandbox-" + secrets.token_hex(8)
 REDRAW_SECONDS = 0.5
 
 
-def sandbox_config(hosts: list[WinRMHostServer], ws1_url: str, database: Path, signing_key: Path) -> Config:
+def sandbox_config(
+    hosts: list[WinRMHostServer], ws1_url: str, database: Path, signing_key: Path | None = None
+) -> Config:
     tables = "".join(
         f'[hosts.host{i:02d}]\naddress = "127.0.0.1"\nport = {urlsplit(h.endpoint).port}\n'
         for i, h in enumerate(hosts, start=1)
@@ -67,7 +69,7 @@ timeout_seconds = 60
 [workspace_one]
 url = "{ws1_url}"
 [audit]
-signing_key_file = "{signing_key}"
+{f'signing_key_file = "{signing_key}"' if signing_key else ""}
 {tables}"""
     return parse_config(tomllib.loads(text))
 
