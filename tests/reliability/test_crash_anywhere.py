@@ -34,6 +34,7 @@ from sandbox.workspace_one import WorkspaceOneStandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "crash-signing-secret"
+RECLICK_SECONDS = 15  # a request still open this long after its click is clicked again
 KILL_POINTS = int(os.environ.get("RELIABILITY_KILL_POINTS", "3"))
 SEED = int(os.environ.get("RELIABILITY_SEED", "20261128"))
 # Each trial has its own budget: up to two bot starts and two drives, on a loaded machine. The test's own
@@ -175,7 +176,7 @@ port = {url.port}
         complete (or the bot dies)."""
         stop = time.monotonic() + timeout
         sent_at = 0.0
-        clicked: set[tuple[str, str]] = set()
+        clicked: dict[tuple[str, str], float] = {}  # (approval, message) -> when it was last clicked
         while time.monotonic() < stop:
             if self.bot.poll() is not None:
                 return False
@@ -191,8 +192,10 @@ port = {url.port}
             for approval_id, gate in self.query("SELECT id, gate FROM approvals WHERE state = 'open'"):
                 action = gate_named(gate).button
                 found = self.slack.standin.latest_button(OPS_CHANNEL, action, value=approval_id)
-                if found and (approval_id, found[0].ts) not in clicked:
-                    clicked.add((approval_id, found[0].ts))
+                key = (approval_id, found[0].ts) if found else None
+                # a click whose request was lost (the bot died or was busy) is made again, as a person would
+                if found and time.monotonic() - clicked.get(key, -RECLICK_SECONDS) >= RECLICK_SECONDS:
+                    clicked[key] = time.monotonic()
                     # the bot may die mid-click: the restart resumes the request
                     with contextlib.suppress(Exception):
                         self.slack.call(
