@@ -9,6 +9,12 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from bot.slack.socket import failure_text
 from sandbox.slack import SlackStandIn
 from tests.support.configs import write_config
 from tests.support.waiting import eventually
@@ -31,8 +37,19 @@ class ServeProcess:
     def attempts(self) -> list[re.Match[str]]:
         return [m for m in (ATTEMPT.search(line) for line in self.lines) if m]
 
-    async def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+    async def wait_for_attempts(self, count: int) -> None:
+        try:
+            await eventually(
+                lambda: len(self.attempts()) >= count or self.proc.returncode is not None,
+                timeout=60,
+                what=f"{count} failed attempts logged",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the log so far:\n" + "\n".join(self.lines)) from None
+        assert self.proc.returncode is None, "serve ended by itself:\n" + "\n".join(self.lines)
+
+    async def terminate(self, signum: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(signum)
         code = await asyncio.wait_for(self.proc.wait(), STOP_BOUND_SECONDS)
         await self._reader
         return code
@@ -42,13 +59,13 @@ class ServeProcess:
             self.proc.kill()
 
 
-async def start_serve(tmp_path: Path, slack: SlackStandIn) -> ServeProcess:
+async def start_serve(tmp_path: Path, slack: SlackStandIn, app_token: str = "xapp-sandbox") -> ServeProcess:
     config = write_config(tmp_path, hosts=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "IDM_UPGRADE_", "WS1_", "VCENTER_"))}
     env |= {
         "SLACK_BOT_TOKEN": "xoxb-sandbox",
         "SLACK_SIGNING_SECRET": "s",
-        "SLACK_APP_TOKEN": "xapp-sandbox",
+        "SLACK_APP_TOKEN": app_token,
         "SLACK_API_URL": slack.api_url,
         "WINRM_USERNAME": "u",
         "WINRM_PASSWORD": "p",
@@ -69,13 +86,23 @@ async def start_serve(tmp_path: Path, slack: SlackStandIn) -> ServeProcess:
     return ServeProcess(proc)
 
 
-async def test_sigterm_stops_socket_mode_serve_while_slack_is_unreachable(tmp_path):
+@pytest.mark.parametrize(
+    ("case", "signum", "says"),
+    [
+        ("down", signal.SIGTERM, "ClientConnectorError: Cannot connect to host"),
+        ("down", signal.SIGINT, "ClientConnectorError: Cannot connect to host"),
+        ("refusing the app token", signal.SIGTERM, "apps.connections.open answered invalid_auth"),
+    ],
+    ids=["down-sigterm", "down-ctrl-c", "refusing-sigterm"],
+)
+async def test_a_signal_stops_socket_mode_serve_while_slack_is_unreachable(tmp_path, case, signum, says):
     async with SlackStandIn() as slack:
-        await slack.down()  # connections refused: apps.connections.open cannot be reached
-        serve = await start_serve(tmp_path, slack)
+        if case == "down":
+            await slack.down()  # connections refused: apps.connections.open cannot be reached
+        serve = await start_serve(tmp_path, slack, app_token="xapp-revoked" if case != "down" else "xapp-sandbox")
         try:
-            await eventually(lambda: len(serve.attempts()) >= 3, timeout=60, what="three failed attempts logged")
-            code = await serve.terminate()
+            await serve.wait_for_attempts(3)
+            code = await serve.terminate(signum)
         finally:
             serve.kill()
     log = "\n".join(serve.lines)
@@ -86,7 +113,7 @@ async def test_sigterm_stops_socket_mode_serve_while_slack_is_unreachable(tmp_pa
     assert [int(m[1]) for m in attempts] == list(range(1, len(attempts) + 1)), log
     delays = [float(m[3]) for m in attempts]
     assert delays[:3] == [1, 2, 4] and delays == sorted(delays), log
-    assert all("Cannot connect" in m[2] or "Connect" in m[2] for m in attempts), log
+    assert all(m[2].startswith(says) for m in attempts), log
     # nothing else about connecting: neither slack_sdk's retry lines nor its "Failed to connect" tracebacks
     about_socket = [line for line in serve.lines if "apps.connections.open" in line or "Socket Mode" in line]
     assert [line for line in about_socket if not ATTEMPT.search(line)] == [], log
@@ -124,3 +151,12 @@ async def test_socket_mode_connects_once_slack_comes_back(tmp_path):
         finally:
             serve.kill()
     assert code == 0, "\n".join(serve.lines)
+
+
+def test_a_failed_attempt_is_told_in_one_line_without_the_websocket_ticket():
+    url = URL("ws://127.0.0.1:9/socket-mode?ticket=s3cr3t-t1cket&app_id=A0SANDBOX")
+    info = aiohttp.RequestInfo(url, "GET", CIMultiDictProxy(CIMultiDict()), url)
+    refused = aiohttp.WSServerHandshakeError(info, (), status=401, message="Invalid response status")
+    text = failure_text(refused)
+    assert "s3cr3t-t1cket" not in text and "ticket=<redacted>" in text and "\n" not in text
+    assert text.startswith("WSServerHandshakeError: 401")
