@@ -12,7 +12,6 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
-from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -22,6 +21,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.config import Config, Secrets
+from bot.core.needs import serve_refusals
 from bot.engine.approvals import ApprovalPolicy
 from bot.runtime import Runtime
 from bot.slack.context import SlackContext, SlackGroups, SlackIdentities
@@ -40,6 +40,7 @@ from bot.slack.guard import RequestGuard
 from bot.slack.intake import SHUTDOWN_GRACE_SECONDS, Intake, TrackedApp
 from bot.slack.origin import SlackIdentity
 from bot.slack.progress import SlackProgress
+from bot.slack.socket import SocketLink
 from bot.systems.services import Services
 from handlers import actions, commands
 
@@ -67,13 +68,12 @@ def web_client(token: str, api_url: str | None = None) -> AsyncWebClient:
 
 
 def require(secrets: Secrets, *names: str) -> dict[str, str]:
-    values = {}
-    for name in names:
-        value = getattr(secrets, name.lower())
-        if value is None:
-            raise StartupError(f"{name} is not set in the environment; the Slack app needs it (see README)")
-        values[name] = value.get_secret_value()
-    return values
+    """The named secrets' values; StartupError naming every missing one in one line."""
+    missing = [name for name in names if getattr(secrets, name.lower()) is None]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise StartupError(f"{', '.join(missing)} {verb} not set in the environment (see README, Secrets)")
+    return {name: getattr(secrets, name.lower()).get_secret_value() for name in names}
 
 
 class SlackBot:
@@ -88,10 +88,14 @@ class SlackBot:
         api_url: str | None = None,
         services: Services | None = None,
     ):
+        # everything missing at once, as check-config says it, not one variable per attempt
+        refusals = serve_refusals(config, secrets, socket_mode=socket_mode)
+        if refusals:
+            raise StartupError("; ".join(refusals))
         names = ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"] + (["SLACK_APP_TOKEN"] if socket_mode else [])
         tokens = require(secrets, *names)
         self.config, self.socket_mode = config, socket_mode
-        self.app_token = tokens.get("SLACK_APP_TOKEN")
+        self.app_token = tokens.get("SLACK_APP_TOKEN", "")
         self.client = web_client(tokens["SLACK_BOT_TOKEN"], api_url)
         self.policy = ApprovalPolicy(config.slack, SlackGroups(self.client), SlackIdentities(self.client))
         self.runtime = Runtime.build(config, secrets, policy=self.policy, services=services)
@@ -110,7 +114,7 @@ class SlackBot:
         commands.register(self.app, deps)
         actions.register(self.app, deps)
         self._runner: web.AppRunner | None = None
-        self._socket: AsyncSocketModeHandler | None = None
+        self._socket: SocketLink | None = None
         self._slack_ok: tuple[float, bool] = (0.0, False)
         self.url: str | None = None
         self.shutdown_grace_seconds = SHUTDOWN_GRACE_SECONDS
@@ -137,9 +141,9 @@ class SlackBot:
         self._identity = asyncio.get_running_loop().create_task(self.intake.identity.get())
         await self.intake.resume(self.app)  # what the last shutdown acknowledged but could not finish
         if self.socket_mode:
-            self._socket = AsyncSocketModeHandler(self.app, self.app_token, web_client=self.client)
-            await self._socket.connect_async()
-            log.info("connected to Slack with Socket Mode")
+            # connecting is a task a stop can cancel: Slack may be unreachable for as long as it likes
+            self._socket = SocketLink(self.app, self.app_token, self.client)
+            self._socket.start()
             return
         host = host or self.config.http.bind
         # client_max_size: aiohttp's own limit, were anything to call request.read()/post() (nothing does).
@@ -281,7 +285,7 @@ class SlackBot:
             return  # stopped already (serve's signal, then the caller's cleanup)
         self.intake.stopping = True
         if self._socket is not None:
-            await self._socket.close_async()
+            await self._socket.close()
         await self.intake.drain(self.shutdown_grace_seconds)
         if self._identity is not None:
             self._identity.cancel()

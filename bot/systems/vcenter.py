@@ -180,6 +180,13 @@ class VCenterClient:
         found = [s for s in await self.snapshots(vm_name, host=host) if s.name == name]
         return max(found, key=lambda s: s.created) if found else None
 
+    async def about(self) -> str:
+        """Log in (when not yet) and name the vCenter that answered; reads nothing else, changes nothing."""
+        return await self._call(self._about)
+
+    def _about(self, cancel: threading.Event) -> str:
+        return str(self._connect().content.about.fullName)
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -606,13 +606,13 @@ class WinRMExecutor:
 
     # -- probes --------------------------------------------------------------------------------
 
-    async def probe(self, host: str, script: str, seconds: float) -> ScriptResult:
+    async def probe(self, host: str, script: str, seconds: float, params: dict[str, Any] | None = None) -> ScriptResult:
         """One short attempt of a read-only script, for a host that may be down (restarting).
 
         Connect and operation timeouts of a few seconds and no retry: a probe of a host that is down must
         cost seconds, not read_timeout. Waiting for the host to come back is the caller's business.
         """
-        body = build_script(script, {}, self.scripts_dir)
+        body = build_script(script, params or {}, self.scripts_dir)
         short = max(1, int(self.config.winrm.connect_timeout_seconds))
         protocol = self._protocol(host, operation_timeout=short, read_timeout=short + 2)
         async with self._host_locks.setdefault(host, asyncio.Lock()):

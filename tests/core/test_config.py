@@ -284,6 +284,20 @@ def test_each_error_is_one_line_naming_the_key(patch, expected):
     assert found[0].startswith(expected), found
 
 
+# MINIMAL as serve would start with it: approvers, and the environment serve needs (see serve_ready)
+READY = MINIMAL.replace('requesters = ["U0REQ00001"]', 'requesters = ["U0REQ00001"]\napprovers = ["U0APR00001"]')
+SERVE_ENV = {"SLACK_BOT_TOKEN": "xoxb-t", "SLACK_SIGNING_SECRET": "s", "WINRM_USERNAME": "u", "WINRM_PASSWORD": "p"}
+
+
+@pytest.fixture
+def serve_ready(monkeypatch):
+    """The environment serve needs for READY (HTTP mode), and nothing else."""
+    for name in Secrets.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in SERVE_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
 REQUESTERS_REFUSED = (
     "slack.requesters: is empty or missing, which would let anyone in the workspace start upgrades; list the "
     'Slack user IDs (U…/W…) or user group IDs (S…) who may, or write requesters = ["anyone"] to let everyone '
@@ -305,8 +319,8 @@ def test_check_config_exits_2_on_empty_requesters(tmp_path, capsys, line):
     assert captured.err.splitlines() == [f"config error: {REQUESTERS_REFUSED}"] and captured.out == ""
 
 
-def test_anyone_is_the_explicit_opt_in_and_check_config_warns(tmp_path, capsys):
-    text = MINIMAL.replace('requesters = ["U0REQ00001"]', 'requesters = ["anyone"]')
+def test_anyone_is_the_explicit_opt_in_and_check_config_warns(tmp_path, capsys, serve_ready):
+    text = READY.replace('requesters = ["U0REQ00001"]', 'requesters = ["anyone"]')
     assert parse_config(tomllib.loads(text)).slack.anyone_may_request
     path = tmp_path / "c.toml"
     path.write_text(text)
@@ -316,13 +330,13 @@ def test_anyone_is_the_explicit_opt_in_and_check_config_warns(tmp_path, capsys):
     assert 'warning: slack.requesters = ["anyone"]: every member of the workspace may start upgrades' in out
 
 
-def test_check_config_says_whether_the_install_is_approved(tmp_path, capsys):
+def test_check_config_says_whether_the_install_is_approved(tmp_path, capsys, serve_ready):
     path = tmp_path / "c.toml"
-    path.write_text(MINIMAL)
+    path.write_text(READY)
     assert cli.main(["check-config", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "install approved first" in out and "approve_install" not in out
-    path.write_text(MINIMAL.replace("[slack]", "[policy]\napprove_install = false\n[slack]"))
+    path.write_text(READY.replace("[slack]", "[policy]\napprove_install = false\n[slack]"))
     assert cli.main(["check-config", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "install WITHOUT approval" in out
@@ -390,7 +404,8 @@ def test_check_config_summary_shows_no_secrets(tmp_path, monkeypatch, capsys):
     path.write_text(EVERY_KEY.replace("/tmp/x.db", str(tmp_path / "x.db")))
     monkeypatch.setenv("WINRM_PASSWORD", "Sup3r-Secret-Winrm-Pw")
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-secret-token-value")
-    assert cli.main(["check-config", "--config", str(path)]) == 0
+    # the other secrets are missing: serve would refuse, and check-config says so and exits 1
+    assert cli.main(["check-config", "--config", str(path)]) == 1
     out = capsys.readouterr().out
     assert "Sup3r-Secret-Winrm-Pw" not in out and "xoxb-secret-token-value" not in out
     assert "WINRM_PASSWORD set" in out and "WINRM_USERNAME missing" in out
@@ -437,10 +452,10 @@ def test_check_config_refuses_installer_url_credentials_without_echoing_them(tmp
     assert "Pa55-in-url" not in done.stdout + done.stderr
 
 
-def test_check_config_shows_a_presigned_installer_url_without_its_query(tmp_path, capsys):
+def test_check_config_shows_a_presigned_installer_url_without_its_query(tmp_path, capsys, serve_ready):
     path = tmp_path / "c.toml"
     signed = "https://artifacts.example.com/connector.exe?X-Amz-Signature=0f1e2d3c4b5a&X-Amz-Credential=AKIAEXAMPLE"
-    path.write_text(MINIMAL.replace("https://artifacts.example.com/connector.exe", signed))
+    path.write_text(READY.replace("https://artifacts.example.com/connector.exe", signed))
     assert load_config(str(path)).installer.url == signed  # kept as it is: the host downloads with it
     assert cli.main(["check-config", "--config", str(path)]) == 0
     out = capsys.readouterr().out
@@ -448,17 +463,17 @@ def test_check_config_shows_a_presigned_installer_url_without_its_query(tmp_path
     assert "0f1e2d3c4b5a" not in out and "AKIAEXAMPLE" not in out
 
 
-def test_check_config_checks_the_audit_signing_key(tmp_path, tmp_path_factory, capsys):
+def test_check_config_checks_the_audit_signing_key(tmp_path, tmp_path_factory, capsys, serve_ready):
     from bot.core.signing import generate_key_file, key_id
 
     path = tmp_path / "c.toml"
-    path.write_text(MINIMAL)
+    path.write_text(READY)
     assert cli.main(["check-config", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "audit checkpoints: every 15 min" in out and "NOT signed" in out and "audit keygen" in out
     key = tmp_path_factory.mktemp("etc") / "audit.key"
     public = generate_key_file(key)
-    path.write_text(f'[audit]\nsigning_key_file = "{key}"\n' + MINIMAL)
+    path.write_text(f'[audit]\nsigning_key_file = "{key}"\n' + READY)
     assert cli.main(["check-config", "--config", str(path)]) == 0
     assert f"signed, key id {key_id(public)}" in capsys.readouterr().out
     key.chmod(0o644)

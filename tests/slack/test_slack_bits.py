@@ -24,7 +24,7 @@ from sandbox.slack_state import (
     REQUESTER,
     REQUESTER_ADMIN,
 )
-from tests.support.configs import write_config
+from tests.support.configs import config_toml, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,31 @@ def test_serve_without_a_token_stops_with_one_line_naming_it(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "idm-upgrade: SLACK_BOT_TOKEN is not set in the environment; the Slack app needs it (see README)"
+        "idm-upgrade: SLACK_BOT_TOKEN is not set in the environment (see README, Secrets)"
+    ]
+
+
+def test_serve_names_every_missing_variable_and_empty_approvers_in_one_line(tmp_path):
+    config = tmp_path / "idm-upgrade.toml"
+    config.write_text(
+        config_toml(
+            tmp_path / "bot.db", hosts=1, approvers=[], extra='[workspace_one]\nurl = "https://ws1.example.com"'
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "WINRM_", "WS1_", "VCENTER_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "serve", "--socket-mode", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env | {"WINRM_USERNAME": "u", "WS1_CLIENT_ID": "id"},
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "idm-upgrade: SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN, WINRM_PASSWORD, WS1_CLIENT_SECRET are "
+        "not set in the environment (see README, Secrets); slack.approvers is empty, so no gated step (STARTTLS, "
+        "install, reboot) could be approved"
     ]
 
 

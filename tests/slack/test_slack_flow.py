@@ -27,10 +27,12 @@ SCOPE_OF = {
     # `audit verify --checkpoints slack` reads the checkpoints back from the channel and its threads
     "conversations.history": "channels:history",
     "conversations.replies": "channels:history",
+    # check-config --probe: is the bot a member of slack.channel
+    "conversations.info": "channels:read",
 }
-# conversations.* in a private channel need groups:history instead.
+# conversations.* in a private channel need groups:history (groups:read for conversations.info) instead.
 # Not a method's scope: it adds profile.email to users.info, which identifies one person's accounts.
-EXTRA_SCOPES = {"users:read.email", "groups:history"}
+EXTRA_SCOPES = {"users:read.email", "groups:history", "groups:read"}
 
 
 def test_manifest_is_valid_and_asks_for_what_the_bot_uses():
