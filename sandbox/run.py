@@ -87,14 +87,6 @@ signing_key_file = "{signing_key}"
     return parse_config(tomllib.loads(text))
 
 
-def prompt_question(gate_name: str, host: str) -> str:
-    """The question at the prompt, with what to type: the gate's own words, not its button's."""
-    gate = gate_named(gate_name)
-    if gate.is_confirmation:
-        return f"{gate.ask(host)} Type y once it is done, n if it cannot be done: [y/N] "
-    return f"{gate.ask(host)} Type y to approve, n to deny: [y/N] "
-
-
 class Clicker:
     """Answers each approval request in the thread: as the approver at once, or by asking here.
 
@@ -118,11 +110,13 @@ class Clicker:
                 self.answered.add(approval.id)
                 if self.mode == "prompt":
                     await show()  # the request as Slack shows it, before the question about it
-                    self.out.write("\n" + prompt_question(approval.gate, run.host))
+                    self.out.write("\n" + gate_named(approval.gate).prompt(run.host))
                     self.out.flush()
                     asked = time.monotonic()
                     line = await asyncio.to_thread(self.stdin.readline)
                     self.waited += time.monotonic() - asked
+                    if not self.stdin.isatty():  # a terminal echoed the answer; piped answers are shown here
+                        self.out.write(line.strip() + "\n")
                     if line.strip().lower() not in ("y", "yes"):
                         action = "deny"
                 await sender.click_button(APPROVER, action, value=approval.id, message_ts=found[0].ts)
@@ -267,7 +261,12 @@ async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.E
         runs = await bot.store.call(bot.store.runs)
         if not finished:
             still = [r for r in sorted(runs, key=lambda r: r.batch_position) if r.state.active]
-            where = await where_each_run_is(bot, still) if still else "no run was started"
+            if still:
+                where = await where_each_run_is(bot, still)
+            elif runs:
+                where = "the runs ended but their threads were not all delivered to Slack"
+            else:
+                where = "no run was started"
             out.write(f"\nsandbox: gave up after {elapsed():.0f} s; {where}\n")
             out.flush()
             return 1

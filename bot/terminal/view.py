@@ -77,8 +77,7 @@ class TerminalView:
             self.out.write("  approved by --yes (terminal.allow_yes = true)\n\n")
             answer = "y"
         else:
-            question = gate_named(gate).ask(event.host)
-            self.out.write(f"  {question} [y/N] ")
+            self.out.write("  " + gate_named(gate).prompt(event.host))
             self.out.flush()
             if self._lines is None:
                 self._lines = StdinLines(self.stdin)
