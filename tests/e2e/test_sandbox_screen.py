@@ -5,6 +5,7 @@ question, in words that say what the approval does and what to type."""
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import pty
 import re
@@ -177,7 +178,7 @@ def test_on_a_terminal_the_sandbox_draws_on_the_alternate_screen_and_prints_the_
     assert before.startswith("$ /idm-upgrade host01")
     frames = [f.split("\n\nsandbox:")[0] for f in screen.split(CLEAR)[1:]]
     assert len(frames) >= 3
-    assert all(a != b for a, b in zip(frames, frames[1:], strict=False)), "a frame was drawn twice"
+    assert all(a != b for a, b in itertools.pairwise(frames)), "a frame was drawn twice"
     # the normal screen gets the final channel once, then the result line
     assert after.count("Connector upgrade: host01") == 1 and "host01: succeeded" in after
     assert after.strip().splitlines()[-1].startswith("sandbox: host01 succeeded in ")
