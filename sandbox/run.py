@@ -30,6 +30,7 @@ from bot.core.signing import generate_key_file, parse_public_key
 from bot.slack.app import SlackBot
 from bot.slack.witness import read_checkpoints
 from bot.store import checkpoints
+from bot.terminal.view import StdinLines
 from sandbox.screen import make_screen
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
@@ -91,12 +92,14 @@ class Clicker:
     """Answers each approval request in the thread: as the approver at once, or by asking here.
 
     At the prompt the request is drawn first (`show`), then asked; the time a person takes to answer is
-    `waited`, which the sandbox's give-up clock does not count."""
+    `waited`, which the sandbox's give-up clock does not count. Ctrl-C at the prompt stops the sandbox: the
+    line is read by a daemon thread (StdinLines), so nothing waits for an Enter that never comes."""
 
-    def __init__(self, mode: str, stdin: TextIO, out: TextIO):
-        self.mode, self.stdin, self.out = mode, stdin, out
+    def __init__(self, mode: str, stdin: TextIO, out: TextIO, interrupted: asyncio.Event):
+        self.mode, self.stdin, self.out, self.interrupted = mode, stdin, out, interrupted
         self.answered: set[str] = set()
         self.waited = 0.0
+        self._lines: StdinLines | None = None
 
     async def answer(self, bot: SlackBot, slack: SlackStandIn, sender, show: Callable[[], Awaitable[None]]) -> None:
         for run in await bot.store.call(bot.store.runs, active=True):
@@ -112,14 +115,30 @@ class Clicker:
                     await show()  # the request as Slack shows it, before the question about it
                     self.out.write("\n" + gate_named(approval.gate).prompt(run.host))
                     self.out.flush()
-                    asked = time.monotonic()
-                    line = await asyncio.to_thread(self.stdin.readline)
-                    self.waited += time.monotonic() - asked
-                    if not self.stdin.isatty():  # a terminal echoed the answer; piped answers are shown here
-                        self.out.write(line.strip() + "\n")
+                    line = await self._read_answer()
                     if line.strip().lower() not in ("y", "yes"):
                         action = "deny"
                 await sender.click_button(APPROVER, action, value=approval.id, message_ts=found[0].ts)
+
+    async def _read_answer(self) -> str:
+        """The line typed (end of input: ""), or KeyboardInterrupt on Ctrl-C while waiting for it."""
+        if self._lines is None:
+            self._lines = StdinLines(self.stdin)
+        asked = time.monotonic()
+        reading = asyncio.ensure_future(self._lines.readline())
+        stopping = asyncio.ensure_future(self.interrupted.wait())
+        try:
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            self.waited += time.monotonic() - asked
+        if not reading.done():
+            reading.cancel()
+            raise KeyboardInterrupt
+        line = reading.result() or ""
+        if not self.stdin.isatty():  # a terminal echoed the answer; a piped one is shown here
+            self.out.write(line.strip() + "\n")
+        return line
 
 
 async def thread_hosts(bot: SlackBot) -> dict[str, str]:
@@ -224,7 +243,7 @@ async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.E
         names = " ".join(config.hosts)
         channel = slack.workspace.channel(OPS_CHANNEL)
         screen = make_screen(out, channel.name if channel else OPS_CHANNEL, options.terminal)
-        clicker = Clicker(options.approve, options.stdin, out)
+        clicker = Clicker(options.approve, options.stdin, out, interrupted)
 
         def elapsed() -> float:
             return time.monotonic() - started - clicker.waited

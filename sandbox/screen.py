@@ -10,6 +10,7 @@ host's lines is printed under its own host.
 from __future__ import annotations
 
 import shutil
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping
 from typing import TextIO
@@ -21,6 +22,12 @@ LEAVE_ALTERNATE_SCREEN = "\x1b[?1049l"
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, erase the screen
 CLEAR_LINE = "\r\x1b[2K"
 CONTEXT_MARK = "… "  # a message's first line repeated to say which message the new lines below belong to
+
+
+def screen_rows(line: str, columns: int) -> int:
+    """How many rows of a terminal `columns` wide the line takes (wide characters, such as ✅, count two)."""
+    width = sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
+    return max(1, -(-width // max(columns, 1)))
 
 
 def heading(host: str) -> str:
@@ -83,8 +90,8 @@ class PipedScreen:
 class TerminalScreen:
     """The channel on the alternate screen, redrawn when it changed; the status line alone is rewritten in place."""
 
-    def __init__(self, out: TextIO, channel: str, rows: int | None = None):
-        self.out, self.channel, self._rows = out, channel, rows
+    def __init__(self, out: TextIO, channel: str, rows: int | None = None, columns: int | None = None):
+        self.out, self.channel, self._rows, self._columns = out, channel, rows, columns
         self._shown: list[str] | None = None
         self._status: str | None = None
         self._entered = False
@@ -121,12 +128,19 @@ class TerminalScreen:
         self._shown = None
 
     def _fit(self, header: list[str], messages: list[RenderedMessage]) -> list[str]:
-        """As much as the window holds: every card (top-level message) stays; the oldest replies give way."""
-        rows = self._rows or shutil.get_terminal_size().lines
+        """As much as the window holds: every card (top-level message) stays; the oldest replies give way.
+
+        Rows, not lines, are counted: a long line (a failure's log tail) wraps over several."""
+        size = shutil.get_terminal_size()
+        rows, columns = self._rows or size.lines, self._columns or size.columns
         room = max(rows - 3, 5)  # a blank line, the status line, and a line for a prompt
+
+        def height(lines: list[str]) -> int:
+            return sum(screen_rows(line, columns) for line in lines)
+
         kept = list(messages)
         dropped = 0
-        while sum(len(m.lines) for m in kept) + len(header) + (1 if dropped else 0) > room:
+        while height(header) + sum(height(m.lines) for m in kept) + (1 if dropped else 0) > room:
             oldest = next((i for i, m in enumerate(kept) if m.key != m.thread), None)
             if oldest is None:
                 break
@@ -136,7 +150,9 @@ class TerminalScreen:
         if dropped:
             lines.append(f"  ↳ … {dropped} earlier repl{'y' if dropped == 1 else 'ies'} not shown")
         lines += [line for m in kept for line in m.lines]
-        return lines[-room:] if len(lines) > room else lines
+        while len(lines) > 1 and height(lines) > room:  # cards alone are too many: the newest stay
+            del lines[1]
+        return lines
 
     def final(self, rendered: str) -> None:
         self.leave()  # the final channel goes to the normal screen, once

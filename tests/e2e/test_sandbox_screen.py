@@ -9,6 +9,7 @@ import itertools
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -109,7 +110,7 @@ def test_terminal_screen_redraws_only_when_the_channel_changed():
     out = io.StringIO()
     one = [_message("1.0", "1.0", "card", "    State: running")]
     two = [_message("1.0", "1.0", "card", "    State: succeeded")]
-    with TerminalScreen(out, "idm-ops", rows=40) as screen:
+    with TerminalScreen(out, "idm-ops", rows=40, columns=80) as screen:
         screen.draw(one, {}, "sandbox: 1 s")
         screen.draw(one, {}, "sandbox: 1 s")
         screen.draw(one, {}, "sandbox: 2 s")  # the status line alone is rewritten in place
@@ -122,7 +123,7 @@ def test_terminal_screen_redraws_only_when_the_channel_changed():
 
 def test_terminal_screen_leaves_the_alternate_screen_on_ctrl_c():
     out = io.StringIO()
-    with pytest.raises(KeyboardInterrupt), TerminalScreen(out, "idm-ops", rows=40):
+    with pytest.raises(KeyboardInterrupt), TerminalScreen(out, "idm-ops", rows=40, columns=80):
         raise KeyboardInterrupt
     assert out.getvalue() == ENTER_ALTERNATE_SCREEN + LEAVE_ALTERNATE_SCREEN
 
@@ -131,13 +132,24 @@ def test_terminal_screen_keeps_the_cards_when_the_window_is_short():
     out = io.StringIO()
     card = _message("1.0", "1.0", "card host01", "    State: running")
     replies = [_message(f"1.{i}", "1.0", f"  ↳ reply {i}") for i in range(1, 20)]
-    with TerminalScreen(out, "idm-ops", rows=10) as screen:
+    with TerminalScreen(out, "idm-ops", rows=10, columns=80) as screen:
         screen.draw([card, *replies], {}, "sandbox: 1 s")
     frame = out.getvalue().split(CLEAR)[1].split("\n\n")[0].splitlines()
     # 10 rows: 7 for the channel (a blank line, the status line and a prompt's line below it)
     assert frame == ["#idm-ops", "  ↳ … 16 earlier replies not shown", "card host01", "    State: running"] + [
         f"  ↳ reply {i}" for i in (17, 18, 19)
     ]
+
+
+def test_terminal_screen_counts_the_rows_a_long_line_wraps_over():
+    out = io.StringIO()
+    card = _message("1.0", "1.0", "card host01", "    Result: failed: " + "log line " * 40)  # 379 characters
+    replies = [_message(f"1.{i}", "1.0", f"  ↳ reply {i}") for i in range(1, 6)]
+    with TerminalScreen(out, "idm-ops", rows=13, columns=80) as screen:
+        screen.draw([card, *replies], {}, "sandbox: 1 s")
+    frame = out.getvalue().split(CLEAR)[1].split("\n\n")[0].splitlines()
+    # 10 rows: the header, the marker, the card's title and its result over 5 rows, 2 replies
+    assert frame[1] == "  ↳ … 3 earlier replies not shown" and frame[-2:] == ["  ↳ reply 4", "  ↳ reply 5"]
 
 
 def test_on_a_terminal_the_sandbox_draws_on_the_alternate_screen_and_prints_the_end_once():
@@ -203,3 +215,27 @@ async def test_prompt_draws_each_request_then_asks_in_words_with_what_to_type():
         drawn_before = text[: text.index(question)]
         assert "[Approve] [Deny]" in drawn_before or "[Snapshot taken]" in drawn_before
     assert "Approve STARTTLS" not in text
+
+
+def test_ctrl_c_at_the_prompt_stops_the_sandbox_without_waiting_for_an_answer():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "sandbox", "--approve", "prompt"],
+        stdin=subprocess.PIPE,  # open, and nothing is ever typed
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    seen = b""
+    timer = threading.Timer(120, proc.kill)  # never hang on a sandbox that never asks
+    timer.start()
+    try:
+        while b"[y/N] " not in seen:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, f"the sandbox ended without asking: {seen[-2000:]!r}"
+            seen += chunk
+    finally:
+        timer.cancel()
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and b"sandbox stopped" in err, err[-2000:]
+    assert b"Traceback" not in err
