@@ -54,7 +54,7 @@ class Gate:
 STARTTLS = Gate(
     "STARTTLS",
     GateKind.approval,
-    question="Turn STARTTLS off on the directories above (tenant-wide), before upgrading {host}?",
+    question="Turn STARTTLS off on the AD-over-IWA directories (tenant-wide), before upgrading {host}?",
 )
 REBOOT = Gate("reboot", GateKind.approval, question="Reboot {host} now?")
 INSTALL = Gate(  # only with policy.approve_install (the default)

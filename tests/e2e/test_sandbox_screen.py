@@ -204,7 +204,7 @@ async def test_prompt_draws_each_request_then_asks_in_words_with_what_to_type():
     assert code == 0, text[-3000:]
     asked = {
         "snapshot confirmation needed": 'Have you taken the snapshot of host01 described above? (type y for "Snapshot taken", n for "Cannot do it") [y/N] ',
-        "STARTTLS approval needed": "Turn STARTTLS off on the directories above (tenant-wide), before upgrading host01? (type y to approve, n to deny) [y/N] ",
+        "STARTTLS approval needed": "Turn STARTTLS off on the AD-over-IWA directories (tenant-wide), before upgrading host01? (type y to approve, n to deny) [y/N] ",
         "install approval needed": "Run the connector installer on host01 now (the connector stops and restarts)?",
         "reboot approval needed": "Reboot host01 now? (type y to approve, n to deny) [y/N] ",
     }
