@@ -48,7 +48,9 @@ REBOOT_TIMEOUT_SECONDS = 60  # a reboot takes 3 s here
 INSTALLER_TIMEOUT_MINUTES = 1  # an install takes 4.5 s here
 
 
-def sandbox_config(hosts: list[WinRMHostServer], ws1_url: str, database: Path, signing_key: Path) -> Config:
+def sandbox_config(
+    hosts: list[WinRMHostServer], ws1_url: str, database: Path, signing_key: Path | None = None
+) -> Config:
     tables = "".join(
         f'[hosts.host{i:02d}]\naddress = "127.0.0.1"\nport = {urlsplit(h.endpoint).port}\n'
         for i, h in enumerate(hosts, start=1)
@@ -83,7 +85,7 @@ timeout_seconds = {REBOOT_TIMEOUT_SECONDS}
 [workspace_one]
 url = "{ws1_url}"
 [audit]
-signing_key_file = "{signing_key}"
+{f'signing_key_file = "{signing_key}"' if signing_key else ""}
 {tables}"""
     return parse_config(tomllib.loads(text))
 
