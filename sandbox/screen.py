@@ -21,6 +21,7 @@ ENTER_ALTERNATE_SCREEN = "\x1b[?1049h"
 LEAVE_ALTERNATE_SCREEN = "\x1b[?1049l"
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, erase the screen
 CLEAR_LINE = "\r\x1b[2K"
+HOLD_UNPLACED_DRAWINGS = 3
 CONTEXT_MARK = "… "  # a message's first line repeated to say which message the new lines below belong to
 
 
@@ -42,6 +43,7 @@ class PipedScreen:
         self._printed: dict[str, Counter[str]] = {}
         self._last_heading: str | None = None
         self._last_message: str | None = None
+        self._held: Counter[str] = Counter()
 
     def __enter__(self) -> PipedScreen:
         return self
@@ -51,10 +53,16 @@ class PipedScreen:
 
     def draw(self, messages: list[RenderedMessage], hosts: Mapping[str, str], status: str) -> None:
         for message in messages:
+            host = hosts.get(message.thread)
+            if host is None and self._held[message.key] < HOLD_UNPLACED_DRAWINGS:
+                # a run's card is known as the run's only once the bot recorded the ts Slack gave it, just after
+                # the post: held back a few drawings rather than printed under the channel's heading
+                self._held[message.key] += 1
+                continue
             new = self._new_lines(message)
             if not new:
                 continue
-            title = heading(hosts.get(message.thread, f"#{self.channel}"))
+            title = heading(host or f"#{self.channel}")
             if title != self._last_heading:
                 self.out.write(f"\n{title}\n")
                 self._last_heading = title

@@ -106,6 +106,20 @@ def test_piped_screen_prints_new_lines_of_a_message_under_its_host_and_names_the
     assert out.getvalue().splitlines()[-2:] == [CONTEXT_MARK + "↳ request", "  GRANTED"]
 
 
+def test_piped_screen_holds_back_a_card_until_it_is_known_as_a_runs():
+    out = io.StringIO()
+    screen = PipedScreen(out, "idm-ops")
+    card = _message("1.0", "1.0", "card host01")
+    screen.draw([card], {}, "")  # posted; its run's thread not recorded yet
+    assert out.getvalue() == ""
+    screen.draw([card], {"1.0": "host01"}, "")
+    assert out.getvalue().splitlines() == ["", heading("host01"), "card host01"]
+    notice = _message("0.5", "0.5", "checkpoint at start-up")  # of no run: under the channel, a moment later
+    for _ in range(4):
+        screen.draw([notice], {}, "")
+    assert out.getvalue().splitlines()[-2:] == [heading("#idm-ops"), "checkpoint at start-up"]
+
+
 def test_terminal_screen_redraws_only_when_the_channel_changed():
     out = io.StringIO()
     one = [_message("1.0", "1.0", "card", "    State: running")]
