@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The sandbox needs only the bot and its stand-ins; the full install (the test extra) satisfies it too.
+SANDBOX_STAMP := $(VENV)/.installed-sandbox
 
 .PHONY: sandbox test bench lint format clean vcsim reliability
 
@@ -15,9 +17,15 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(SANDBOX_STAMP)
 
-sandbox: $(STAMP)
+$(SANDBOX_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[sandbox]'
+	touch $(SANDBOX_STAMP)
+
+sandbox: $(SANDBOX_STAMP)
 	$(BIN)/idm-upgrade sandbox
 
 vcsim: $(VCSIM)

@@ -17,17 +17,21 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
 from bot.core.config import Config, Secrets, parse_config
 from bot.core.gates import gate_named
-from bot.core.models import ApprovalState
+from bot.core.models import ApprovalState, Run, StepState
 from bot.core.signing import generate_key_file, parse_public_key
 from bot.slack.app import SlackBot
 from bot.slack.witness import read_checkpoints
 from bot.store import checkpoints
+from bot.terminal.view import StdinLines
+from sandbox.screen import make_screen
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from sandbox.winrm_server import WinRMHostServer, start_hosts
@@ -35,6 +39,13 @@ from sandbox.workspace_one import WorkspaceOneStandIn, default_directories
 
 SIGNING_SECRET = "sandbox-" + secrets.token_hex(8)
 REDRAW_SECONDS = 0.5
+# The sandbox gives up on a run after this long (time spent at a prompt not counted). Every timeout of the
+# bot's own in sandbox_config is well inside it, so each scenario ends with the bot's own verdict.
+GIVE_UP_SECONDS = 180.0
+# The bot's own timeouts in the sandbox: short, as the hosts' clocks run ten times fast (time_scale=0.1).
+SERVICE_TIMEOUT_SECONDS = 30  # the slowest scenario, delayed-service-start, is Running 12 s after the boot
+REBOOT_TIMEOUT_SECONDS = 60  # a reboot takes 3 s here
+INSTALLER_TIMEOUT_MINUTES = 1  # an install takes 4.5 s here
 
 
 def sandbox_config(
@@ -59,13 +70,18 @@ path = "{database}"
 url = "{hosts[0].installer_url}"
 sha256 = "{hosts[0].installer_sha256}"
 version = "19.03.0.1"
+timeout_minutes = {INSTALLER_TIMEOUT_MINUTES}
+busy_wait_seconds = 5
 [winrm]
 scheme = "http"
 transport = "basic"
 poll_seconds = 0.5
 connect_timeout_seconds = 1
+command_timeout_seconds = 30
+[connector]
+service_timeout_seconds = {SERVICE_TIMEOUT_SECONDS}
 [reboot]
-timeout_seconds = 60
+timeout_seconds = {REBOOT_TIMEOUT_SECONDS}
 [workspace_one]
 url = "{ws1_url}"
 [audit]
@@ -74,39 +90,20 @@ url = "{ws1_url}"
     return parse_config(tomllib.loads(text))
 
 
-class Screen:
-    """Draws the channel: redrawn in place on a terminal; on a pipe, each new line once, like a log."""
-
-    def __init__(self, out: TextIO):
-        self.out = out
-        self.tty = out.isatty()
-        self._seen: set[str] = set()
-
-    def draw(self, rendered: str, status: str) -> None:
-        if self.tty:
-            self.out.write("\x1b[H\x1b[2J" + rendered + "\n\n" + status + "\n")
-        else:
-            for line in rendered.splitlines():
-                if line.strip() and line not in self._seen:
-                    self._seen.add(line)
-                    self.out.write(line + "\n")
-        self.out.flush()
-
-    def final(self, rendered: str) -> None:
-        if self.tty:
-            self.draw(rendered, "")
-        else:
-            self.out.write("\n--- the channel at the end ---\n" + rendered + "\n")
-
-
 class Clicker:
-    """Answers each approval request in the thread: as the approver at once, or by asking here."""
+    """Answers each approval request in the thread: as the approver at once, or by asking here.
 
-    def __init__(self, mode: str, stdin: TextIO, out: TextIO):
-        self.mode, self.stdin, self.out = mode, stdin, out
+    At the prompt the request is drawn first (`show`), then asked; the time a person takes to answer is
+    `waited`, which the sandbox's give-up clock does not count. Ctrl-C at the prompt stops the sandbox: the
+    line is read by a daemon thread (StdinLines), so nothing waits for an Enter that never comes."""
+
+    def __init__(self, mode: str, stdin: TextIO, out: TextIO, interrupted: asyncio.Event):
+        self.mode, self.stdin, self.out, self.interrupted = mode, stdin, out, interrupted
         self.answered: set[str] = set()
+        self.waited = 0.0
+        self._lines: StdinLines | None = None
 
-    async def answer(self, bot: SlackBot, slack: SlackStandIn, sender) -> None:
+    async def answer(self, bot: SlackBot, slack: SlackStandIn, sender, show: Callable[[], Awaitable[None]]) -> None:
         for run in await bot.store.call(bot.store.runs, active=True):
             for approval in await bot.store.call(bot.store.approvals, run.id):
                 if approval.state is not ApprovalState.open or approval.id in self.answered:
@@ -117,12 +114,55 @@ class Clicker:
                     continue
                 self.answered.add(approval.id)
                 if self.mode == "prompt":
-                    self.out.write(f"\n{approval.gate} for {run.host}: approve? [y/N] ")
+                    await show()  # the request as Slack shows it, before the question about it
+                    self.out.write("\n" + gate_named(approval.gate).prompt(run.host))
                     self.out.flush()
-                    line = await asyncio.to_thread(self.stdin.readline)
+                    line = await self._read_answer()
                     if line.strip().lower() not in ("y", "yes"):
                         action = "deny"
                 await sender.click_button(APPROVER, action, value=approval.id, message_ts=found[0].ts)
+
+    async def _read_answer(self) -> str:
+        """The line typed (end of input: ""), or KeyboardInterrupt on Ctrl-C while waiting for it."""
+        if self._lines is None:
+            self._lines = StdinLines(self.stdin)
+        asked = time.monotonic()
+        reading = asyncio.ensure_future(self._lines.readline())
+        stopping = asyncio.ensure_future(self.interrupted.wait())
+        try:
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            self.waited += time.monotonic() - asked
+        if not reading.done():
+            reading.cancel()
+            raise KeyboardInterrupt
+        line = reading.result() or ""
+        if not self.stdin.isatty():  # a terminal echoed the answer; a piped one is shown here
+            self.out.write(line.strip() + "\n")
+        return line
+
+
+async def thread_hosts(bot: SlackBot) -> dict[str, str]:
+    """Each run's thread (its card's ts) and the host it is about."""
+
+    def query() -> dict[str, str]:
+        rows = bot.store.conn.execute(
+            "SELECT t.card_ts, r.host FROM slack_threads t JOIN runs r ON r.id = t.run_id WHERE t.card_ts IS NOT NULL"
+        )
+        return dict(rows.fetchall())
+
+    return await bot.store.call(query)
+
+
+async def where_each_run_is(bot: SlackBot, runs: list[Run]) -> str:
+    """`host01 still running (step service)`, for each run the sandbox gave up on."""
+    parts = []
+    for run in runs:
+        steps = await bot.store.call(bot.store.steps, run.id)
+        current = next((s.step for s in steps if not s.state.finished and s.state is not StepState.pending), None)
+        parts.append(f"{run.host} still {run.state.label}" + (f" (step {current})" if current else ""))
+    return ", ".join(parts)
 
 
 async def run_sandbox(
@@ -131,9 +171,13 @@ async def run_sandbox(
     approve: str = "auto",
     out: TextIO | None = None,
     stdin: TextIO | None = None,
-    timeout: float = 300,
+    timeout: float = GIVE_UP_SECONDS,
     database: str | None = None,
+    terminal: bool | None = None,
 ) -> int:
+    """Exit 0 when every run succeeded and the audit holds; 1 otherwise, or when the sandbox gave up waiting.
+
+    `terminal`: draw on the alternate screen (True) or as a log (False); None: as `out` is a terminal or not."""
     out = out or sys.stdout
     logging.basicConfig(level=logging.ERROR)
     started = time.monotonic()
@@ -143,36 +187,40 @@ async def run_sandbox(
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signals off the main thread
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    options = _Options(hosts, scenario, approve, out, stdin or sys.stdin, timeout, database, terminal)
     try:
-        return await _run_sandbox(hosts, scenario, approve, out, stdin, timeout, database, started, interrupted)
+        return await _run_sandbox(options, started, interrupted)
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGINT)
 
 
-async def _run_sandbox(
-    hosts: int,
-    scenario: str,
-    approve: str,
-    out: TextIO,
-    stdin: TextIO | None,
-    timeout: float,
-    database: str | None,
-    started: float,
-    interrupted: asyncio.Event,
-) -> int:
+@dataclass(frozen=True)
+class _Options:
+    hosts: int
+    scenario: str
+    approve: str
+    out: TextIO
+    stdin: TextIO
+    timeout: float
+    database: str | None
+    terminal: bool | None
+
+
+async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.Event) -> int:
+    out = options.out
     async with contextlib.AsyncExitStack() as stack:
         slack = await stack.enter_async_context(SlackStandIn(signing_secret=SIGNING_SECRET))
         password = secrets.token_urlsafe(12)
-        servers = await start_hosts(hosts, scenario, password=password, time_scale=0.1)
+        servers = await start_hosts(options.hosts, options.scenario, password=password, time_scale=0.1)
         for server in servers:
             stack.push_async_callback(server.stop)
             server.state.artifact_url = servers[0].installer_url  # one artifact store for the fleet
         # The tenant as the scenario has it (unicode-names: a directory named with non-ASCII characters)
         directories = default_directories(servers[0].state.directory_name)
         ws1 = await stack.enter_async_context(WorkspaceOneStandIn(directories))
-        if database:
-            db_path = Path(database)
+        if options.database:
+            db_path = Path(options.database)
         else:
             temporary = stack.enter_context(tempfile.TemporaryDirectory(prefix="idm-upgrade-sandbox-"))
             db_path = Path(temporary) / "sandbox.db"
@@ -195,25 +243,54 @@ async def _run_sandbox(
         stack.push_async_callback(bot.stop)
         sender = slack.sender(f"{bot.url}/slack/events", SIGNING_SECRET)
         names = " ".join(config.hosts)
-        screen = Screen(out)
-        out.write(f"$ /idm-upgrade {names}    (as @requester, scenario {scenario})\n")
+        channel = slack.workspace.channel(OPS_CHANNEL)
+        screen = make_screen(out, channel.name if channel else OPS_CHANNEL, options.terminal)
+        clicker = Clicker(options.approve, options.stdin, out, interrupted)
+
+        def elapsed() -> float:
+            return time.monotonic() - started - clicker.waited
+
+        async def draw() -> None:
+            status = f"sandbox: {time.monotonic() - started:.0f} s"
+            screen.draw(slack.channel_messages(OPS_CHANNEL), await thread_hosts(bot), status)
+
+        async def show_request() -> None:
+            await draw()
+            screen.invalidate()  # the question is written below the drawing
+
+        out.write(f"$ /idm-upgrade {names}    (as @requester, scenario {options.scenario})\n")
         await sender.send_slash_command(REQUESTER, names)
-        clicker = Clicker(approve, stdin or sys.stdin, out)
-        while time.monotonic() - started < timeout:
+        out.flush()  # once the run is submitted: a Ctrl-C from here on stops a run under way
+        finished = False
+        with screen:
+            while elapsed() < options.timeout:
+                if interrupted.is_set():
+                    raise KeyboardInterrupt  # the screen is left, then the stack's cleanup: bot, stand-ins, hosts
+                await draw()
+                await clicker.answer(bot, slack, sender, show_request)
+                runs = await bot.store.call(bot.store.runs)
+                done = bool(runs) and not any(r.state.active for r in runs)
+                if done and await bot.progress.idle(timeout=10):
+                    finished = True
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(interrupted.wait(), REDRAW_SECONDS)
             if interrupted.is_set():
-                raise KeyboardInterrupt  # after the stack's cleanup below: bot, stand-ins and hosts stop
-            await clicker.answer(bot, slack, sender)
-            runs = await bot.store.call(bot.store.runs)
-            done = runs and not any(r.state.active for r in runs)
-            screen.draw(slack.render_channel(OPS_CHANNEL), f"sandbox: {time.monotonic() - started:.0f} s")
-            if done and await bot.progress.idle(timeout=10):
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(interrupted.wait(), REDRAW_SECONDS)
-        if interrupted.is_set():
-            raise KeyboardInterrupt
+                raise KeyboardInterrupt
+            await draw()
         screen.final(slack.render_channel(OPS_CHANNEL))
         runs = await bot.store.call(bot.store.runs)
+        if not finished:
+            still = [r for r in sorted(runs, key=lambda r: r.batch_position) if r.state.active]
+            if still:
+                where = await where_each_run_is(bot, still)
+            elif runs:
+                where = "the runs ended but their threads were not all delivered to Slack"
+            else:
+                where = "no run was started"
+            out.write(f"\nsandbox: gave up after {elapsed():.0f} s; {where}\n")
+            out.flush()
+            return 1
         verdict = await bot.store.call(bot.store.verify_audit)
         states = ", ".join(f"{r.host} {r.state.label}" for r in sorted(runs, key=lambda r: r.batch_position))
         # as an auditor would: the checkpoints the bot posted, read back from Slack (in a thread: the stand-in
@@ -221,10 +298,11 @@ async def _run_sandbox(
         posted, _notes = await asyncio.to_thread(read_checkpoints, "xoxb-sandbox", OPS_CHANNEL, slack.api_url)
         trusted = {public_key: parse_public_key(public_key)}
         anchored = await bot.store.call(checkpoints.check, bot.store.conn, posted, trusted)
-        ok = bool(runs) and all(r.state.value == "succeeded" for r in runs) and verdict.ok and anchored.ok
+        ok = all(r.state.value == "succeeded" for r in runs) and verdict.ok and anchored.ok
         out.write(
-            f"\nsandbox: {states or 'no run was started'} in {time.monotonic() - started:.0f} s; "
+            f"\nsandbox: {states} in {time.monotonic() - started:.0f} s; "
             f"audit chain {'verified' if verdict.ok else 'BROKEN'} ({verdict.checked} events), "
             f"{len(posted)} signed checkpoint(s) in Slack {'hold' if anchored.ok else 'do NOT hold'}\n"
         )
+        out.flush()
         return 0 if ok else 1

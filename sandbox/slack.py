@@ -54,7 +54,7 @@ from aiohttp import web
 
 from sandbox.slack_api import ALL_METHODS, METHODS, ApiError
 from sandbox.slack_faults import ApiFaults, Call
-from sandbox.slack_render import render_channel, render_thread
+from sandbox.slack_render import RenderedMessage, channel_messages, render_channel, render_thread
 from sandbox.slack_response import post_to_response_url, show_command_answer
 from sandbox.slack_sender import (
     SlackSender,
@@ -434,6 +434,10 @@ class SlackStandIn:
 
     def render_channel(self, channel: str = OPS_CHANNEL, *, viewer: str | None = None, show_ts: bool = False) -> str:
         return render_channel(self.workspace, channel, viewer=viewer, show_ts=show_ts)
+
+    def channel_messages(self, channel: str = OPS_CHANNEL) -> list[RenderedMessage]:
+        """The channel as `render_channel` draws it, message by message."""
+        return channel_messages(self.workspace, channel)
 
     def render_thread(self, channel: str, ts: str, *, viewer: str | None = None, show_ts: bool = False) -> str:
         return render_thread(self.workspace, channel, ts, viewer=viewer, show_ts=show_ts)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from sandbox.slack_state import BOT_USER_ID, Ephemeral, Message, Workspace
@@ -150,11 +151,23 @@ def _message_marks(message: Message, in_thread: bool) -> list[str]:
     return marks
 
 
-def _thread_lines(ws: Workspace, channel: str, parent: Message, viewer: str | None, show_ts: bool) -> list[str]:
+@dataclass(frozen=True)
+class RenderedMessage:
+    """One message as drawn: `key` names it (its ts; a broadcast copy and a deleted parent get their own),
+    `thread` is the ts of the thread it belongs to (its own for a top-level message), `lines` as shown."""
+
+    key: str
+    thread: str
+    lines: list[str]
+
+
+def _thread_entries(
+    ws: Workspace, channel: str, parent: Message, viewer: str | None, show_ts: bool
+) -> list[RenderedMessage]:
     items: list[Message | Ephemeral] = [*ws.replies(channel, parent.ts)]
     if viewer:
         items += [e for e in ws.ephemerals_for(channel, viewer) if e.thread_ts == parent.ts]
-    lines: list[str] = []
+    entries: list[RenderedMessage] = []
     for item in sorted(items, key=lambda i: float(i.ts)):
         if isinstance(item, Ephemeral):
             marks = ["only visible to you"]
@@ -162,12 +175,19 @@ def _thread_lines(ws: Workspace, channel: str, parent: Message, viewer: str | No
         else:
             marks = _message_marks(item, in_thread=True)
             author = f"{ws.user_name(item.user)}: "
-        lines += _entry(ws, item, REPLY, REPLY_CONTINUATION, author=author, marks=marks, show_ts=show_ts)
-    return lines
+        lines = _entry(ws, item, REPLY, REPLY_CONTINUATION, author=author, marks=marks, show_ts=show_ts)
+        entries.append(RenderedMessage(item.ts, parent.ts, lines))
+    return entries
 
 
-def render_channel(ws: Workspace, channel_ref: str, *, viewer: str | None = None, show_ts: bool = False) -> str:
-    """The channel as `viewer` (or anyone, when None) sees it: messages, threads, broadcasts, ephemerals."""
+def _thread_lines(ws: Workspace, channel: str, parent: Message, viewer: str | None, show_ts: bool) -> list[str]:
+    return [line for e in _thread_entries(ws, channel, parent, viewer, show_ts) for line in e.lines]
+
+
+def channel_messages(
+    ws: Workspace, channel_ref: str, *, viewer: str | None = None, show_ts: bool = False
+) -> list[RenderedMessage]:
+    """The channel as `render_channel` draws it, message by message (without the channel's name)."""
     with ws.lock:
         channel = ws.channel(channel_ref)
         if channel is None:
@@ -177,10 +197,10 @@ def render_channel(ws: Workspace, channel_ref: str, *, viewer: str | None = None
         ]
         if viewer:
             items += [e for e in ws.ephemerals_for(channel.id, viewer) if not e.thread_ts]
-        lines = [f"#{channel.name}"]
+        entries: list[RenderedMessage] = []
         for item in sorted(items, key=lambda i: float(i.ts)):
             if isinstance(item, Ephemeral):
-                lines += _entry(
+                lines = _entry(
                     ws,
                     item,
                     "",
@@ -189,21 +209,34 @@ def render_channel(ws: Workspace, channel_ref: str, *, viewer: str | None = None
                     marks=["only visible to you"],
                     show_ts=show_ts,
                 )
+                entries.append(RenderedMessage(item.ts, item.ts, lines))
                 continue
             if item.is_reply:  # a broadcast reply, shown where it was posted
                 marks = ["edited"] if item.edited else []
                 author = f"{ws.user_name(item.user)} replied to a thread: "
-                lines += _entry(ws, item, "", CONTINUATION, author=author, marks=marks, show_ts=show_ts)
+                lines = _entry(ws, item, "", CONTINUATION, author=author, marks=marks, show_ts=show_ts)
+                entries.append(RenderedMessage(f"{item.ts} in the channel", item.thread_ts or item.ts, lines))
                 continue
-            thread = _thread_lines(ws, channel.id, item, viewer, show_ts)
+            thread = _thread_entries(ws, channel.id, item, viewer, show_ts)
             if item.deleted:
                 if thread:
-                    lines += ["(message deleted)", *thread]
+                    entries += [RenderedMessage(item.ts, item.ts, ["(message deleted)"]), *thread]
                 continue
             author = f"{ws.user_name(item.user)}: "
             marks = _message_marks(item, in_thread=False)
-            lines += _entry(ws, item, "", CONTINUATION, author=author, marks=marks, show_ts=show_ts)
-            lines += thread
+            lines = _entry(ws, item, "", CONTINUATION, author=author, marks=marks, show_ts=show_ts)
+            entries += [RenderedMessage(item.ts, item.ts, lines), *thread]
+        return entries
+
+
+def render_channel(ws: Workspace, channel_ref: str, *, viewer: str | None = None, show_ts: bool = False) -> str:
+    """The channel as `viewer` (or anyone, when None) sees it: messages, threads, broadcasts, ephemerals."""
+    with ws.lock:
+        channel = ws.channel(channel_ref)
+        if channel is None:
+            raise KeyError(f"no channel {channel_ref!r}")
+        entries = channel_messages(ws, channel_ref, viewer=viewer, show_ts=show_ts)
+        lines = [f"#{channel.name}", *(line for e in entries for line in e.lines)]
         return "\n".join(lines) + "\n"
 
 

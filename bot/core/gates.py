@@ -31,7 +31,9 @@ class Gate:
     button: str = "approve"  # action_id of the yes-button; the no-button is always "deny"
     button_label: str = "Approve"
     deny_label: str = "Deny"
-    question: str = "Approve {gate} on {host}?"  # asked at the terminal
+    # Asked at the terminal: the change itself in words ("turn STARTTLS off", not "approve STARTTLS"), then
+    # what to type, since there is no button to click there.
+    question: str = "Approve {gate} on {host}?"
 
     @property
     def is_confirmation(self) -> bool:
@@ -40,23 +42,43 @@ class Gate:
     def ask(self, host: str) -> str:
         return self.question.format(gate=self.name, host=host)
 
+    def prompt(self, host: str) -> str:
+        """The question and the answers to type, as the terminal (and the sandbox's prompt) asks it."""
+        if self.is_confirmation:
+            typed = f'type y for "{self.button_label}", n for "{self.deny_label}"'
+        else:
+            typed = "type y to approve, n to deny"
+        return f"{self.ask(host)} ({typed}) [y/N] "
 
-CONFIRM_QUESTION = "Done: {gate} for {host}?"
 
-STARTTLS = Gate("STARTTLS", GateKind.approval)
-REBOOT = Gate("reboot", GateKind.approval)
-INSTALL = Gate("install", GateKind.approval)  # only with policy.approve_install (the default)
-PENDING_REBOOT = Gate("pending reboot", GateKind.approval)
+STARTTLS = Gate(
+    "STARTTLS",
+    GateKind.approval,
+    question="Turn STARTTLS off on the AD-over-IWA directories (tenant-wide), before upgrading {host}?",
+)
+REBOOT = Gate("reboot", GateKind.approval, question="Reboot {host} now?")
+INSTALL = Gate(  # only with policy.approve_install (the default)
+    "install",
+    GateKind.approval,
+    question="Run the connector installer on {host} now (the connector stops and restarts)?",
+)
+PENDING_REBOOT = Gate(
+    "pending reboot", GateKind.approval, question="Go on with {host} although Windows already waits for a reboot?"
+)
 SNAPSHOT = Gate(
     "snapshot",
     GateKind.confirmation,
     button="snapshot_taken",
     button_label="Snapshot taken",
     deny_label="Cannot do it",
-    question=CONFIRM_QUESTION,
+    question="Have you taken the snapshot of {host} described above?",
 )
 STARTTLS_CONSOLE = Gate(
-    "STARTTLS console", GateKind.confirmation, button_label="Done", deny_label="Cannot do it", question=CONFIRM_QUESTION
+    "STARTTLS console",
+    GateKind.confirmation,
+    button_label="Done",
+    deny_label="Cannot do it",
+    question="Have you turned STARTTLS off in the console as described above, for {host}?",
 )
 
 GATES: dict[str, Gate] = {g.name: g for g in (STARTTLS, REBOOT, INSTALL, PENDING_REBOOT, SNAPSHOT, STARTTLS_CONSOLE)}

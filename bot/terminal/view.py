@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
+import re
 import sys
 import threading
 import time
 from typing import TextIO
 
-from bot.core.gates import EVIDENCE_SHOWN, gate_named
+from bot.core.gates import EVIDENCE_SHOWN, Gate, gate_named
 from bot.engine.engine import Engine
 from bot.engine.events import ProgressEvent
 
@@ -63,13 +63,7 @@ class TerminalView:
         self.out.write(f"\n  {gate.upper()} {kind.upper()} for {event.host} (request {approval_id})\n")
         for key in EVIDENCE_SHOWN:
             if key in evidence:
-                value = evidence[key]
-                if isinstance(value, str):
-                    text = value
-                elif isinstance(value, list):
-                    text = "; ".join(str(v) for v in value)
-                else:
-                    text = json.dumps(value, ensure_ascii=False)
+                text = at_the_terminal(shown_value(evidence[key]), gate_named(gate))
                 self.out.write(f"  {key.replace('_', ' ')}: {text}\n")
         if event.data.get("digest"):
             self.out.write(f"  change digest: {event.data['digest']}\n")
@@ -77,8 +71,7 @@ class TerminalView:
             self.out.write("  approved by --yes (terminal.allow_yes = true)\n\n")
             answer = "y"
         else:
-            question = gate_named(gate).ask(event.host)
-            self.out.write(f"  {question} [y/N] ")
+            self.out.write("  " + gate_named(gate).prompt(event.host))
             self.out.flush()
             if self._lines is None:
                 self._lines = StdinLines(self.stdin)
@@ -88,6 +81,29 @@ class TerminalView:
         assert self.engine is not None, "the view is given its engine before the engine starts"
         reply = await self.engine.decide(approval_id, terminal_actor(), decision)
         self.line(f"{event.host:<12} {event.step or '':<10} {reply.message}")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown_value(value: object) -> str:
+    """Evidence as a person reads it: a directory by name and id, a mapping as `key: value`, never raw JSON.
+    Control characters from outside (a directory's name, host output) are shown as escapes, not obeyed."""
+    if isinstance(value, list):
+        text = "; ".join(shown_value(item) for item in value)
+    elif isinstance(value, dict) and "name" in value and "id" in value:
+        text = f"{value['name']} ({value['id']})"
+    elif isinstance(value, dict):
+        text = ", ".join(f"{str(k).replace('_', ' ')}: {shown_value(v)}" for k, v in value.items())
+    else:
+        text = str(value)
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def at_the_terminal(text: str, gate: Gate) -> str:
+    """Slack's "click Snapshot taken" said for the terminal, where the answer is typed at the prompt below."""
+    button = re.compile(rf"\bclick \*?{re.escape(gate.button_label)}\*?", re.IGNORECASE)
+    return button.sub(f'answer y below ("{gate.button_label}")', text)
 
 
 class TerminalSink:

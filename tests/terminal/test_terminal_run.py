@@ -99,13 +99,18 @@ def test_terminal_upgrade_with_a_person_answering(tmp_path, sandbox_host):
     out, err = proc.communicate("y\ny\ny\ny\ny\n", timeout=120)
     (tmp_path / "transcript.txt").write_text(out)
     assert proc.returncode == 0, out + err
-    assert "REBOOT APPROVAL for host01" in out and "Approve reboot on host01? [y/N]" in out
+    assert "REBOOT APPROVAL for host01" in out and "Reboot host01 now? (type y to approve, n to deny) [y/N]" in out
     assert "reboot approved for host01; the run goes on." in out
-    assert "Approve install on host01? [y/N]" in out and "install approved for host01" in out
+    assert "Run the connector installer on host01 now" in out and "install approved for host01" in out
+    # the change in words, and what to type where Slack has a button
+    assert "Turn STARTTLS off on the AD-over-IWA directories (tenant-wide), before upgrading host01?" in out
+    assert 'Have you taken the snapshot of host01 described above? (type y for "Snapshot taken"' in out
+    assert 'then answer y below ("Snapshot taken")' in out and "click Snapshot taken" not in out
+    assert "verified so far: connector version: 19.03.0.1, service: Running (Auto)" in out  # not raw JSON
     assert "host01: succeeded" in out and "audit trail intact" in out
     for step in ("preflight", "stage", "install", "service", "reboot", "verify"):
         assert f" {step}" in out
-    assert "SNAPSHOT CONFIRMATION" in out and "Done: STARTTLS console for host01?" in out
+    assert "SNAPSHOT CONFIRMATION" in out and "Have you turned STARTTLS off in the console" in out
     assert "NOT AVAILABLE" in out  # postcheck without Workspace ONE access is shown, not passed
     assert info["password"] not in out + err
     seen = stats(info)
