@@ -61,6 +61,9 @@ class StepContext:
     # The change a person granted for this apply (``Step.change`` as the request showed it); apply does
     # only that. None when the step had no gate.
     approved: dict[str, Any] | None = None
+    # Steps an earlier run of this batch applied (step id -> that run's id and host, e.g.
+    # "run-149a7efa (host01)"): a tenant-wide change found done says who did it.
+    done_earlier: dict[str, str] = field(default_factory=dict)
 
     @property
     def host(self) -> str:
@@ -93,6 +96,8 @@ class Step(ABC):
     gate: ClassVar[Gate | None] = None
     # Runs even when an earlier step said the rest of the plan has nothing to do.
     always_run: ClassVar[bool] = False
+    # Only reads (preflight, verify, postcheck): a batch's recap counts it "ok", never "changed".
+    read_only: ClassVar[bool] = False
 
     def unavailable(self, config: Config) -> str | None:
         """Why this build cannot do the step (a person must), or None when it can."""

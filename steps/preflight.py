@@ -13,6 +13,7 @@ from steps.facts import HostFacts
 class Preflight(Step):
     id = "preflight"
     title = "Preflight checks"
+    read_only = True
 
     async def check(self, ctx: StepContext) -> CheckResult:
         host = await read_host(ctx)

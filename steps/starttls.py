@@ -51,9 +51,19 @@ class StartTls(Step):
         on = still_on(directories)
         facts = {"iwa_directories": describe(directories)}
         if not on:
-            return CheckResult(False, ALREADY_OFF if directories else "no AD-over-IWA directory in this tenant", facts)
+            return CheckResult(
+                False, self._already_off(ctx) if directories else "no AD-over-IWA directory in this tenant", facts
+            )
         names = ", ".join(f"{d.name} ({d.id})" for d in on)
         return CheckResult(True, f"STARTTLS is on for {names}", {**facts, "to_change": describe(on)})
+
+    @staticmethod
+    def _already_off(ctx: StepContext) -> str:
+        # Tenant-wide: after the batch's first host turned it off, the next ones find it off. Say which run did,
+        # rather than guess at the hotfix.
+        if by := ctx.done_earlier.get("starttls"):
+            return f"STARTTLS already off: run {by} of this batch turned it off (tenant-wide)"
+        return ALREADY_OFF
 
     def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
         if check.facts.get("manual"):
@@ -137,6 +147,7 @@ class StartTls(Step):
 class PostCheck(Step):
     id = "postcheck"
     title = "STARTTLS stays off"
+    read_only = True
     always_run = True
 
     def unavailable(self, config: Config) -> str | None:

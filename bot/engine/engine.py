@@ -83,6 +83,7 @@ class Engine:
         self._slots = SlotPool(config.winrm.max_parallel)
         self._batches: dict[str, asyncio.Task] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
+        self._done_earlier: dict[str, dict[str, str]] = {}  # run id -> StepContext.done_earlier
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -119,6 +120,10 @@ class Engine:
             self._publish("run.queued", run, f"queued by {requester}: {'check only' if check_only else 'upgrade'}")
         self._spawn(runs[0].batch_id)
         return runs
+
+    @property
+    def read_only_steps(self) -> frozenset[str]:
+        return frozenset(step_id for step_id, step in self.steps.items() if step.read_only)
 
     def plan_for(self, check_only: bool) -> list[str]:
         ids = list(self.steps)
@@ -190,6 +195,7 @@ class Engine:
                     return
                 run = started
                 self._publish("run.started", run, f"started: {len(run.plan)} steps")
+            self._done_earlier[run.id] = await self._db(self._applied_earlier_in_batch, run)
             try:
                 for step_id in run.plan:
                     # One read of the run's steps per step: the record, the skip reason and the context's facts.
@@ -210,6 +216,17 @@ class Engine:
             except RunStopped:
                 return
             await self._finish(run, RunState.succeeded, await self._summary(run))
+
+    def _applied_earlier_in_batch(self, run: Run) -> dict[str, str]:
+        """Step id -> "RUN (HOST)" of the last earlier run of ``run``'s batch that applied that step (store thread)."""
+        done: dict[str, str] = {}
+        for earlier in self.store.batch(run.batch_id):
+            if earlier.batch_position >= run.batch_position:
+                break
+            for record in self.store.steps(earlier.id):
+                if record.state is StepState.succeeded and record.applied:
+                    done[record.step] = f"{earlier.id} ({earlier.host})"
+        return done
 
     @staticmethod
     def _skipping(records: Iterable[StepRecord]) -> str | None:
@@ -261,6 +278,7 @@ class Engine:
         if done:
             await self._ended(done, f"{state.label}: {result}")
         self._wakeups.pop(run.id, None)
+        self._done_earlier.pop(run.id, None)
 
     async def _ended(self, done: Run, text: str) -> None:
         """A run reached its end (persisted): checkpoint the trail with it first, so whoever hears of the end
@@ -326,6 +344,7 @@ class Engine:
             services=self.services,
             confirm=confirm,
             approved=approved,
+            done_earlier=self._done_earlier.get(run.id, {}),
         )
         return ctx
 

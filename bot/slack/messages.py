@@ -23,6 +23,7 @@ from bot.core.config import ANYONE, SlackConfig
 from bot.core.gates import EVIDENCE_SHOWN, gate_named
 from bot.core.models import Approval, ApprovalState, AuditEvent, Run, RunState, StepRecord, StepState
 from bot.core.signing import key_id
+from bot.engine.recap import RecapLine, recap_text
 from bot.slack.escape import escape, safe_cut
 from bot.store.checkpoints import MARKER, Checkpoint
 
@@ -240,3 +241,16 @@ def checkpoint(cp: Checkpoint) -> dict[str, Any]:
     )
     line = escape(f"{MARKER} {cp.to_json()}")  # read back unescaped, as Slack gives the text back
     return {"text": f"{summary}\n`{line}`", "blocks": [section(summary).to_dict(), context(f"`{line}`").to_dict()]}
+
+
+def batch_recap(batch_id: str, lines: list[RecapLine]) -> dict[str, Any]:
+    """The end of a batch, once, at the top of the channel: per host ok / changed / skipped / failed and
+    the run, like Ansible's PLAY RECAP."""
+    done = sum(line.state is RunState.succeeded for line in lines)
+    mark = "✅" if done == len(lines) else "❌"
+    head = f"{mark} *Batch of {len(lines)} hosts ended*: {done} of {len(lines)} succeeded"
+    states = ", ".join(f"{escape(line.host)} {line.state.label}" for line in lines)
+    return message(
+        f"Batch recap: {states}",
+        [section(f"{head}\n```{escape(recap_text(lines))}```"), context(f"Batch `{escape(batch_id)}`")],
+    )

@@ -12,6 +12,7 @@ from typing import TextIO
 from bot.core.config import Config, Secrets
 from bot.core.models import Run, RunState
 from bot.engine.approvals import ApprovalPolicy, Verdict
+from bot.engine.recap import recap_line, recap_text
 from bot.runtime import Runtime
 from bot.store.lease import EngineBusy
 from bot.store.store import HostBusy
@@ -83,6 +84,9 @@ async def run_from_terminal(
         out.write("\n")
         for run in finals:
             out.write(f"{run.host}: {run.state.label} ({run.id}): {run.result}\n")
+        if len(finals) > 1:
+            lines = [recap_line(r, store.steps(r.id), engine.read_only_steps) for r in finals]
+            out.write(f"\nRECAP\n{recap_text(lines)}\n")
         verdict = store.verify_audit()
         out.write(f"{verdict}\n")
         return EXIT_OK if all(r.state is RunState.succeeded for r in finals) and verdict.ok else EXIT_FAILED

@@ -28,6 +28,7 @@ from bot.core.models import (
     StepState,
     utcnow,
 )
+from bot.engine.recap import RecapLine
 from bot.slack import messages as msg
 from bot.slack.context import SlackContext
 from bot.slack.escape import escape, safe_cut
@@ -162,6 +163,7 @@ def built_messages(r: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
         "run_finished": [msg.run_finished(r.run)],
         "note": [msg.note(EVIL, "Install")],
         "checkpoint": [msg.checkpoint(r.checkpoint)],
+        "batch_recap": [msg.batch_recap(EVIL, [RecapLine(EVIL, r.run.id, r.run.state, 1, 2, 3, 0)])],
     }
 
 
