@@ -50,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = with_config(sub.add_parser("run", help="upgrade hosts from the terminal (approvals at the prompt)"))
     run.add_argument("hosts", nargs="+", metavar="HOST")
-    run.add_argument("--check", action="store_true", help="run the preflight only; change nothing")
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="dry run: preflight, then what each step would do (the plan); change nothing",
+    )
     run.add_argument(
         "--yes", action="store_true", help="approve gated steps without asking (only if terminal.allow_yes = true)"
     )

@@ -37,6 +37,19 @@ class VerifyResult:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PlannedStep:
+    """What a step would do, found by reading only: the dry run (`check`) shows it, as Ansible's --check --diff."""
+
+    would_run: bool
+    reason: str  # why it would run or be skipped, in words
+    changes: list[str] = field(default_factory=list)  # what would change, one item a line
+    gate: str | None = None  # the approval or confirmation it would ask for (gate name)
+
+    def dump(self) -> dict[str, Any]:
+        return {"would_run": self.would_run, "reason": self.reason, "changes": self.changes, "gate": self.gate}
+
+
 class StepFailed(Exception):
     """The step cannot go on; ``reason`` says why and what to do, in words for the thread."""
 
@@ -123,6 +136,13 @@ class Step(ABC):
 
     @abstractmethod
     async def verify(self, ctx: StepContext) -> VerifyResult: ...
+
+    async def plan(self, ctx: StepContext) -> PlannedStep:
+        """What this step would do on the host now, changing nothing (check only reads); a step whose words
+        or changes say more overrides it."""
+        check = await self.check(ctx)
+        gate = self.gate_for(ctx, check) if check.needed else None
+        return PlannedStep(check.needed, check.reason, gate=gate.name if gate else None)
 
     def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
         """What an approver needs to see: what will change, and what was verified so far."""

@@ -12,7 +12,7 @@ from typing import Any
 from bot.core.config import Config
 from bot.core.gates import STARTTLS, STARTTLS_CONSOLE
 from bot.systems.workspace_one import Directory, WorkspaceOneClient, WorkspaceOneRejected
-from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed, VerifyResult
 
 CONSOLE_PATH = (
     "Identity & Access Management > Manage > Directories > select the directory > clear "
@@ -56,6 +56,18 @@ class StartTls(Step):
             )
         names = ", ".join(f"{d.name} ({d.id})" for d in on)
         return CheckResult(True, f"STARTTLS is on for {names}", {**facts, "to_change": describe(on)})
+
+    async def plan(self, ctx: StepContext) -> PlannedStep:
+        check = await self.check(ctx)  # reads the directories (GET only)
+        if not check.needed:
+            return PlannedStep(False, check.reason)
+        if check.facts.get("manual"):
+            changes = ["every AD-over-IWA directory: STARTTLS off, by a person in the console (" + CONSOLE_PATH + ")"]
+        else:
+            changes = [f"{d['name']} ({d['id']}): useStartTls true → false" for d in check.facts["to_change"]]
+            if ctx.config.workspace_one.directory_change == "manual":
+                changes.append("by a person in the console (workspace_one.directory_change = manual), then confirmed")
+        return PlannedStep(True, f"{check.reason}; tenant-wide (every connector)", changes, STARTTLS.name)
 
     @staticmethod
     def _already_off(ctx: StepContext) -> str:

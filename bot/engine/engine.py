@@ -28,10 +28,11 @@ from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, 
 from bot.core.signing import AuditSigner
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.checkpointer import Checkpointer
+from bot.engine.dry_run import PLAN_KEY, approvals_asked, stored_plan, summary
 from bot.engine.events import ProgressEvent, SinkDispatcher
 from bot.engine.slots import Slot, SlotPool
 from bot.store.store import DecisionOutcome, Store, UnknownRecord
-from steps.base import CheckResult, Step, StepContext, StepFailed
+from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed
 
 if TYPE_CHECKING:
     from bot.systems.services import Services  # handed through to the steps, never used here
@@ -213,6 +214,8 @@ class Engine:
                         await self._skip(run, step, skipping)
                     else:
                         await self._do_step(run, step, slot, records)
+                if run.check_only:
+                    await self._dry_run(run)
             except RunStopped:
                 return
             await self._finish(run, RunState.succeeded, await self._summary(run))
@@ -252,8 +255,50 @@ class Engine:
         )
         self._publish("step.finished", run, f"NOT AVAILABLE: {why}", step.id, state="unavailable")
 
+    async def _dry_run(self, run: Run) -> None:
+        """After a check run's preflight: every step's plan (reads only), stored in the preflight's facts."""
+        records = {r.step: r for r in await self._db(self.store.steps, run.id)}
+        first = records.get(run.plan[0]) if run.plan else None
+        if first is None or first.state is not StepState.succeeded:
+            return  # preflight refused the host: that is the answer
+        facts = {name: r.facts for name, r in records.items()}
+        skipping = self._skipping(records.values())
+        planned: list[dict[str, Any]] = []
+        for position, (step_id, step) in enumerate(self.steps.items()):
+            ctx = StepContext(
+                run=run,
+                config=self.config,
+                record=records.get(step_id) or StepRecord(run_id=run.id, step=step_id, position=position),
+                facts=facts,
+                services=self.services,
+            )
+            if why := step.unavailable(self.config):
+                entry = PlannedStep(False, f"not done by the bot: {why}")
+            elif skipping and not step.always_run and step_id not in records:
+                entry = PlannedStep(False, skipping)
+            else:
+                entry = await self._plan_step(run, step, ctx)
+            planned.append({"step": step_id, "title": step.title, **entry.dump()})
+        plan = {"host": run.host, "steps": planned, "approvals": approvals_asked(planned, self.config.slack)}
+        await self._db(self.store.update_step, run.id, first.step, StepState.succeeded, facts={PLAN_KEY: plan})
+
+    async def _plan_step(self, run: Run, step: Step, ctx: StepContext) -> PlannedStep:
+        try:
+            return await step.plan(ctx)
+        except asyncio.CancelledError:
+            raise
+        except StepFailed as exc:  # an upgrade would stop here
+            return PlannedStep(False, f"an upgrade would stop here: {exc.reason}")
+        except ExternalSystemError as exc:
+            return PlannedStep(False, f"could not tell: {exc}")
+        except Exception as exc:
+            log.exception("%s %s raised while planning", run.id, step.id)
+            return PlannedStep(False, f"could not tell: unexpected error {type(exc).__name__}: {exc}")
+
     async def _summary(self, run: Run) -> str:
         records = await self._db(self.store.steps, run.id)
+        if run.check_only and (plan := stored_plan(records)):
+            return summary(plan)
         skipped_rest = next((r.facts["skip_rest"] for r in records if r.facts.get("skip_rest")), None)
         manual = [r.step for r in records if r.state is StepState.unavailable]
         text = skipped_rest or "all steps done"

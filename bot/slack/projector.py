@@ -13,6 +13,7 @@ import sqlite3
 from typing import Any
 
 from bot.core.models import AuditEvent, Run, StepRecord
+from bot.engine.dry_run import stored_plan
 from bot.engine.events import ProgressEvent
 from bot.engine.recap import batch_recap
 from bot.slack import messages as msg
@@ -187,5 +188,8 @@ class ThreadProjector:
                 rows.append(("reply", msg.message(text, [msg.context(text)]), None))
             return rows
         if event.event in RUN_ENDS:
+            plan = stored_plan(steps.values()) if run.check_only else None
+            if plan is not None:  # the dry run's answer, in the thread, before its end
+                return [("reply", msg.dry_run_plan(run, plan), None), ("final", None, None)]
             return [("final", None, None)]
         return []  # approval.refused: answered to that person only (ephemeral)

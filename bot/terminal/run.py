@@ -12,6 +12,7 @@ from typing import TextIO
 from bot.core.config import Config, Secrets
 from bot.core.models import Run, RunState
 from bot.engine.approvals import ApprovalPolicy, Verdict
+from bot.engine.dry_run import plan_lines, stored_plan
 from bot.engine.recap import recap_line, recap_text
 from bot.runtime import Runtime
 from bot.store.lease import EngineBusy
@@ -82,6 +83,9 @@ async def run_from_terminal(
         await engine.join()
         finals = [store.get_run(r.id) for r in runs]
         out.write("\n")
+        for run in finals:
+            if run.check_only and (plan := stored_plan(store.steps(run.id))):
+                out.write("\n".join(plan_lines(plan)) + "\n\n")
         for run in finals:
             out.write(f"{run.host}: {run.state.label} ({run.id}): {run.result}\n")
         if len(finals) > 1:
