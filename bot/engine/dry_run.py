@@ -58,8 +58,9 @@ def summary(plan: dict[str, Any]) -> str:
     return f"dry run: {run} of {len(steps)} steps would run; nothing was changed"
 
 
-def plan_lines(plan: dict[str, Any]) -> list[str]:
-    """The plan in plain lines, for the terminal."""
+def plan_lines(plan: dict[str, Any], asked_here: str | None = None) -> list[str]:
+    """The plan in plain lines, for the terminal. ``asked_here``: who answers where these lines are read (at
+    the terminal, the operator at the prompt); Slack's deciders are shown beside it."""
     lines = [f"PLAN for {plan['host']} (check only: nothing was changed)"]
     for step in plan.get("steps", []):
         mark = "would run " if step["would_run"] else "skip      "
@@ -69,5 +70,6 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
         who = ", ".join(asked["who"]) or "nobody is configured"
         when = " (if that step runs)" if asked["if_it_runs"] else ""
         need = f"{asked['min']} of " if asked["min"] > 1 else ""
-        lines.append(f"  asks      {asked['gate']} {asked['kind']}{when}: {need}{who}")
+        whom = f"{asked_here} (in Slack: {need}{who})" if asked_here else f"{need}{who}"
+        lines.append(f"  asks      {asked['gate']} {asked['kind']}{when}: {whom}")
     return lines

@@ -85,7 +85,7 @@ async def run_from_terminal(
         out.write("\n")
         for run in finals:
             if run.check_only and (plan := stored_plan(store.steps(run.id))):
-                out.write("\n".join(plan_lines(plan)) + "\n\n")
+                out.write("\n".join(plan_lines(plan, f"you, at the prompt ({terminal_actor()})")) + "\n\n")
         for run in finals:
             out.write(f"{run.host}: {run.state.label} ({run.id}): {run.result}\n")
         if len(finals) > 1:
