@@ -74,7 +74,7 @@ class StartTls(Step):
         # Tenant-wide: after the batch's first host turned it off, the next ones find it off. Say which run did,
         # rather than guess at the hotfix.
         if by := ctx.done_earlier.get("starttls"):
-            return f"STARTTLS already off: run {by} of this batch turned it off (tenant-wide)"
+            return f"STARTTLS already off: turned off by {by} earlier in this batch (tenant-wide)"
         return ALREADY_OFF
 
     def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:

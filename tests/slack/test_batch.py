@@ -24,7 +24,7 @@ async def test_a_batch_posts_in_order_names_the_starttls_run_and_ends_with_one_r
     first = runs[0]
     for later in runs[1:]:
         reason = h.store.step(later.id, "starttls").reason
-        assert reason == f"STARTTLS already off: run {first.id} (host01) of this batch turned it off (tenant-wide)"
+        assert reason == f"STARTTLS already off: turned off by {first.id} (host01) earlier in this batch (tenant-wide)"
     # one recap, at the top of the channel, after every card
     recaps = [m for m in top if m.thread_ts is None and "Batch recap" in m.text]
     assert len(recaps) == 1, [m.text for m in top]
