@@ -63,7 +63,7 @@ def plan_lines(plan: dict[str, Any], asked_here: str | None = None) -> list[str]
     the terminal, the operator at the prompt); Slack's deciders are shown beside it."""
     lines = [f"PLAN for {plan['host']} (check only: nothing was changed)"]
     for step in plan.get("steps", []):
-        mark = "would run " if step["would_run"] else "skip      "
+        mark = "ran       " if step.get("ran") else "would run " if step["would_run"] else "skip      "
         lines.append(f"  {mark} {step['title']}: {step['reason']}")
         lines.extend(f"             ~ {change}" for change in step.get("changes", []))
     for asked in plan.get("approvals", []):

@@ -5,7 +5,8 @@ Rules it keeps:
   the same transaction as the state they describe (bot.store does that);
 - a restart resumes every unfinished run: a step in flight restarts from its check, a step whose
   verify succeeded never runs again, waiting approvals keep waiting and expire on time;
-- a batch runs its hosts one after another and stops at the first run that does not succeed;
+- a batch runs its hosts one after another and stops at the first run that does not succeed (a check
+  batch goes on: it changes nothing);
 - at most ``winrm.max_parallel`` steps work on hosts at once; a run waiting for approval holds no slot;
 - cancel takes effect at the next safe point: between steps, or at once while waiting for approval;
   a step that is changing a host is never abandoned halfway.
@@ -157,7 +158,8 @@ class Engine:
                 if run.state.active:
                     await self._drive(run)
                     run = await self._db(self.store.get_run, run.id)
-                if run.state is not RunState.succeeded:
+                # A dry run changes nothing, so one host's refusal is no reason not to look at the next.
+                if run.state is not RunState.succeeded and not run.check_only:
                     await self._abandon_rest(batch_id, run)
                     return
         except asyncio.CancelledError:
@@ -278,7 +280,7 @@ class Engine:
                 entry = PlannedStep(False, skipping)
             else:
                 entry = await self._plan_step(run, step, ctx)
-            planned.append({"step": step_id, "title": step.title, **entry.dump()})
+            planned.append({"step": step_id, "title": step.title, "ran": step_id in records, **entry.dump()})
         plan = {"host": run.host, "steps": planned, "approvals": approvals_asked(planned, self.config.slack)}
         await self._db(self.store.update_step, run.id, first.step, StepState.succeeded, facts={PLAN_KEY: plan})
 

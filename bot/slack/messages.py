@@ -264,7 +264,7 @@ def dry_run_plan(run: Run, plan: dict[str, Any]) -> dict[str, Any]:
     ]
     lines = []
     for step in plan.get("steps", []):
-        mark = "▶️ would run" if step["would_run"] else "⏭️ skip"
+        mark = "✅ ran (read only)" if step.get("ran") else "▶️ would run" if step["would_run"] else "⏭️ skip"
         lines.append(f"{mark} — *{escape(step['title'])}*: {escape(step['reason'])}")
         lines.extend(f"      ~ {escape(change)}" for change in step.get("changes", []))
     blocks.extend(section(chunk) for chunk in _chunks(lines))

@@ -58,7 +58,7 @@ async def test_check_shows_the_plan_and_changes_nothing(slack_bot):
         return next(line for line in lines if f"*{title}*" in line)
 
     assert "Nothing was changed" in lines[0]
-    assert line_of("Preflight checks").startswith("▶️ would run")
+    assert line_of("Preflight checks").startswith("✅ ran (read only)")
     assert line_of("Snapshot the virtual machine").startswith("▶️ would run")
     starttls = line_of("Turn STARTTLS off on AD-over-IWA directories")
     assert starttls.startswith("▶️ would run") and "tenant-wide" in starttls
