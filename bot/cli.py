@@ -100,7 +100,11 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
     run.add_argument("hosts", nargs="+", metavar="HOST")
-    run.add_argument("--check", action="store_true", help="run the preflight only; change nothing")
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="dry run: preflight, then what each step would do (the plan); change nothing",
+    )
     run.add_argument(
         "--yes", action="store_true", help="approve gated steps without asking (only if terminal.allow_yes = true)"
     )

@@ -47,7 +47,7 @@ async def _run(command: Command, user: str, deps: SlackContext) -> str:
             runs = await engine.submit(list(command.hosts), user, check_only=command.verb == "check")
         except HostBusy as exc:
             return f"Not started: {exc}."
-        what = "Preflight check" if command.verb == "check" else "Upgrade"
+        what = "Dry run (check only, nothing is changed)" if command.verb == "check" else "Upgrade"
         ids = ", ".join(f"`{r.id}` ({r.host})" for r in runs)
         order = " one after another, stopping at the first failure" if len(runs) > 1 else ""
         return f"{what} queued{order}: {ids}. Follow it in <#{deps.config.slack.channel}>."

@@ -37,6 +37,19 @@ class VerifyResult:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PlannedStep:
+    """What a step would do, found by reading only: the dry run (`check`) shows it, as Ansible's --check --diff."""
+
+    would_run: bool
+    reason: str  # why it would run or be skipped, in words
+    changes: list[str] = field(default_factory=list)  # what would change, one item a line
+    gate: str | None = None  # the approval or confirmation it would ask for (gate name)
+
+    def dump(self) -> dict[str, Any]:
+        return {"would_run": self.would_run, "reason": self.reason, "changes": self.changes, "gate": self.gate}
+
+
 class StepFailed(Exception):
     """The step cannot go on; ``reason`` says why and what to do, in words for the thread."""
 
@@ -61,6 +74,9 @@ class StepContext:
     # The change a person granted for this apply (``Step.change`` as the request showed it); apply does
     # only that. None when the step had no gate.
     approved: dict[str, Any] | None = None
+    # Steps an earlier run of this batch applied (step id -> that run's id and host, e.g.
+    # "run-149a7efa (host01)"): a tenant-wide change found done says who did it.
+    done_earlier: dict[str, str] = field(default_factory=dict)
 
     @property
     def host(self) -> str:
@@ -93,6 +109,8 @@ class Step(ABC):
     gate: ClassVar[Gate | None] = None
     # Runs even when an earlier step said the rest of the plan has nothing to do.
     always_run: ClassVar[bool] = False
+    # Only reads (preflight, verify, postcheck): a batch's recap counts it "ok", never "changed".
+    read_only: ClassVar[bool] = False
 
     def unavailable(self, config: Config) -> str | None:
         """Why this build cannot do the step (a person must), or None when it can."""
@@ -118,6 +136,13 @@ class Step(ABC):
 
     @abstractmethod
     async def verify(self, ctx: StepContext) -> VerifyResult: ...
+
+    async def plan(self, ctx: StepContext) -> PlannedStep:
+        """What this step would do on the host now, changing nothing (check only reads); a step whose words
+        or changes say more overrides it."""
+        check = await self.check(ctx)
+        gate = self.gate_for(ctx, check) if check.needed else None
+        return PlannedStep(check.needed, check.reason, gate=gate.name if gate else None)
 
     def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
         """What an approver needs to see: what will change, and what was verified so far."""

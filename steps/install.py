@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from bot.core.gates import INSTALL, Gate
-from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed, VerifyResult
 from steps.common import LOG_LINE_CHARS, read_host, read_script, tail, versus_target, wait_until, work_path
 from steps.facts import HostFacts, InstallFacts, InstallStarted, InstallStatus, Product
 from steps.install_outcome import ExitCode, account_changed, exit_code
@@ -43,6 +43,20 @@ class Install(Step):
         return CheckResult(
             True, f"upgrade {product.version} → {target} with the installer", {"product": product.dump()}
         )
+
+    async def plan(self, ctx: StepContext) -> PlannedStep:
+        check = await self.check(ctx)  # reads Programs & Features
+        if not check.needed:
+            return PlannedStep(False, check.reason)
+        product = Product.model_validate(check.facts["product"])
+        service = ctx.config.connector.service
+        changes = [
+            f"connector {product.version or 'not installed'} → {ctx.config.installer.version}",
+            f"{service} stops and restarts while the installer runs (up to "
+            f"{ctx.config.installer.timeout_minutes:g} min)",
+        ]
+        gate = self.gate_for(ctx, check)
+        return PlannedStep(True, check.reason, changes, gate.name if gate else None)
 
     def gate_for(self, ctx: StepContext, check: CheckResult) -> Gate | None:
         # The connector is down while the installer runs: that downtime is approved like the reboot's.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.core.gates import PENDING_REBOOT, Gate
-from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed, VerifyResult
 from steps.common import GiB, read_host, versus_target
 from steps.facts import HostFacts
 
@@ -13,6 +13,7 @@ from steps.facts import HostFacts
 class Preflight(Step):
     id = "preflight"
     title = "Preflight checks"
+    read_only = True
 
     async def check(self, ctx: StepContext) -> CheckResult:
         host = await read_host(ctx)
@@ -62,6 +63,17 @@ class Preflight(Step):
         if host and host.pending_reboot.any and not ctx.run.check_only and not check.skip_rest:
             return PENDING_REBOOT
         return None
+
+    async def plan(self, ctx: StepContext) -> PlannedStep:
+        # It has just run (the dry run's only real step): what it read, and the approval an upgrade would ask.
+        host = HostFacts.stored(ctx.facts.get(self.id))
+        if host is None:
+            return PlannedStep(True, "read the host")
+        pending = host.pending_reboot.any and ctx.config.preflight.pending_reboot == "ask"
+        target = ctx.config.installer.version
+        if versus_target(host.connector.version, target) == 0:
+            return PlannedStep(True, f"the connector is already at {target}")
+        return PlannedStep(True, self._summary(host, target), gate=PENDING_REBOOT.name if pending else None)
 
     def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
         host = HostFacts.model_validate(check.facts)

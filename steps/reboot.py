@@ -24,7 +24,7 @@ from typing import Any
 from bot.core.config import Config
 from bot.core.gates import REBOOT
 from bot.systems.winrm import ExecutorError, HostUnreachable, WinRMExecutor
-from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed, VerifyResult
 from steps.common import read_host, read_script, version_tuple
 from steps.facts import BootTime, HostFacts, InstallFacts, Java, RebootIssued
 from steps.service import wait_for_running
@@ -156,6 +156,15 @@ class Reboot(Step):
         if not reasons:
             return CheckResult(False, "no reboot needed: the JRE did not change and nothing is pending", facts)
         return CheckResult(True, "; ".join(reasons), {**facts, "reasons": reasons})
+
+    async def plan(self, ctx: StepContext) -> PlannedStep:
+        # Before the install only Windows' own pending reboot is known; the install may add a reason.
+        now = await read_host(ctx)
+        later = "a reboot is also needed if the installer changes the JRE or exits 3010"
+        reasons = reasons_for_reboot(None, now)
+        if reasons:
+            return PlannedStep(True, f"expected: {'; '.join(reasons)} ({later})", [f"{ctx.host} restarts"], REBOOT.name)
+        return PlannedStep(False, f"not expected now: nothing is pending on {ctx.host}; {later}", [], REBOOT.name)
 
     def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
         now = HostFacts.model_validate(check.facts["host"])

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.core.gates import SNAPSHOT, Gate
 from bot.core.models import StepRecord
-from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed, VerifyResult
 from steps.facts import HostFacts, Machine
 
 if TYPE_CHECKING:
@@ -41,6 +41,18 @@ class Snapshot(Step):
         if existing:
             return CheckResult(False, f"snapshot '{existing.name}' already taken", {"snapshot": _facts(existing)})
         return CheckResult(True, f"snapshot VM {vm_name(ctx)} in vCenter", {"vm": vm_name(ctx)})
+
+    async def plan(self, ctx: StepContext) -> PlannedStep:
+        check = await self.check(ctx)  # looks the snapshot up in vCenter, takes none
+        if not check.needed:
+            return PlannedStep(False, check.reason)
+        who = "by a person, who confirms" if check.facts.get("manual") else "by vCenter"
+        changes = [
+            f"VM {vm_name(ctx)}: a snapshot named 'idm-upgrade RUN before connector "
+            f"{ctx.config.installer.version}' (the upgrade run's id), {who}"
+        ]
+        gate = self.gate_for(ctx, check)
+        return PlannedStep(True, check.reason, changes, gate.name if gate else None)
 
     def gate_for(self, ctx: StepContext, check: CheckResult) -> Gate | None:
         return SNAPSHOT if check.facts.get("manual") else None

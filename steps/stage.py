@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.core.redact import public_url, scrub_url
 from bot.systems.winrm import ScriptFailed
-from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed, VerifyResult
 from steps.common import installer_file_name, read_script, run_script, work_path
 from steps.facts import FileHash, Staged
 
@@ -41,6 +41,12 @@ class Stage(Step):
         else:
             reason = f"download {installer_file_name(ctx.config.installer.url)} to {ctx.config.installer.work_dir}"
         return CheckResult(True, reason, {"file": found.dump()})
+
+    async def plan(self, ctx: StepContext) -> PlannedStep:
+        check = await self.check(ctx)  # hashes the file if it is there
+        if not check.needed:
+            return PlannedStep(False, check.reason)
+        return PlannedStep(True, check.reason, [f"{installer_path(ctx)}: written (SHA-256 checked)"])
 
     async def apply(self, ctx: StepContext) -> dict[str, Any]:
         installer = ctx.config.installer

@@ -12,7 +12,7 @@ from typing import Any
 from bot.core.config import Config
 from bot.core.gates import STARTTLS, STARTTLS_CONSOLE
 from bot.systems.workspace_one import Directory, WorkspaceOneClient, WorkspaceOneRejected
-from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
+from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed, VerifyResult
 
 CONSOLE_PATH = (
     "Identity & Access Management > Manage > Directories > select the directory > clear "
@@ -51,9 +51,31 @@ class StartTls(Step):
         on = still_on(directories)
         facts = {"iwa_directories": describe(directories)}
         if not on:
-            return CheckResult(False, ALREADY_OFF if directories else "no AD-over-IWA directory in this tenant", facts)
+            return CheckResult(
+                False, self._already_off(ctx) if directories else "no AD-over-IWA directory in this tenant", facts
+            )
         names = ", ".join(f"{d.name} ({d.id})" for d in on)
         return CheckResult(True, f"STARTTLS is on for {names}", {**facts, "to_change": describe(on)})
+
+    async def plan(self, ctx: StepContext) -> PlannedStep:
+        check = await self.check(ctx)  # reads the directories (GET only)
+        if not check.needed:
+            return PlannedStep(False, check.reason)
+        if check.facts.get("manual"):
+            changes = ["every AD-over-IWA directory: STARTTLS off, by a person in the console (" + CONSOLE_PATH + ")"]
+        else:
+            changes = [f"{d['name']} ({d['id']}): useStartTls true → false" for d in check.facts["to_change"]]
+            if ctx.config.workspace_one.directory_change == "manual":
+                changes.append("by a person in the console (workspace_one.directory_change = manual), then confirmed")
+        return PlannedStep(True, f"{check.reason}; tenant-wide (every connector)", changes, STARTTLS.name)
+
+    @staticmethod
+    def _already_off(ctx: StepContext) -> str:
+        # Tenant-wide: after the batch's first host turned it off, the next ones find it off. Say which run did,
+        # rather than guess at the hotfix.
+        if by := ctx.done_earlier.get("starttls"):
+            return f"STARTTLS already off: turned off by {by} earlier in this batch (tenant-wide)"
+        return ALREADY_OFF
 
     def evidence(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
         if check.facts.get("manual"):
@@ -137,6 +159,7 @@ class StartTls(Step):
 class PostCheck(Step):
     id = "postcheck"
     title = "STARTTLS stays off"
+    read_only = True
     always_run = True
 
     def unavailable(self, config: Config) -> str | None:

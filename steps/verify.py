@@ -12,6 +12,7 @@ from steps.install import installed_version
 class Verify(Step):
     id = "verify"
     title = "Verify the installed version"
+    read_only = True
     always_run = True
 
     async def check(self, ctx: StepContext) -> CheckResult:

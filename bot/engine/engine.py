@@ -5,7 +5,8 @@ Rules it keeps:
   the same transaction as the state they describe (bot.store does that);
 - a restart resumes every unfinished run: a step in flight restarts from its check, a step whose
   verify succeeded never runs again, waiting approvals keep waiting and expire on time;
-- a batch runs its hosts one after another and stops at the first run that does not succeed;
+- a batch runs its hosts one after another and stops at the first run that does not succeed (a check
+  batch goes on: it changes nothing);
 - at most ``winrm.max_parallel`` steps work on hosts at once; a run waiting for approval holds no slot;
 - cancel takes effect at the next safe point: between steps, or at once while waiting for approval;
   a step that is changing a host is never abandoned halfway.
@@ -28,10 +29,11 @@ from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, 
 from bot.core.signing import AuditSigner
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.checkpointer import Checkpointer
+from bot.engine.dry_run import PLAN_KEY, approvals_asked, stored_plan, summary
 from bot.engine.events import ProgressEvent, SinkDispatcher
 from bot.engine.slots import Slot, SlotPool
 from bot.store.store import DecisionOutcome, Store, UnknownRecord
-from steps.base import CheckResult, Step, StepContext, StepFailed
+from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed
 
 if TYPE_CHECKING:
     from bot.systems.services import Services  # handed through to the steps, never used here
@@ -83,6 +85,7 @@ class Engine:
         self._slots = SlotPool(config.winrm.max_parallel)
         self._batches: dict[str, asyncio.Task] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
+        self._done_earlier: dict[str, dict[str, str]] = {}  # run id -> StepContext.done_earlier
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -120,6 +123,10 @@ class Engine:
         self._spawn(runs[0].batch_id)
         return runs
 
+    @property
+    def read_only_steps(self) -> frozenset[str]:
+        return frozenset(step_id for step_id, step in self.steps.items() if step.read_only)
+
     def plan_for(self, check_only: bool) -> list[str]:
         ids = list(self.steps)
         return ids[:1] if check_only else ids
@@ -151,7 +158,8 @@ class Engine:
                 if run.state.active:
                     await self._drive(run)
                     run = await self._db(self.store.get_run, run.id)
-                if run.state is not RunState.succeeded:
+                # A dry run changes nothing, so one host's refusal is no reason not to look at the next.
+                if run.state is not RunState.succeeded and not run.check_only:
                     await self._abandon_rest(batch_id, run)
                     return
         except asyncio.CancelledError:
@@ -190,6 +198,7 @@ class Engine:
                     return
                 run = started
                 self._publish("run.started", run, f"started: {len(run.plan)} steps")
+            self._done_earlier[run.id] = await self._db(self._applied_earlier_in_batch, run)
             try:
                 for step_id in run.plan:
                     # One read of the run's steps per step: the record, the skip reason and the context's facts.
@@ -207,9 +216,22 @@ class Engine:
                         await self._skip(run, step, skipping)
                     else:
                         await self._do_step(run, step, slot, records)
+                if run.check_only:
+                    await self._dry_run(run)
             except RunStopped:
                 return
             await self._finish(run, RunState.succeeded, await self._summary(run))
+
+    def _applied_earlier_in_batch(self, run: Run) -> dict[str, str]:
+        """Step id -> "RUN (HOST)" of the last earlier run of ``run``'s batch that applied that step (store thread)."""
+        done: dict[str, str] = {}
+        for earlier in self.store.batch(run.batch_id):
+            if earlier.batch_position >= run.batch_position:
+                break
+            for record in self.store.steps(earlier.id):
+                if record.state is StepState.succeeded and record.applied:
+                    done[record.step] = f"{earlier.id} ({earlier.host})"
+        return done
 
     @staticmethod
     def _skipping(records: Iterable[StepRecord]) -> str | None:
@@ -235,8 +257,50 @@ class Engine:
         )
         self._publish("step.finished", run, f"NOT AVAILABLE: {why}", step.id, state="unavailable")
 
+    async def _dry_run(self, run: Run) -> None:
+        """After a check run's preflight: every step's plan (reads only), stored in the preflight's facts."""
+        records = {r.step: r for r in await self._db(self.store.steps, run.id)}
+        first = records.get(run.plan[0]) if run.plan else None
+        if first is None or first.state is not StepState.succeeded:
+            return  # preflight refused the host: that is the answer
+        facts = {name: r.facts for name, r in records.items()}
+        skipping = self._skipping(records.values())
+        planned: list[dict[str, Any]] = []
+        for position, (step_id, step) in enumerate(self.steps.items()):
+            ctx = StepContext(
+                run=run,
+                config=self.config,
+                record=records.get(step_id) or StepRecord(run_id=run.id, step=step_id, position=position),
+                facts=facts,
+                services=self.services,
+            )
+            if why := step.unavailable(self.config):
+                entry = PlannedStep(False, f"not done by the bot: {why}")
+            elif skipping and not step.always_run and step_id not in records:
+                entry = PlannedStep(False, skipping)
+            else:
+                entry = await self._plan_step(run, step, ctx)
+            planned.append({"step": step_id, "title": step.title, "ran": step_id in records, **entry.dump()})
+        plan = {"host": run.host, "steps": planned, "approvals": approvals_asked(planned, self.config.slack)}
+        await self._db(self.store.update_step, run.id, first.step, StepState.succeeded, facts={PLAN_KEY: plan})
+
+    async def _plan_step(self, run: Run, step: Step, ctx: StepContext) -> PlannedStep:
+        try:
+            return await step.plan(ctx)
+        except asyncio.CancelledError:
+            raise
+        except StepFailed as exc:  # an upgrade would stop here
+            return PlannedStep(False, f"an upgrade would stop here: {exc.reason}")
+        except ExternalSystemError as exc:
+            return PlannedStep(False, f"could not tell: {exc}")
+        except Exception as exc:
+            log.exception("%s %s raised while planning", run.id, step.id)
+            return PlannedStep(False, f"could not tell: unexpected error {type(exc).__name__}: {exc}")
+
     async def _summary(self, run: Run) -> str:
         records = await self._db(self.store.steps, run.id)
+        if run.check_only and (plan := stored_plan(records)):
+            return summary(plan)
         skipped_rest = next((r.facts["skip_rest"] for r in records if r.facts.get("skip_rest")), None)
         manual = [r.step for r in records if r.state is StepState.unavailable]
         text = skipped_rest or "all steps done"
@@ -261,6 +325,7 @@ class Engine:
         if done:
             await self._ended(done, f"{state.label}: {result}")
         self._wakeups.pop(run.id, None)
+        self._done_earlier.pop(run.id, None)
 
     async def _ended(self, done: Run, text: str) -> None:
         """A run reached its end (persisted): checkpoint the trail with it first, so whoever hears of the end
@@ -326,6 +391,7 @@ class Engine:
             services=self.services,
             confirm=confirm,
             approved=approved,
+            done_earlier=self._done_earlier.get(run.id, {}),
         )
         return ctx
 

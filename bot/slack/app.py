@@ -100,7 +100,9 @@ class SlackBot:
         self.policy = ApprovalPolicy(config.slack, SlackGroups(self.client), SlackIdentities(self.client))
         self.runtime = Runtime.build(config, secrets, policy=self.policy, services=services)
         self.store, self.engine, self.services = self.runtime.store, self.runtime.engine, self.runtime.services
-        self.progress = SlackProgress(self.store, self.client, config, self.runtime.titles)
+        self.progress = SlackProgress(
+            self.store, self.client, config, self.runtime.titles, self.runtime.engine.read_only_steps
+        )
         self.engine.progress.sinks.append(self.progress)
         self.guard = RequestGuard(tokens["SLACK_SIGNING_SECRET"])
         self.app = TrackedApp(

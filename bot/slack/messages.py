@@ -19,10 +19,12 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.core.config import ANYONE, SlackConfig
+from bot.core.config import SlackConfig
 from bot.core.gates import EVIDENCE_SHOWN, gate_named
 from bot.core.models import Approval, ApprovalState, AuditEvent, Run, RunState, StepRecord, StepState
 from bot.core.signing import key_id
+from bot.engine.dry_run import deciders as who_decides
+from bot.engine.recap import RecapLine, recap_text
 from bot.slack.escape import escape, safe_cut
 from bot.store.checkpoints import MARKER, Checkpoint
 
@@ -144,8 +146,7 @@ def mention(principal: str) -> str:
 
 def deciders(slack: SlackConfig, gate: str) -> list[str]:
     """Who a request should notify: the approvers; for a confirmation also the listed requesters."""
-    who = slack.approvers if not gate_named(gate).is_confirmation else [*slack.requesters, *slack.approvers]
-    return [p for p in dict.fromkeys(who) if p != ANYONE]
+    return who_decides(slack, gate)
 
 
 def _deciders_line(approval: Approval, deciders: list[str]) -> str | None:
@@ -240,3 +241,53 @@ def checkpoint(cp: Checkpoint) -> dict[str, Any]:
     )
     line = escape(f"{MARKER} {cp.to_json()}")  # read back unescaped, as Slack gives the text back
     return {"text": f"{summary}\n`{line}`", "blocks": [section(summary).to_dict(), context(f"`{line}`").to_dict()]}
+
+
+def batch_recap(batch_id: str, lines: list[RecapLine]) -> dict[str, Any]:
+    """The end of a batch, once, at the top of the channel: per host ok / changed / skipped / failed and
+    the run, like Ansible's PLAY RECAP."""
+    done = sum(line.state is RunState.succeeded for line in lines)
+    mark = "✅" if done == len(lines) else "❌"
+    head = f"{mark} *Batch of {len(lines)} hosts ended*: {done} of {len(lines)} succeeded"
+    states = ", ".join(f"{escape(line.host)} {line.state.label}" for line in lines)
+    return message(
+        f"Batch recap: {states}",
+        [section(f"{head}\n```{escape(recap_text(lines))}```"), context(f"Batch `{escape(batch_id)}`")],
+    )
+
+
+def dry_run_plan(run: Run, plan: dict[str, Any]) -> dict[str, Any]:
+    """A check run's plan, as Ansible's --check --diff shows one: each step, would it run and why, what
+    would change; the reboot; the requests an upgrade would make and whom they notify. Nothing was changed."""
+    blocks: list[Block] = [
+        section(f"📋 *Dry run of `{escape(run.host)}`*: what an upgrade would do now. *Nothing was changed.*")
+    ]
+    lines = []
+    for step in plan.get("steps", []):
+        mark = "✅ ran (read only)" if step.get("ran") else "▶️ would run" if step["would_run"] else "⏭️ skip"
+        lines.append(f"{mark} — *{escape(step['title'])}*: {escape(step['reason'])}")
+        lines.extend(f"      ~ {escape(change)}" for change in step.get("changes", []))
+    blocks.extend(section(chunk) for chunk in _chunks(lines))
+    asked = []
+    for request in plan.get("approvals", []):
+        who = " ".join(mention(p) for p in request["who"]) or "nobody is configured (slack.approvers)"
+        need = f"{request['min']} different people of " if request["min"] > 1 else ""
+        when = " _(if that step runs)_" if request["if_it_runs"] else ""
+        asked.append(f"• {escape(request['gate'])} {escape(request['kind'])}{when}: {need}{who}")
+    if asked:
+        self_ok = "may" if plan["approvals"][0].get("self_approval") else "may not"
+        asked.append(f"_The requester {self_ok} approve their own run (slack.allow_self_approval)._")
+        blocks.append(section("*An upgrade would ask:*\n" + "\n".join(asked)))
+    would = sum(1 for s in plan.get("steps", []) if s["would_run"])
+    return message(f"Dry run of {escape(run.host)}: {would} steps would run; nothing was changed", blocks[:50])
+
+
+def _chunks(lines: list[str], limit: int = SECTION_LIMIT) -> list[str]:
+    """Lines grouped into section-sized texts (a long plan is several sections, not one cut short)."""
+    chunks: list[str] = []
+    for line in lines:
+        if chunks and len(chunks[-1]) + 1 + len(line) <= limit:
+            chunks[-1] += "\n" + line
+        else:
+            chunks.append(line)
+    return chunks

@@ -11,7 +11,7 @@ MAX_TEXT = 2000
 
 USAGE = (
     "Usage: `/idm-upgrade HOST...` upgrade (several hosts: one after another) · `/idm-upgrade check HOST...` "
-    "preflight only · `/idm-upgrade status [RUN]` · `/idm-upgrade history [HOST]` · `/idm-upgrade cancel RUN` · "
+    "dry run: the plan, nothing changed · `/idm-upgrade status [RUN]` · `/idm-upgrade history [HOST]` · `/idm-upgrade cancel RUN` · "
     "`/idm-upgrade help`"
 )
 

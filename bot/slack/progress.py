@@ -20,11 +20,18 @@ from bot.store.store import Store
 
 
 class SlackProgress:
-    def __init__(self, store: Store, client: AsyncWebClient, config: Config, titles: dict[str, str]):
+    def __init__(
+        self,
+        store: Store,
+        client: AsyncWebClient,
+        config: Config,
+        titles: dict[str, str],
+        read_only: frozenset[str] = frozenset(),
+    ):
         self.store, self.titles = store, titles
         self.outbox = Outbox(store)
         wake = asyncio.Event()
-        self.projector = ThreadProjector(store, self.outbox, config.slack.channel, titles, wake)
+        self.projector = ThreadProjector(store, self.outbox, config.slack.channel, titles, wake, read_only)
         self.deliverer = OutboxDeliverer(store, self.outbox, client, config, titles, self.projector, wake)
 
     async def deliver(self, event: ProgressEvent) -> None:

@@ -13,12 +13,16 @@ import sqlite3
 from typing import Any
 
 from bot.core.models import AuditEvent, Run, StepRecord
+from bot.engine.dry_run import stored_plan
 from bot.engine.events import ProgressEvent
+from bot.engine.recap import batch_recap
 from bot.slack import messages as msg
 from bot.store import checkpoints
 from bot.store.outbox import Outbox
 from bot.store.store import Store
 
+# A run's end; "run.denied" once that state exists (DESIGN.md section 3).
+RUN_ENDS = frozenset({"run.succeeded", "run.failed", "run.cancelled", "run.denied"})
 PROJECT_COALESCE_SECONDS = 0.05  # a run's events within this long become one outbox transaction
 
 Row = tuple[str, dict[str, Any] | None, str | None]  # kind, payload, approval id
@@ -27,10 +31,21 @@ Row = tuple[str, dict[str, Any] | None, str | None]  # kind, payload, approval i
 class ThreadProjector:
     """A progress sink: projects runs into the outbox, then wakes the deliverer."""
 
-    def __init__(self, store: Store, outbox: Outbox, channel: str, titles: dict[str, str], wake: asyncio.Event):
+    def __init__(
+        self,
+        store: Store,
+        outbox: Outbox,
+        channel: str,
+        titles: dict[str, str],
+        wake: asyncio.Event,
+        read_only: frozenset[str] = frozenset(),
+    ):
         self.store, self.outbox, self.channel, self.titles, self.wake = store, outbox, channel, titles, wake
+        self.read_only = read_only  # steps that only read: "ok" in a batch's recap
         self.sending = -1  # the outbox row the deliverer is sending (both run on the store's thread)
-        self._dirty: set[str] = set()  # runs with audit events not projected yet
+        # Runs with audit events not projected yet, in the order their events came: a batch's cards are
+        # posted in the batch's order (a set popped them in hash order: host01, host03, host02).
+        self._dirty: dict[str, None] = {}
         self._task: asyncio.Task | None = None
 
     @property
@@ -47,14 +62,16 @@ class ThreadProjector:
             await self.store.call(self._project_then_note, event.run_id, event.step or "", event.text)
             self.wake.set()
             return
-        self._dirty.add(event.run_id)
+        self._dirty.setdefault(event.run_id, None)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._project_dirty(), name="slack-project")
 
     async def _project_dirty(self) -> None:
         await asyncio.sleep(PROJECT_COALESCE_SECONDS)
         while self._dirty:
-            await self.store.call(self.project, self._dirty.pop())
+            run_id = next(iter(self._dirty))
+            del self._dirty[run_id]
+            await self.store.call(self.project, run_id)
         # a run's end checkpoint is written before its end is told: queued here, after the final message
         await self.store.call(self.queue_checkpoints)
         self.wake.set()
@@ -73,7 +90,7 @@ class ThreadProjector:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def _project_then_note(self, run_id: str, step: str, text: str) -> None:
-        self._dirty.discard(run_id)
+        self._dirty.pop(run_id, None)
         self.project(run_id)
         with self.store.transaction("slack.note") as conn:
             if self.outbox.has_thread(conn, run_id):
@@ -82,7 +99,7 @@ class ThreadProjector:
                 )
 
     def _project_then_checkpoints(self, run_id: str) -> None:
-        self._dirty.discard(run_id)
+        self._dirty.pop(run_id, None)
         self.project(run_id)
         self.queue_checkpoints()
 
@@ -122,7 +139,23 @@ class ThreadProjector:
             for kind, payload, approval_id in rows:
                 self.outbox.insert(conn, run_id, self.channel, kind, payload, approval_id)
             self.outbox.advance(conn, run_id, events[-1].seq)
+            if any(e.event in RUN_ENDS for e in events):
+                self._queue_recap(conn, run)
         return len(rows)
+
+    def _queue_recap(self, conn: sqlite3.Connection, run: Run) -> None:
+        """After a batch's last run's end is projected: its recap, once, at the top of the channel.
+
+        In the transaction that projects that end, so a crash neither loses nor repeats it; a batch whose other
+        runs are not all ended and projected yet gets it when the last of them is.
+        """
+        batch = self.store.batch(run.batch_id)
+        if len(batch) < 2 or any(r.state.active for r in batch):
+            return
+        if any(self.outbox.owes_projection(conn, r.id) for r in batch) or self.outbox.recap_queued(conn, run.batch_id):
+            return
+        lines = batch_recap(batch, {r.id: self.store.steps(r.id) for r in batch}, self.read_only)
+        self.outbox.insert_recap(conn, run.batch_id, self.channel, msg.batch_recap(run.batch_id, lines))
 
     def _card_update_queued(self, conn: sqlite3.Connection, run_id: str) -> bool:
         # A pending card update renders the card when it is sent, so it shows these events too; one already
@@ -154,6 +187,9 @@ class ThreadProjector:
                 )
                 rows.append(("reply", msg.message(text, [msg.context(text)]), None))
             return rows
-        if event.event in ("run.succeeded", "run.failed", "run.cancelled"):
+        if event.event in RUN_ENDS:
+            plan = stored_plan(steps.values()) if run.check_only else None
+            if plan is not None:  # the dry run's answer, in the thread, before its end
+                return [("reply", msg.dry_run_plan(run, plan), None), ("final", None, None)]
             return [("final", None, None)]
         return []  # approval.refused: answered to that person only (ephemeral)

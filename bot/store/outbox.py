@@ -36,7 +36,7 @@ class PendingEntry:
     id: int
     run_id: str
     channel: str
-    kind: str  # card, card_update, reply, approval, approval_update, final, checkpoint
+    kind: str  # card, card_update, reply, approval, approval_update, final, checkpoint, recap
     payload: str
     approval_id: str | None
     card_ts: str | None
@@ -78,7 +78,7 @@ class Outbox:
         before its first projection (killed within the coalescing moment) still gets its thread."""
         rows = self.conn.execute(
             f"SELECT r.id FROM runs r LEFT JOIN slack_threads t ON t.run_id = r.id "
-            f"WHERE {_OWES_THREAD} AND {_PAST_CURSOR} ORDER BY r.created_at"
+            f"WHERE {_OWES_THREAD} AND {_PAST_CURSOR} ORDER BY r.created_at, r.batch_id, r.batch_position"
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -119,6 +119,25 @@ class Outbox:
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (run_id, channel, run_id, kind, json.dumps(payload) if payload else "{}", iso(utcnow()), approval_id),
         )
+
+    def insert_recap(self, conn: sqlite3.Connection, batch_id: str, channel: str, payload: dict[str, Any]) -> None:
+        """A batch's recap: a message of no run (the top of the channel), keyed by its batch."""
+        conn.execute(
+            "INSERT INTO outbox (run_id, channel, thread_key, kind, payload, created_at) VALUES (NULL, ?, ?, 'recap', ?, ?)",
+            (channel, batch_id, json.dumps(payload), iso(utcnow())),
+        )
+
+    def recap_queued(self, conn: sqlite3.Connection, batch_id: str) -> bool:
+        row = conn.execute("SELECT 1 FROM outbox WHERE kind = 'recap' AND thread_key = ?", (batch_id,)).fetchone()
+        return row is not None
+
+    def owes_projection(self, conn: sqlite3.Connection, run_id: str) -> bool:
+        """The run has audit events its thread has not projected yet."""
+        row = conn.execute(
+            f"SELECT 1 FROM runs r LEFT JOIN slack_threads t ON t.run_id = r.id WHERE r.id = ? AND {_PAST_CURSOR}",
+            (run_id,),
+        ).fetchone()
+        return row is not None
 
     def card_update_pending(self, conn: sqlite3.Connection, run_id: str, *, besides: int) -> bool:
         """A pending card update other than row ``besides`` (the one being sent)."""

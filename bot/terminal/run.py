@@ -12,6 +12,8 @@ from typing import TextIO
 from bot.core.config import Config, Secrets
 from bot.core.models import Run, RunState
 from bot.engine.approvals import ApprovalPolicy, Verdict
+from bot.engine.dry_run import plan_lines, stored_plan
+from bot.engine.recap import recap_line, recap_text
 from bot.runtime import Runtime
 from bot.store.lease import EngineBusy
 from bot.store.store import HostBusy
@@ -82,7 +84,13 @@ async def run_from_terminal(
         finals = [store.get_run(r.id) for r in runs]
         out.write("\n")
         for run in finals:
+            if run.check_only and (plan := stored_plan(store.steps(run.id))):
+                out.write("\n".join(plan_lines(plan, f"you, at the prompt ({terminal_actor()})")) + "\n\n")
+        for run in finals:
             out.write(f"{run.host}: {run.state.label} ({run.id}): {run.result}\n")
+        if len(finals) > 1:
+            lines = [recap_line(r, store.steps(r.id), engine.read_only_steps) for r in finals]
+            out.write(f"\nRECAP\n{recap_text(lines)}\n")
         verdict = store.verify_audit()
         out.write(f"{verdict}\n")
         return EXIT_OK if all(r.state is RunState.succeeded for r in finals) and verdict.ok else EXIT_FAILED

@@ -226,6 +226,15 @@ async def test_batch_runs_hosts_in_order_and_stops_at_first_failure(engine_facto
     await engine.stop()
 
 
+async def test_a_check_batch_checks_every_host_although_one_fails(engine_factory, tmp_path):
+    # A dry run changes nothing: host01's refusal is no reason to leave host02 and host03 unchecked.
+    engine = await engine_factory(Approver(), fail={"alpha": "check"})
+    runs = await engine.submit(["host01", "host02", "host03"], REQUESTER, check_only=True)
+    await engine.join()
+    assert [engine.store.get_run(r.id).state for r in runs] == [RunState.failed] * 3
+    await engine.stop()
+
+
 async def test_batch_succeeds_host_after_host(engine_factory, tmp_path):
     engine = await engine_factory(Approver())
     runs = await engine.submit(["host01", "host02"], REQUESTER)

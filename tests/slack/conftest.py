@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 
 import pytest
 
@@ -12,7 +13,7 @@ from bot.core.models import ApprovalState
 from bot.slack.app import SlackBot
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import OPS_CHANNEL
-from sandbox.threaded import running_host
+from sandbox.threaded import running_fleet, running_host
 from sandbox.workspace_one import WorkspaceOneStandIn
 from tests.steps.conftest import sandbox_config
 from tests.support.waiting import eventually
@@ -79,16 +80,30 @@ async def slack_bot(tmp_path):
     stack = contextlib.AsyncExitStack()
 
     async def start(
-        scenario="default", *, socket_mode=False, ws1=True, extra="", messages_per_second=10, ws1_directories=None
+        scenario="default",
+        *,
+        socket_mode=False,
+        ws1=True,
+        extra="",
+        messages_per_second=10,
+        ws1_directories=None,
+        hosts=1,
     ):
         slack = await stack.enter_async_context(SlackStandIn(signing_secret=SIGNING_SECRET))
-        host = stack.enter_context(running_host(scenario))
+        if hosts > 1:  # host01, host02, ...: one WinRM account for all of them
+            fleet = stack.enter_context(running_fleet(hosts, scenario, password=secrets.token_urlsafe(12)))
+            host, more_hosts = fleet[0], tuple(fleet)[1:]
+            for other in more_hosts:  # one artifact store for the fleet, as the sandbox has
+                other.server.state.artifact_url = host.installer_url
+        else:
+            host, more_hosts = stack.enter_context(running_host(scenario)), ()
         stand_in = await stack.enter_async_context(WorkspaceOneStandIn(ws1_directories)) if ws1 else None
         config = sandbox_config(
             host,
             tmp_path / "bot.db",
             f"slack: messages_per_second = {messages_per_second}\n{extra}",
             ws1_url=stand_in.url if stand_in else None,
+            more_hosts=more_hosts,
         )
         env = {
             "SLACK_BOT_TOKEN": "xoxb-sandbox",

@@ -28,6 +28,7 @@ from bot.core.models import (
     StepState,
     utcnow,
 )
+from bot.engine.recap import RecapLine
 from bot.slack import messages as msg
 from bot.slack.context import SlackContext
 from bot.slack.escape import escape, safe_cut
@@ -150,6 +151,13 @@ def hostile_records() -> SimpleNamespace:
     )
 
 
+def hostile_plan() -> dict[str, Any]:
+    """A dry run's plan whose reasons and changes come from outside (directory names, host output)."""
+    step = {"step": "starttls", "title": "STARTTLS off", "would_run": True, "reason": EVIL, "changes": [EVIL]}
+    asked = {"gate": "STARTTLS", "kind": "approval", "step": "starttls", "if_it_runs": False, "who": [APPROVER]}
+    return {"host": EVIL, "steps": [step], "approvals": [{**asked, "min": 2, "self_approval": False}]}
+
+
 def built_messages(r: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
     """Every message builder of bot/slack/messages.py, called with the hostile records."""
     titles = {"preflight": "Preflight", "install": "Install the connector"}
@@ -162,6 +170,8 @@ def built_messages(r: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
         "run_finished": [msg.run_finished(r.run)],
         "note": [msg.note(EVIL, "Install")],
         "checkpoint": [msg.checkpoint(r.checkpoint)],
+        "dry_run_plan": [msg.dry_run_plan(r.run, hostile_plan())],
+        "batch_recap": [msg.batch_recap(EVIL, [RecapLine(EVIL, r.run.id, r.run.state, 1, 2, 3, 0)])],
     }
 
 

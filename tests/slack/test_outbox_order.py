@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from bot.core.models import RunState
+from bot.core.models import RunState, StepState
 from tests.support.configs import REQUESTER
 from tests.support.outbox import outbox
 
@@ -71,4 +71,34 @@ def test_a_first_start_gets_no_reply_but_a_restart_does(tmp_path):
     replies = [json.loads(payload)["text"] for kind, payload in rows if kind == "reply"]
     assert replies == ["Step alpha: started"]  # one line, for the second attempt only
     assert [kind for kind, _ in rows].count("card") == 1
+    store.close()
+
+
+def test_a_batch_recap_is_queued_once_after_the_last_end_of_the_batch(tmp_path):
+    """Derived from the store when the batch's last end is projected, in that transaction: never before the
+    other runs ended and were projected, never twice (projecting again, or a restart's catch-up)."""
+    store, engine, progress = outbox(tmp_path)
+    projector = progress.projector
+    first, second = store.create_runs(["host01", "host02"], requester=REQUESTER, plan=["alpha"])
+
+    def recaps() -> list[tuple[str, str]]:
+        return store.conn.execute("SELECT thread_key, payload FROM outbox WHERE kind = 'recap'").fetchall()
+
+    for run in (first, second):
+        projector.project(run.id)
+    store.update_step(first.id, "alpha", StepState.failed, event="step.failed", reason="boom")
+    store.set_run_state(first.id, RunState.failed, event="run.failed", result="alpha failed: boom")
+    projector.project(first.id)
+    assert recaps() == []  # host02 has not ended yet
+    store.set_run_state(second.id, RunState.cancelled, event="run.cancelled", result="not started")
+    projector.project(second.id)
+    for run in (first, second):  # again, as a restart's catch-up would: nothing new, no second recap
+        projector.project(run.id)
+    [(batch_id, payload)] = recaps()
+    assert batch_id == first.batch_id
+    text = json.loads(payload)["blocks"][0]["text"]["text"]
+    assert text.startswith("❌ *Batch of 2 hosts ended*: 0 of 2 succeeded")
+    assert f"failed=1   failed ({first.id})" in text and f"skipped=1   failed=0   cancelled ({second.id})" in text
+    kinds = [k for (k,) in store.conn.execute("SELECT kind FROM outbox ORDER BY id")]
+    assert kinds[-1] == "recap" and kinds.count("final") == 2  # after both ends
     store.close()

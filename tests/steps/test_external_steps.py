@@ -180,6 +180,26 @@ async def test_vcenter_snapshot_named_with_the_run_id(upgrade):
         assert f"revert the VM to snapshot '{facts['name']}'" in run.result
 
 
+async def test_a_dry_run_with_vcenter_takes_no_snapshot_and_says_vcenter_would(upgrade):
+    with running_vcsim() as vcsim:
+        async with WorkspaceOneStandIn() as ws1:
+            engine, host, clicker, run = await upgrade("default", ws1=ws1, vcenter=vcsim, check_only=True)
+            assert ws1.updates == []
+        assert run.state is RunState.succeeded, run.result
+        assert gates(clicker) == []  # nobody was asked anything
+        client = VCenterClient(
+            VCenterConfig(url=vcsim["url"]),
+            Secrets.from_env({"VCENTER_USERNAME": vcsim["username"], "VCENTER_PASSWORD": vcsim["password"]}),
+        )
+        on_vm = await client.snapshots("DC0_H0_VM0")
+        await client.close()
+        assert on_vm == []
+    plan = {s["step"]: s for s in engine.store.step(run.id, "preflight").facts["plan"]["steps"]}
+    assert plan["snapshot"]["would_run"] and plan["snapshot"]["reason"] == "snapshot VM DC0_H0_VM0 in vCenter"
+    assert plan["snapshot"]["gate"] is None  # vCenter takes it: no confirmation
+    assert host.stats["installs_started"] == 0
+
+
 async def test_vcenter_vm_not_found_names_what_was_searched(upgrade, tmp_path):
     with running_vcsim(rename={"DC0_H0_VM0": "something-else"}) as vcsim:
         engine, host, _clicker, run = await upgrade("default", vcenter=vcsim)

@@ -121,11 +121,20 @@ async def test_already_current_changes_nothing(upgrade):
     assert host.stats["installs_started"] == 0 and host.stats["boots"] == 0
 
 
-async def test_check_only_runs_preflight_and_changes_nothing(upgrade):
-    engine, host, _clicker, run = await upgrade("default", check_only=True)
+async def test_check_only_runs_preflight_then_plans_the_rest_reading_only(upgrade):
+    # A check run is preflight, then each step's plan: scripts that read (the installer's hash, Programs &
+    # Features, the service, the host again), never one that changes the host; no request is made.
+    async with WorkspaceOneStandIn() as ws1:
+        engine, host, _clicker, run = await upgrade("default", check_only=True, ws1=ws1)
+        assert ws1.updates == []
     assert run.state is RunState.succeeded
     assert [s.step for s in engine.store.steps(run.id)] == ["preflight"]
-    assert set(scripts_run(host)) == {"preflight"}
+    assert set(scripts_run(host)) <= {"preflight", "filehash", "product", "service"}, scripts_run(host)
+    assert host.stats["installs_started"] == 0 and host.stats["boots"] == 0
+    assert engine.store.approvals(run.id) == []
+    plan = engine.store.step(run.id, "preflight").facts["plan"]
+    assert [s["step"] for s in plan["steps"]] == list(engine.steps)
+    assert [a["gate"] for a in plan["approvals"]] == ["snapshot", "STARTTLS", "install", "reboot"]
 
 
 @pytest.mark.parametrize(
