@@ -80,23 +80,26 @@ async def test_gates_granted_run_succeeds(engine_factory, tmp_path):
     await engine.stop()
 
 
-async def test_denied_gate_fails_run_and_changes_nothing_more(engine_factory, tmp_path):
+async def test_denied_gate_ends_the_run_denied_and_changes_nothing_more(engine_factory, tmp_path):
+    """A person refusing a gate is not a failure: the run ends `denied` (run.denied), the step shows it."""
     approver = Approver([(APPROVER, "deny")])
     engine = await engine_factory(approver)
     [run] = await engine.submit(["host01"], REQUESTER)
     await engine.join()
     run = engine.store.get_run(run.id)
-    assert run.state is RunState.failed
-    assert "STARTTLS approval denied by U0APPROVER1" in run.result
+    assert run.state is RunState.denied and not run.state.active
+    assert run.result.startswith("STARTTLS approval denied by U0APPROVER1")
     assert FileHost(tmp_path, "host01").applies() == ["alpha"]  # bravo's apply never ran
     states = {s.step: s.state for s in engine.store.steps(run.id)}
     assert states == {
         "alpha": StepState.succeeded,
-        "bravo": StepState.failed,
+        "bravo": StepState.denied,
         "charlie": StepState.pending,
         "delta": StepState.pending,
     }
-    assert events_of(engine.store, run.id)[-3:] == ["approval.denied", "step.failed", "run.failed"]
+    assert events_of(engine.store, run.id)[-2:] == ["approval.denied", "run.denied"]
+    assert engine.store.audit_events(run.id)[-1].actor == APPROVER  # the person who refused ended it
+    assert engine.store.verify_audit().ok
     await engine.stop()
 
 
