@@ -216,7 +216,7 @@ async def final_state(b: Bench, state: ApprovalState) -> None:
         assert run.state is RunState.succeeded, run.result
         assert b.applied() == ["alpha", "gated", "omega"]
     elif state is ApprovalState.denied:
-        assert run.state is RunState.failed and "denied by" in run.result
+        assert run.state is RunState.denied and "denied by" in run.result
         assert b.applied() == ["alpha"]  # the gated step never applied
     else:
         assert run.state is RunState.waiting_approval
