@@ -59,10 +59,9 @@ class Install(Step):
             f"connector is unavailable while it runs (up to {installer.timeout_minutes:g} min); "
             f"version {product.version or 'not installed'} → {installer.version}",
             "why": check.reason,
-            "verified_so_far": {
-                "connector_version": product.version,
-                "installer": "downloaded and its SHA-256 checked (stage step)",
-            },
+            # in words, as every front end shows it (Slack, the terminal's prompt)
+            "verified_so_far": f"connector version {product.version or 'not installed'}; installer downloaded "
+            "and its SHA-256 checked (stage step)",
         }
 
     def change(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:

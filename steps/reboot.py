@@ -165,11 +165,9 @@ class Reboot(Step):
             "what_changes": f"restart {ctx.host} now; the connector is unavailable until it is back "
             f"(up to {ctx.config.reboot.timeout_seconds:g} s)",
             "why": check.facts["reasons"],
-            "verified_so_far": {
-                "connector_version": now.connector.version,
-                "service": f"{now.service.state} ({now.service.start_mode})",
-                "java_home": now.java.home,
-            },
+            # in words, as every front end shows it (Slack, the terminal's prompt)
+            "verified_so_far": f"connector version {now.connector.version}; service {now.service.state} "
+            f"({now.service.start_mode}); JAVA_HOME {now.java.home}",
         }
 
     def change(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:

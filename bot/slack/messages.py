@@ -55,7 +55,8 @@ RUN_MARKS = {
 }
 LOG_BLOCK_LINES = 10  # the installer's (or service's) last log lines shown in a failed step's reply
 LOG_BLOCK_LINE_CHARS = 240
-_SLACK_USER = re.compile(r"\b[UW][A-Z0-9]{2,}\b")
+# How the engine starts a result it ends for a person: the gate (or nothing), then who (bot.engine.engine).
+_BOT_PHRASE = re.compile(r"^([A-Za-z ]*?(?:denied|cancelled) by )([UW][A-Z0-9]{2,})\b")
 
 
 def fit(text: str, limit: int = SECTION_LIMIT) -> str:
@@ -86,11 +87,14 @@ def people(run: Run, approvals: Iterable[Approval]) -> set[str]:
 
 
 def with_mentions(escaped: str, known: Iterable[str]) -> str:
-    """Escaped text (a run's result) with each of ``known`` (the run's own people, stored as bare ids:
-    "denied by U0…") shown as a mention, which Slack renders as their name. Only those: an id in outside
-    text that is not one of them stays text."""
-    accounts = set(known)
-    return _SLACK_USER.sub(lambda m: f"<@{m.group(0)}>" if m.group(0) in accounts else m.group(0), escaped)
+    """Escaped text (a run's result) with the decider the bot itself named at its start ("STARTTLS approval
+    denied by U0…", "cancelled by U0…") shown as a mention, which Slack renders as their name; only when that
+    account is one of ``known`` (the run's own people). Nothing else is touched: an id anywhere else in the
+    text may have come from outside, and stays text."""
+    found = _BOT_PHRASE.match(escaped)
+    if found is None or found.group(2) not in set(known):
+        return escaped
+    return f"{found.group(1)}<@{found.group(2)}>{escaped[found.end() :]}"
 
 
 def card(
