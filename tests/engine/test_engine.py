@@ -127,7 +127,8 @@ async def test_cancel_while_waiting_for_approval(engine_factory, tmp_path):
     assert reply.ok
     await asyncio.wait_for(engine.join(), 5)
     run = engine.store.get_run(run.id)
-    assert run.state is RunState.cancelled and run.result == f"cancelled by {REQUESTER}"
+    # the cause, then what the run had changed by then
+    assert run.state is RunState.cancelled and run.result == f"cancelled by {REQUESTER}\nChanged: alpha applied"
     assert [a.state for a in engine.store.approvals(run.id)] == [ApprovalState.cancelled]
     assert events_of(engine.store, run.id)[-1] == "run.cancelled"
     # a click on the cancelled request changes nothing
@@ -211,7 +212,7 @@ async def test_outsider_click_refused_audited_and_request_stays_open(engine_fact
     assert not second.ok and "already denied" in second.message
     await engine.join()
     assert engine.store.get_approval(approval.id).state is ApprovalState.denied
-    assert engine.store.get_run(run.id).state is RunState.failed
+    assert engine.store.get_run(run.id).state is RunState.denied
     await engine.stop()
 
 
