@@ -103,6 +103,9 @@ class HostState:
     # The tenant's AD-over-IWA directory as Workspace ONE Access names it (the sandbox's stand-in serves it
     # with this name); None: the stand-in's default.
     directory_name: str | None = None
+    # Whether that directory still requires STARTTLS: a host already upgraded belongs to a tenant where the
+    # upgrade turned it off (the procedure's step before the install).
+    directory_starttls: bool = True
     connector: InstalledProduct | None = None
     other_products: list[InstalledProduct] = field(default_factory=list)
     service: ServiceState | None = field(default_factory=ServiceState)
@@ -401,6 +404,7 @@ def _already_current() -> HostState:
     state.java_home = NEW_JRE_HOME
     state.jres[NEW_JRE_HOME] = NEW_JRE_VERSION
     state.installer.upgrades_jre = False
+    state.directory_starttls = False  # turned off by the upgrade that brought it to the target version
     return state
 
 

@@ -217,7 +217,8 @@ async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.E
             stack.push_async_callback(server.stop)
             server.state.artifact_url = servers[0].installer_url  # one artifact store for the fleet
         # The tenant as the scenario has it (unicode-names: a directory named with non-ASCII characters)
-        directories = default_directories(servers[0].state.directory_name)
+        first = servers[0].state
+        directories = default_directories(first.directory_name, iwa_starttls=first.directory_starttls)
         ws1 = await stack.enter_async_context(WorkspaceOneStandIn(directories))
         if options.database:
             db_path = Path(options.database)

@@ -174,10 +174,11 @@ def local_directory(
     }
 
 
-def default_directories(iwa_name: str | None = None) -> list[dict[str, Any]]:
-    """One AD-over-IWA directory with STARTTLS on (named ``iwa_name``, for the domain corp.example.com), one
-    AD-over-LDAP with STARTTLS on, one local directory."""
-    iwa = iwa_directory(iwa_name or "corp.example.com", domains=["corp.example.com"])
+def default_directories(iwa_name: str | None = None, *, iwa_starttls: bool = True) -> list[dict[str, Any]]:
+    """One AD-over-IWA directory with STARTTLS on (named ``iwa_name``, for the domain corp.example.com; off
+    with ``iwa_starttls=False``, as a tenant already upgraded has it), one AD-over-LDAP with STARTTLS on,
+    one local directory."""
+    iwa = iwa_directory(iwa_name or "corp.example.com", domains=["corp.example.com"], use_start_tls=iwa_starttls)
     return [iwa, ldap_directory("ldap.example.com"), local_directory()]
 
 

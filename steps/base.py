@@ -111,13 +111,26 @@ class Step(ABC):
     always_run: ClassVar[bool] = False
     # Only reads (preflight, verify, postcheck): a batch's recap counts it "ok", never "changed".
     read_only: ClassVar[bool] = False
+    # What this step changes is on the host itself (the installer, a reboot): once it has, reverting the VM
+    # to its snapshot is the way back. A snapshot, a downloaded file or a tenant setting is not.
+    changes_host: ClassVar[bool] = False
 
     def unavailable(self, config: Config) -> str | None:
         """Why this build cannot do the step (a person must), or None when it can."""
         return None
 
-    def closing_note(self, record: StepRecord) -> str | None:
-        """A line for the run's final summary (e.g. which snapshot to revert to), from this step's record."""
+    def closing_note(self, record: StepRecord, host_changed: bool) -> str | None:
+        """A line for the run's final summary (e.g. which snapshot to revert to), from this step's record;
+        ``host_changed``: whether any step of the run changed the host itself."""
+        return None
+
+    def changed(self, record: StepRecord) -> str | None:
+        """What this step changed, in words, from its record (what it applied); None when nothing."""
+        return None
+
+    def unchanged(self, record: StepRecord) -> str | None:
+        """What this step would have changed and did not (it never applied), in words; None when that is
+        nothing worth saying (it had nothing to do, or it changes nothing anyway)."""
         return None
 
     def when_denied(self, ctx: StepContext) -> str:

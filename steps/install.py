@@ -16,8 +16,9 @@ from functools import partial
 from typing import Any
 
 from bot.core.gates import INSTALL, Gate
+from bot.core.models import StepRecord, StepState
 from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed, VerifyResult
-from steps.common import LOG_LINE_CHARS, read_host, read_script, tail, versus_target, wait_until, work_path
+from steps.common import LOG_LINE_CHARS, read_host, read_script, versus_target, wait_until, work_path
 from steps.facts import HostFacts, InstallFacts, InstallStarted, InstallStatus, Product
 from steps.install_outcome import ExitCode, account_changed, exit_code
 from steps.reboot import wait_for_host
@@ -34,6 +35,7 @@ async def installed_version(ctx: StepContext) -> Product:
 class Install(Step):
     id = "install"
     title = "Run the connector installer"
+    changes_host = True
 
     async def check(self, ctx: StepContext) -> CheckResult:
         product = await installed_version(ctx)
@@ -71,10 +73,9 @@ class Install(Step):
             f"connector is unavailable while it runs (up to {installer.timeout_minutes:g} min); "
             f"version {product.version or 'not installed'} → {installer.version}",
             "why": check.reason,
-            "verified_so_far": {
-                "connector_version": product.version,
-                "installer": "downloaded and its SHA-256 checked (stage step)",
-            },
+            # in words, as every front end shows it (Slack, the terminal's prompt)
+            "verified_so_far": f"connector version {product.version or 'not installed'}; installer downloaded "
+            "and its SHA-256 checked (stage step)",
         }
 
     def change(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
@@ -89,10 +90,26 @@ class Install(Step):
             "service_restarts": ctx.config.connector.service,
         }
 
-    def when_denied(self, ctx: StepContext) -> str:
+    def changed(self, record: StepRecord) -> str | None:
+        if not record.applied:
+            return None
+        code = record.facts.get("exit_code")
+        if record.state is StepState.succeeded:
+            return "connector upgraded by the installer" + (f" (exit code {code})" if code is not None else "")
+        if code is not None:
+            return f"the installer ran and failed (exit code {code})"
+        return "the installer was started"
+
+    def unchanged(self, record: StepRecord) -> str | None:
+        if record.applied or record.state in (StepState.succeeded, StepState.skipped):
+            return None
+        version = (record.facts.get("product") or {}).get("version") or (record.facts.get("denied") or {}).get(
+            "from_version"
+        )
         return (
-            f"Nothing was changed by the install step: the installer did not run, {ctx.host} keeps its "
-            f"connector version and {ctx.config.connector.service} was not stopped"
+            f"the connector (still {version}; the installer did not run)"
+            if version
+            else "the connector (the installer did not run)"
         )
 
     async def apply(self, ctx: StepContext) -> dict[str, Any]:
@@ -114,10 +131,11 @@ class Install(Step):
             service_account_before=status.start_name_before,
         )
         why = f" ({decided.note})" if decided.note else ""
+        # One line of cause; the log's last lines go in the facts, shown once, in the step's reply.
         if code is None:
             raise StepFailed(
-                f"the installer ended without an exit code (was it killed?). Last log lines: {tail(status.log_tail)}",
-                facts.dump(),
+                f"the installer ended without an exit code (was it killed?); its log on the host: {log}",
+                {**facts.dump(), "log_tail": status.log_tail},
             )
         if code == BUSY:
             raise StepFailed(
@@ -126,9 +144,10 @@ class Install(Step):
                 facts.dump(),
             )
         if code not in (SUCCESS, REBOOT_REQUIRED, REBOOT_STARTED):
+            previous = (ctx.record.facts.get("product") or {}).get("version") or "the previous version"
             raise StepFailed(
-                f"the installer failed with exit code {code}{why}. Last lines of {log}: {tail(status.log_tail)}. "
-                "Nothing was rebooted; the previous version should still be installed (Windows Installer rolls back)",
+                f"the installer failed with exit code {code}{why}; Windows Installer rolls back, so {previous} "
+                f"should still be installed, and nothing was rebooted. Its log on the host: {log}",
                 {**facts.dump(), "log_tail": status.log_tail},
             )
         if code == REBOOT_STARTED:

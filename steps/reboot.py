@@ -23,6 +23,7 @@ from typing import Any
 
 from bot.core.config import Config
 from bot.core.gates import REBOOT
+from bot.core.models import StepRecord, StepState
 from bot.systems.winrm import ExecutorError, HostUnreachable, WinRMExecutor
 from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed, VerifyResult
 from steps.common import read_host, read_script, version_tuple
@@ -125,8 +126,9 @@ def reasons_for_reboot(install: InstallFacts | None, now: HostFacts) -> list[str
 
 class Reboot(Step):
     id = "reboot"
-    title = "Reboot the server (if needed)"
+    title = "Reboot the server if needed"
     gate = REBOOT
+    changes_host = True
 
     async def check(self, ctx: StepContext) -> CheckResult:
         preflight = HostFacts.stored(ctx.facts.get("preflight"))
@@ -172,15 +174,21 @@ class Reboot(Step):
             "what_changes": f"restart {ctx.host} now; the connector is unavailable until it is back "
             f"(up to {ctx.config.reboot.timeout_seconds:g} s)",
             "why": check.facts["reasons"],
-            "verified_so_far": {
-                "connector_version": now.connector.version,
-                "service": f"{now.service.state} ({now.service.start_mode})",
-                "java_home": now.java.home,
-            },
+            # in words, as every front end shows it (Slack, the terminal's prompt)
+            "verified_so_far": f"connector version {now.connector.version}; service {now.service.state} "
+            f"({now.service.start_mode}); JAVA_HOME {now.java.home}",
         }
 
     def change(self, ctx: StepContext, check: CheckResult) -> dict[str, Any]:
         return {"host": ctx.host, "restart": True, "reasons": check.facts["reasons"]}
+
+    def changed(self, record: StepRecord) -> str | None:
+        return "the server rebooted" if record.applied else None
+
+    def unchanged(self, record: StepRecord) -> str | None:
+        if record.applied or record.state in (StepState.succeeded, StepState.skipped, StepState.unavailable):
+            return None
+        return "the server (not rebooted)"
 
     def when_denied(self, ctx: StepContext) -> str:
         return (
@@ -238,9 +246,14 @@ class Reboot(Step):
             )
         changed = now.java.home != before.home
         facts["jre_changed_at_boot"] = changed
+        # The install step saw JAVA_HOME before this boot; a JRE the installer put in place takes over here.
+        jre = (
+            f"the JRE switched at this boot: {before.version} → {now.java.version}"
+            if changed
+            else f"JRE {now.java.version}, unchanged"
+        )
         return VerifyResult(
             True,
-            f"back up; {ctx.config.connector.service} Running; JAVA_HOME {now.java.home} "
-            f"(JRE {now.java.version}{', was ' + str(before.version) if changed else ', unchanged'})",
+            f"back up; {ctx.config.connector.service} Running; JAVA_HOME {now.java.home} ({jre})",
             facts,
         )

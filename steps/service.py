@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
-from steps.common import LOG_LINE_CHARS, read_script, tail, wait_until
+from steps.common import LOG_LINE_CHARS, read_script, wait_until
 from steps.facts import ServiceState, ServiceStatus
 
 RUNNING, AUTOMATIC = "Running", "Auto"
@@ -76,9 +76,8 @@ async def wait_for_running(ctx: StepContext, after: str, *, start: bool) -> Serv
             raise StepFailed(
                 f"{name} is {status.state} (start mode {status.start_mode}) {timeout:g} s after {after}"
                 f"{'; start failed: ' + start_error if start_error else ''}. "
-                f"Last lines of {ctx.config.connector.log_path}: {tail(status.log_tail)}. "
-                "Fix the cause on the host (the log says why), then run again",
-                {"status": status.dump(), "first": first.dump()},
+                f"Fix the cause on the host ({ctx.config.connector.log_path} says why), then run again",
+                {"status": status.dump(), "first": first.dump(), "log_tail": status.log_tail},
             )
     return ServiceWait(first, status, time.monotonic() - began)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bot.core.gates import SNAPSHOT, Gate
-from bot.core.models import StepRecord
+from bot.core.models import StepRecord, StepState
 from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed, VerifyResult
 from steps.facts import HostFacts, Machine
 
@@ -88,11 +88,20 @@ class Snapshot(Step):
             True, f"snapshot '{found.name}' ({found.id}) is on VM {vm_name(ctx)}", {"snapshot": _facts(found)}
         )
 
-    def closing_note(self, record: StepRecord) -> str | None:
+    def changed(self, record: StepRecord) -> str | None:
         snapshot = record.facts.get("snapshot")
-        if snapshot and record.state.value in ("succeeded", "skipped"):
-            return f"If something is wrong, revert the VM to snapshot '{snapshot['name']}'"
+        if snapshot and record.state in (StepState.succeeded, StepState.skipped):
+            return f"snapshot '{snapshot['name']}' taken" + (" (by a person)" if record.facts.get("manual") else "")
         return None
+
+    def closing_note(self, record: StepRecord, host_changed: bool) -> str | None:
+        snapshot = record.facts.get("snapshot")
+        if not (snapshot and record.state in (StepState.succeeded, StepState.skipped)):
+            return None
+        if host_changed:
+            return f"If something is wrong, revert the VM to snapshot '{snapshot['name']}'"
+        # Nothing on the host changed: a revert would undo nothing, and an old snapshot slows the VM down.
+        return f"Nothing on the host needs a revert; delete snapshot '{snapshot['name']}' once you no longer need it"
 
 
 def _facts(snapshot: VMSnapshot) -> dict[str, Any]:

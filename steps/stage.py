@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.core.models import StepRecord, StepState
 from bot.core.redact import public_url, scrub_url
 from bot.systems.winrm import ScriptFailed
 from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed, VerifyResult
@@ -76,6 +77,11 @@ class Stage(Step):
             raise ScriptFailed(ctx.host, "stage", failed.exit_code, stderr, failed.output) from None
         staged = Staged.from_script(ctx.host, "stage", result.data)
         return {"staged": staged.dump(), "seconds": round(result.seconds, 1)}
+
+    def changed(self, record: StepRecord) -> str | None:
+        if not record.applied or record.state is not StepState.succeeded:
+            return None
+        return f"installer downloaded to {(record.facts.get('file') or {}).get('path', 'the host')}"
 
     async def verify(self, ctx: StepContext) -> VerifyResult:
         found = await self._hash(ctx)

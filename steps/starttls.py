@@ -11,6 +11,7 @@ from typing import Any
 
 from bot.core.config import Config
 from bot.core.gates import STARTTLS, STARTTLS_CONSOLE
+from bot.core.models import StepRecord, StepState
 from bot.systems.workspace_one import Directory, WorkspaceOneClient, WorkspaceOneRejected
 from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed, VerifyResult
 
@@ -83,7 +84,7 @@ class StartTls(Step):
         return {
             "what_changes": "useStartTls: true → false on these directories, nothing else in their configuration; "
             "the change is tenant-wide (every connector)",
-            "directories": check.facts["to_change"],
+            "directories": [f"{d['name']} ({d['id']})" for d in check.facts["to_change"]],
             "why": "after the upgrade, AD over IWA does not work with STARTTLS (vendor procedure)",
         }
 
@@ -120,6 +121,23 @@ class StartTls(Step):
             await self._by_hand(ctx, f"the API rejected the update (HTTP {rejected.status})")
             return {"changed_by_api": changed, "changed_by": "a person in the console", "api_rejected": str(rejected)}
         return {"changed_by_api": changed}
+
+    def changed(self, record: StepRecord) -> str | None:
+        if not record.applied or record.state is not StepState.succeeded:
+            return None
+        by_api = [d["name"] for d in record.facts.get("changed_by_api", [])]
+        how = f"on {', '.join(by_api)}" if by_api else ""
+        if record.facts.get("changed_by"):
+            how = f"{how} and by a person in the console" if how else "by a person in the console"
+        # Tenant-wide, and outside the VM: reverting the VM to its snapshot does not turn it back on.
+        return f"STARTTLS turned off tenant-wide {how} (every connector of the tenant; a VM revert does not undo it)"
+
+    def unchanged(self, record: StepRecord) -> str | None:
+        if record.applied or record.state in (StepState.succeeded, StepState.skipped, StepState.unavailable):
+            return None
+        refused = (record.facts.get("denied") or {}).get("directories")
+        on = [d["name"] for d in (refused if isinstance(refused, list) else record.facts.get("to_change", []))]
+        return f"STARTTLS (still on for {', '.join(on)})" if on else "STARTTLS (not touched)"
 
     async def _by_hand(self, ctx: StepContext, why: str) -> None:
         if ctx.confirm is None:
@@ -181,11 +199,21 @@ class PostCheck(Step):
         on = still_on(directories)
         facts = {"iwa_directories": describe(directories)}
         if on:
+            names = ", ".join(f"{d.name} ({d.id})" for d in on)
+            turned_off = (ctx.facts.get("starttls") or {}).get("changed_by_api") or (
+                ctx.facts.get("starttls") or {}
+            ).get("changed_by")
+            if turned_off:
+                raise StepFailed(
+                    f"STARTTLS is back ON for {names}: AD over IWA does not work with STARTTLS on the upgraded "
+                    f"connector. Turn it off again: {CONSOLE_PATH}",
+                    facts,
+                )
+            # This run did not turn it off (the connector was already current, say): tell what to do, not "back".
             raise StepFailed(
-                "STARTTLS is back ON for "
-                + ", ".join(f"{d.name} ({d.id})" for d in on)
-                + ": AD over IWA does not work with STARTTLS on the upgraded connector. Turn it off again: "
-                + CONSOLE_PATH,
+                f"STARTTLS is on for {names}, and AD over IWA does not work with STARTTLS on connector "
+                f"{ctx.config.installer.version}; this run did not change it. Turn it off in the console: "
+                f"{CONSOLE_PATH}; then run again to check",
                 facts,
             )
         return VerifyResult(

@@ -24,6 +24,7 @@ class RunState(StrEnum):
     waiting_approval = "waiting_approval"
     succeeded = "succeeded"
     failed = "failed"
+    denied = "denied"  # a person refused a gate: the run ended there, by their decision, not by a fault
     cancelled = "cancelled"
 
     @property
@@ -48,6 +49,7 @@ class StepState(StrEnum):
     succeeded = "succeeded"
     skipped = "skipped"
     failed = "failed"
+    denied = "denied"  # its gate was refused: apply never ran
     cancelled = "cancelled"
     unavailable = "unavailable"  # this build cannot do the step; a person must (shown, never as passed)
 
@@ -57,6 +59,7 @@ class StepState(StrEnum):
             StepState.succeeded,
             StepState.skipped,
             StepState.failed,
+            StepState.denied,
             StepState.cancelled,
             StepState.unavailable,
         }
@@ -176,6 +179,7 @@ AUDIT_EVENTS = frozenset(
         "request.refused",
         "run.succeeded",
         "run.failed",
+        "run.denied",
         "run.cancelled",
     }
 )

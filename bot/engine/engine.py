@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +32,7 @@ from bot.engine.approvals import ApprovalPolicy
 from bot.engine.checkpointer import Checkpointer
 from bot.engine.dry_run import PLAN_KEY, approvals_asked, stored_plan, summary
 from bot.engine.events import ProgressEvent, SinkDispatcher
+from bot.engine.outcome import outcome_of
 from bot.engine.slots import Slot, SlotPool
 from bot.store.store import DecisionOutcome, Store, UnknownRecord
 from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from bot.systems.services import Services  # handed through to the steps, never used here
 
 log = logging.getLogger(__name__)
+_SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")
 T = TypeVar("T")
 
 
@@ -47,6 +50,10 @@ APPROVAL_POLL_SECONDS = 5.0
 # How many requests one gate of one step may make because the change moved while people decided; past
 # that the step fails rather than asking forever (someone keeps adding directories, a flapping host).
 MAX_REQUESTS_PER_GATE = 3
+
+
+# A step's phase as an operator reads it in a failure ("check", "apply" are the code's words).
+WHILE = {"check": "while looking at the host", "apply": "while making the change", "verify": "while verifying"}
 
 
 class RunStopped(Exception):
@@ -208,12 +215,15 @@ class Engine:
                     if record.state is StepState.failed:  # the process stopped before the run was marked
                         await self._finish(run, RunState.failed, f"{step_id} failed: {record.reason}")
                         return
+                    if record.state is StepState.denied:  # likewise, after a person refused its gate
+                        await self._finish(run, RunState.denied, record.reason or f"{step_id} denied")
+                        return
                     if record.state.finished:
                         continue
                     if why := step.unavailable(self.config):
                         await self._mark_unavailable(run, step, why)
                     elif (skipping := self._skipping(records.values())) and not step.always_run:
-                        await self._skip(run, step, skipping)
+                        await self._skip_rest(run, records, skipping)
                     else:
                         await self._do_step(run, step, slot, records)
                 if run.check_only:
@@ -241,9 +251,19 @@ class Engine:
                 return reason
         return None
 
-    async def _skip(self, run: Run, step: Step, reason: str) -> None:
-        await self._db(self.store.update_step, run.id, step.id, StepState.skipped, event="step.skipped", reason=reason)
-        self._publish("step.finished", run, f"skipped: {reason}", step.id, state="skipped")
+    async def _skip_rest(self, run: Run, records: dict[str, StepRecord], reason: str) -> None:
+        """Skip, together, every step left that the reason covers (not the always-run ones, not those this
+        build cannot do: their own turn marks them)."""
+        rest = [
+            step
+            for step_id in run.plan
+            if not records[step_id].state.finished
+            and not (step := self.steps[step_id]).always_run
+            and not step.unavailable(self.config)
+        ]
+        await self._db(self.store.skip_steps, run.id, [step.id for step in rest], reason)
+        for step in rest:
+            self._publish("step.finished", run, f"skipped: {reason}", step.id, state="skipped")
 
     async def _mark_unavailable(self, run: Run, step: Step, why: str) -> None:
         await self._db(
@@ -310,9 +330,17 @@ class Engine:
 
     async def _finish(self, run: Run, state: RunState, result: str, actor: str = "bot") -> None:
         records = await self._db(self.store.steps, run.id)
-        notes = [note for r in records if r.step in self.steps and (note := self.steps[r.step].closing_note(r))]
-        if notes:
-            result = f"{result}. {'. '.join(notes)}"
+        outcome = outcome_of(self.steps, records)
+        notes = [
+            note
+            for r in records
+            if r.step in self.steps and (note := self.steps[r.step].closing_note(r, outcome.host_changed))
+        ]
+        if state is RunState.succeeded:
+            result = ". ".join([result, *notes])
+        else:
+            # The run stopped part way: one line of cause, then what the operator finds on the host and tenant.
+            result = "\n".join([result, *outcome.lines(), *notes])
         done = await self._db(
             self.store.set_run_state,
             run.id,
@@ -363,6 +391,21 @@ class Engine:
         await self._finish(run, RunState.failed, f"{step} failed: {reason}")
         raise RunStopped
 
+    async def _deny(self, run: Run, step: Step, gate: Gate, ctx: StepContext, approval: Approval) -> NoReturn:
+        """A person refused the gate: the step never applies and the run ends ``denied`` (not failed: nothing
+        went wrong); its result says what the run had changed by then and what it had not."""
+        deny = next(d for d in reversed(approval.decisions) if d.decision == "deny")
+        why = f": {deny.comment}" if deny.comment else ""
+        reason = f"{gate.name} {gate.kind.value} denied by {deny.user}{why}"
+        # No step event: approval.denied already says it, and the run's end follows at once. The change it
+        # refused stays with the step: it is what was not changed (Step.unchanged).
+        await self._db(
+            self.store.update_step, run.id, step.id, StepState.denied, reason=reason, facts={"denied": approval.change}
+        )
+        after = step.when_denied(ctx)
+        await self._finish(run, RunState.denied, reason + (f". {after}" if after else ""), deny.user)
+        raise RunStopped
+
     # -- one step: check, gate, apply, verify ----------------------------------------------------
 
     def _context(
@@ -403,10 +446,10 @@ class Engine:
         except (asyncio.CancelledError, RunStopped):
             raise
         except ExternalSystemError as exc:  # a host or service refused or was away; the message says why
-            await self._fail(run, step.id, f"during {phase}: {exc}")
+            await self._fail(run, step.id, f"{WHILE[phase]}: {exc}")
         except Exception as exc:
             log.exception("%s %s raised during %s", run.id, step.id, phase)
-            await self._fail(run, step.id, f"unexpected error during {phase}: {type(exc).__name__}: {exc}")
+            await self._fail(run, step.id, f"unexpected error {WHILE[phase]}: {type(exc).__name__}: {exc}")
 
     async def _do_step(self, run: Run, step: Step, slot: Slot, records: dict[str, StepRecord]) -> None:
         await self._stop_if_cancelled(run, step.id)
@@ -563,12 +606,7 @@ class Engine:
             await self._db(self.store.set_run_state, run.id, RunState.running)
             return latest, decided_now
         if latest.state is ApprovalState.denied:
-            deny = next(d for d in reversed(latest.decisions) if d.decision == "deny")
-            why = f": {deny.comment}" if deny.comment else ""
-            after = step.when_denied(ctx)
-            await self._fail(
-                run, step.id, f"{gate.name} {kind} denied by {deny.user}{why}" + (f". {after}" if after else "")
-            )
+            await self._deny(run, step, gate, ctx, latest)
         if latest.state is ApprovalState.expired:
             minutes = self.config.slack.approval_timeout_minutes
             await self._fail(run, step.id, f"{gate.name} {kind} expired after {minutes:g} minutes without an answer")
@@ -603,7 +641,7 @@ class Engine:
             await self._db(self.store.expire_approval, approval_id)
             approval = await self._db(self.store.get_approval, approval_id)
         if approval.state is not ApprovalState.open:
-            by = ", ".join(d.user for d in approval.decisions) or "the bot"
+            by = ", ".join(as_mention(d.user) for d in approval.decisions) or "the bot"
             return Reply(
                 False,
                 f"This {approval.gate} request is already {approval.state.value} ({by}); nothing changed.",
@@ -652,7 +690,7 @@ class Engine:
         if not verdict.allowed:
             return Reply(False, f"Not accepted: {verdict.reason}.")
         if run.cancel_requested_by:
-            return Reply(True, f"Cancel of {run_id} was already requested by {run.cancel_requested_by}.")
+            return Reply(True, f"Cancel of {run_id} was already requested by {as_mention(run.cancel_requested_by)}.")
         await self._db(self.store.request_cancel, run_id, user)
         cancelled = await self._db(
             self.store.set_run_state,
@@ -674,11 +712,16 @@ class Engine:
         )
 
 
+def as_mention(user: str) -> str:
+    """A Slack account as a mention in a reply to a person (Slack shows the name); anyone else (cli:…) as is."""
+    return f"<@{user}>" if _SLACK_USER.fullmatch(user) else user
+
+
 def difference(before: dict[str, Any], now: dict[str, Any]) -> str:
     """In words, which parts of a change differ: ``directories: [...] → [...]``, shortened."""
 
     def short(value: Any) -> str:
-        text = str(value)
+        text = words(value)
         return text if len(text) <= 200 else text[:199] + "…"
 
     parts = [
@@ -687,3 +730,17 @@ def difference(before: dict[str, Any], now: dict[str, Any]) -> str:
         if before.get(key) != now.get(key)
     ]
     return "; ".join(parts) or "a request from before changes were bound to requests"
+
+
+def words(value: Any) -> str:
+    """A value of a change as people read it: a directory as ``name (id)``, a list comma-separated, a
+    mapping as ``key: value`` pairs; never Python's or JSON's notation."""
+    if isinstance(value, list):
+        return ", ".join(words(v) for v in value) or "none"
+    if isinstance(value, dict):
+        if "name" in value and "id" in value:
+            return f"{value['name']} ({value['id']})"
+        return ", ".join(f"{k}: {words(v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "none" if value is None else str(value)

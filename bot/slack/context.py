@@ -14,7 +14,7 @@ from bot.engine.approvals import ApprovalPolicy, IdentityUnknown
 from bot.engine.engine import Engine
 from bot.slack.escape import escape
 from bot.slack.intake import Handling, Intake
-from bot.slack.messages import MARKS, RUN_MARKS
+from bot.slack.messages import MARKS, RUN_MARKS, people, with_mentions
 
 if TYPE_CHECKING:
     from slack_bolt.async_app import AsyncBoltContext
@@ -102,9 +102,10 @@ class SlackContext:
             if run is None:
                 return f"There is no run `{run_id}`."
             steps = await self.engine.store.call(store.steps, run_id)
+            known = people(run, await self.engine.store.call(store.approvals, run_id))
             lines = [
                 f"{RUN_MARKS[run.state]} `{run.id}` {run.host}: *{run.state.label}*"
-                + (f" — {escape(run.result)}" if run.result else "")
+                + (f" — {with_mentions(escape(run.result), known)}" if run.result else "")
             ]
             lines += [f"{MARKS[s.state]} {self.titles.get(s.step, s.step)}: {s.state.label}" for s in steps]
             return "\n".join(lines)
@@ -117,8 +118,12 @@ class SlackContext:
         runs = await self.engine.store.call(self.engine.store.runs, host=host, limit=10)
         if not runs:
             return "No runs yet" + (f" for {host}." if host else ".")
-        return "\n".join(
-            f"{RUN_MARKS[r.state]} {r.created_at:%Y-%m-%d %H:%M} `{r.id}` {r.host}: {r.state.label}"
-            + (f" — {escape(r.result)}" if r.result and not r.state.active else "")
-            for r in runs
-        )
+        lines = []
+        for r in runs:
+            line = f"{RUN_MARKS[r.state]} {r.created_at:%Y-%m-%d %H:%M} `{r.id}` {r.host}: {r.state.label}"
+            if r.result and not r.state.active:
+                # the cause only (the first line): a history lists runs, the card has the rest
+                known = people(r, await self.engine.store.call(self.engine.store.approvals, r.id))
+                line += f" — {with_mentions(escape(r.result.partition(chr(10))[0]), known)}"
+            lines.append(line)
+        return "\n".join(lines)

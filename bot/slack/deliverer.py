@@ -173,7 +173,7 @@ class OutboxDeliverer:
             await self.client.chat_update(channel=channel, ts=ts, **payload)
             return ts
         elif kind == "final":
-            payload = msg.run_finished(await self.store.call(self.store.get_run, entry.run_id))
+            payload = await self.store.call(self._final, entry.run_id)
             thread["reply_broadcast"] = True
         else:
             payload = json.loads(entry.payload)
@@ -181,9 +181,13 @@ class OutboxDeliverer:
         return str(response["ts"])
 
     def _card(self, run_id: str) -> dict[str, Any]:
-        return msg.card(
-            self.store.get_run(run_id), self.store.steps(run_id), self.titles, self.config.installer.version
-        )
+        run = self.store.get_run(run_id)
+        known = msg.people(run, self.store.approvals(run_id))
+        return msg.card(run, self.store.steps(run_id), self.titles, self.config.installer.version, known)
+
+    def _final(self, run_id: str) -> dict[str, Any]:
+        run = self.store.get_run(run_id)
+        return msg.run_finished(run, msg.people(run, self.store.approvals(run_id)))
 
     def _approval(self, approval_id: str, decided: bool) -> dict[str, Any]:
         approval = self.store.get_approval(approval_id)

@@ -7,6 +7,8 @@ through ``escape`` as it is put in, in the blocks and in the fallback text; our 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -40,6 +42,7 @@ MARKS = {
     StepState.succeeded: "✅",
     StepState.skipped: "⏭️",
     StepState.failed: "❌",
+    StepState.denied: "⛔",
     StepState.cancelled: "🚫",
     StepState.unavailable: "⚠️",
 }
@@ -49,8 +52,13 @@ RUN_MARKS = {
     RunState.waiting_approval: "✋",
     RunState.succeeded: "✅",
     RunState.failed: "❌",
+    RunState.denied: "⛔",
     RunState.cancelled: "🚫",
 }
+LOG_BLOCK_LINES = 10  # the installer's (or service's) last log lines shown in a failed step's reply
+LOG_BLOCK_LINE_CHARS = 240
+# How the engine starts a result it ends for a person: the gate (or nothing), then who (bot.engine.engine).
+_BOT_PHRASE = re.compile(r"^([A-Za-z ]*?(?:denied|cancelled) by )([UW][A-Z0-9]{2,})\b")
 
 
 def fit(text: str, limit: int = SECTION_LIMIT) -> str:
@@ -72,7 +80,28 @@ def message(text: str, blocks: list[Block]) -> dict[str, Any]:
     return {"text": fit(text, TEXT_LIMIT), "blocks": [b.to_dict() for b in blocks]}
 
 
-def card(run: Run, steps: list[StepRecord], titles: dict[str, str], target: str) -> dict[str, Any]:
+def people(run: Run, approvals: Iterable[Approval]) -> set[str]:
+    """The accounts this run recorded: its requester, who asked to cancel it, who decided its requests."""
+    found = {run.requester, *(d.user for a in approvals for d in a.decisions)}
+    if run.cancel_requested_by:
+        found.add(run.cancel_requested_by)
+    return found
+
+
+def with_mentions(escaped: str, known: Iterable[str]) -> str:
+    """Escaped text (a run's result) with the decider the bot itself named at its start ("STARTTLS approval
+    denied by U0…", "cancelled by U0…") shown as a mention, which Slack renders as their name; only when that
+    account is one of ``known`` (the run's own people). Nothing else is touched: an id anywhere else in the
+    text may have come from outside, and stays text."""
+    found = _BOT_PHRASE.match(escaped)
+    if found is None or found.group(2) not in set(known):
+        return escaped
+    return f"{found.group(1)}<@{found.group(2)}>{escaped[found.end() :]}"
+
+
+def card(
+    run: Run, steps: list[StepRecord], titles: dict[str, str], target: str, known: Iterable[str] = ()
+) -> dict[str, Any]:
     """The run card: host, versions, requester, state (one of the contract's words), step checklist."""
     preflight = next((s.facts for s in steps if s.step == "preflight"), {})
     current = escape((preflight.get("connector") or {}).get("version") or "?")
@@ -91,7 +120,8 @@ def card(run: Run, steps: list[StepRecord], titles: dict[str, str], target: str)
         section(checklist),
     ]
     if run.result and not run.state.active:
-        blocks.append(section(f"*Result:* {escape(run.result)}"))
+        lines = [_labelled(with_mentions(escape(line), known)) for line in run.result.split("\n")]
+        blocks.append(section("*Result:* " + "\n".join(lines)))
     if run.state.active:
         blocks.append(
             ActionsBlock(
@@ -104,20 +134,44 @@ def card(run: Run, steps: list[StepRecord], titles: dict[str, str], target: str)
     return message(text, blocks)
 
 
+def _labelled(line: str) -> str:
+    """A result's "Changed:" / "Not changed:" line (bot.engine.outcome) with its label in bold."""
+    for label in ("Changed:", "Not changed:"):
+        if line.startswith(label):
+            return f"*{label}*{line.removeprefix(label)}"
+    return line
+
+
 def _facts_line(facts: dict[str, Any]) -> str:
     """The few facts that matter, in words: exit codes, versions, durations, snapshot names (escaped: all
-    of it comes from the host)."""
+    of it comes from the host). Never a raw True/False: each flag says what it means."""
     keep = []
-    for key in ("exit_code", "attempts", "seconds", "jre_changed", "reboot_required", "boot_time_after"):
+    for key in ("exit_code", "attempts", "seconds", "boot_time_after"):
         if key in facts:
             keep.append(f"{key.replace('_', ' ')}: {facts[key]}")
+    if facts.get("reboot_required") is True:
+        keep.append("a reboot is needed")
     if "snapshot" in facts and isinstance(facts["snapshot"], dict):
         keep.append(f"snapshot: {facts['snapshot'].get('name')}")
-    if facts.get("java_after") and facts.get("java_before"):
-        keep.append(f"JRE: {facts['java_before'].get('version')} → {facts['java_after'].get('version')}")
-    if facts.get("log_tail"):
-        keep.append("log: " + " | ".join(facts["log_tail"][-5:]))
+    before, after = facts.get("java_before"), facts.get("java_after")
+    if isinstance(before, dict) and isinstance(after, dict):
+        if facts.get("jre_changed"):
+            keep.append(f"JRE: {before.get('version')} → {after.get('version')}")
+        else:
+            # JAVA_HOME as read right after the installer: a new JRE takes over at the next boot, if any.
+            keep.append(f"JAVA_HOME unchanged so far (JRE {before.get('version')})")
     return escape("; ".join(keep))
+
+
+def log_block(lines: list[str]) -> str:
+    """A log's last lines as a code block, escaped, each line shortened: shown once, in the step's reply."""
+    shown_lines = [line for line in lines if line.strip()][-LOG_BLOCK_LINES:]
+    cut = [
+        line if len(line) <= LOG_BLOCK_LINE_CHARS else line[: LOG_BLOCK_LINE_CHARS - 1] + "…" for line in shown_lines
+    ]
+    # a run of backticks in a log line would close the block early
+    body = "\n".join(escape(line).replace("```", "`\u200b``") for line in cut)
+    return f"```{body}```"
 
 
 def step_reply(event: AuditEvent, record: StepRecord | None, title: str) -> dict[str, Any]:
@@ -136,7 +190,16 @@ def step_reply(event: AuditEvent, record: StepRecord | None, title: str) -> dict
     blocks: list[Block] = [section(f"{mark} *{title}*: {word}{duration}\n{reason}")]
     if record and (facts := _facts_line(record.facts)):
         blocks.append(context(facts))
+    if record and event.event == "step.failed" and record.facts.get("log_tail"):
+        blocks.append(section("Last lines of the log:\n" + log_block(record.facts["log_tail"])))
     return message(f"{title}: {word}: {reason}", blocks)
+
+
+def steps_skipped(titles: list[str], reason: str) -> dict[str, Any]:
+    """Several steps skipped for one reason, in one reply (the rest of the plan had nothing to do)."""
+    names = ", ".join(f"*{title}*" for title in titles)
+    text = f"⏭️ {names}: skipped\n{escape(reason)}"
+    return message(f"{', '.join(titles)}: skipped: {escape(reason)}", [section(text)])
 
 
 def mention(principal: str) -> str:
@@ -160,7 +223,7 @@ def approval_request(approval: Approval, run: Run, title: str, deciders: list[st
     """What an approver needs: what changes, why, what was verified so far, who asked; and the buttons."""
     evidence = dict(approval.evidence)
     kind = evidence.pop("kind", "approval")
-    lines = [f"*{approval.gate} {escape(kind)} needed* for `{escape(run.host)}` ({title})"]
+    lines = [f"*{approval.gate} {escape(kind)} needed* for `{escape(run.host)}`: {title}"]
     for key in EVIDENCE_SHOWN:
         if key in evidence:
             lines.append(f"*{key.replace('_', ' ').capitalize()}:* {shown(evidence[key])}")
@@ -191,7 +254,7 @@ def shown(value: Any) -> str:
     if isinstance(value, list):
         return "\n".join(f"• {_item(v)}" for v in value)
     if isinstance(value, dict):
-        return escape(", ".join(f"{k}: {v}" for k, v in value.items()))
+        return escape(", ".join(f"{str(k).replace('_', ' ')}: {v}" for k, v in value.items()))
     return escape(value)
 
 
@@ -219,10 +282,14 @@ def approval_decided(approval: Approval, run: Run, title: str, deciders: list[st
     return {"text": f"{approval.gate}: {approval.state.value}", "blocks": blocks}
 
 
-def run_finished(run: Run) -> dict[str, Any]:
-    result = escape(run.result or "")
-    text = f"{RUN_MARKS[run.state]} *{escape(run.host)}: {run.state.label}* — {result} (`{run.id}`)"
-    return message(f"{escape(run.host)}: {run.state.label}: {result}", [section(text)])
+def run_finished(run: Run, known: Iterable[str] = ()) -> dict[str, Any]:
+    """The run's end, broadcast to the channel: the first line of its result (the cause) and what it changed
+    (the tenant's STARTTLS is everyone's business); the card, updated at the same moment, has the rest."""
+    first, *rest = (run.result or "").split("\n")
+    result = with_mentions(escape(first), known)
+    changed = [_labelled(escape(line)) for line in rest if line.startswith("Changed:")]
+    text = f"{RUN_MARKS[run.state]} *{escape(run.host)}: {run.state.label}* (`{run.id}`) — {result}"
+    return message(f"{escape(run.host)}: {run.state.label}: {result}", [section("\n".join([text, *changed]))])
 
 
 def note(text: str, title: str) -> dict[str, Any]:

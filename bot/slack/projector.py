@@ -130,7 +130,12 @@ class ThreadProjector:
             run = self.store.get_run(run_id)
             steps = {s.step: s for s in self.store.steps(run_id)}
             rows: list[Row] = []
-            for event in events:
+            for group in _skips_together(events):
+                if len(group) > 1:  # the rest of the plan skipped for one reason: one reply, not one each
+                    titles = [self.titles.get(e.step or "", e.step or "") for e in group]
+                    rows.append(("reply", msg.steps_skipped(titles, group[0].detail.get("reason") or ""), None))
+                    continue
+                [event] = group
                 if event.event == "step.started" and event.detail.get("attempt", 1) == 1:
                     continue  # the card shows the step in progress; a restart's second start gets a line
                 rows.extend(self._rows_for(event, run, steps))
@@ -193,3 +198,23 @@ class ThreadProjector:
                 return [("reply", msg.dry_run_plan(run, plan), None), ("final", None, None)]
             return [("final", None, None)]
         return []  # approval.refused: answered to that person only (ephemeral)
+
+
+def _skips_together(events: list[AuditEvent]) -> list[list[AuditEvent]]:
+    """The events in order, each alone, except that consecutive skips with the same reason (not a step
+    this build cannot do) form one group."""
+    groups: list[list[AuditEvent]] = []
+    for event in events:
+        skip = event.event == "step.skipped" and not event.detail.get("not_available")
+        last = groups[-1][-1] if groups else None
+        if (
+            skip
+            and last is not None
+            and last.event == "step.skipped"
+            and not last.detail.get("not_available")
+            and last.detail.get("reason") == event.detail.get("reason")
+        ):
+            groups[-1].append(event)
+        else:
+            groups.append([event])
+    return groups

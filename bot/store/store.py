@@ -420,6 +420,17 @@ class Store:
                 )
         return self.step(run_id, step)
 
+    def skip_steps(self, run_id: str, steps: list[str], reason: str) -> None:
+        """Steps skipped for one reason (an earlier step said the rest has nothing to do), in one transaction:
+        one moment of the run, so its thread tells them in one reply."""
+        now = iso(utcnow())
+        reason = cap_text(reason)
+        with self.transaction("step.skipped") as conn:
+            for step in steps:
+                changes = {"state": StepState.skipped.value, "finished_at": now, "reason": reason}
+                self.db.table("steps").update((run_id, step), changes)
+                audit.append(conn, "step.skipped", actor="bot", run_id=run_id, step=step, detail={"reason": reason})
+
     # -- approvals -------------------------------------------------------------------------------
 
     def request_approval(

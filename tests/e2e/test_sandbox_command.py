@@ -105,3 +105,12 @@ address = "127.0.0.1"
         cwd=ROOT,
     )
     assert len(json.loads(exported.stdout)) == len(events)
+
+
+def test_sandbox_already_current_succeeds_with_nothing_to_do():
+    """The host is at the target and its tenant has STARTTLS off (the upgrade did that): nothing to do."""
+    proc = sandbox("--scenario", "already-current")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    assert out.strip().splitlines()[-1].startswith("sandbox: host01 succeeded in ")
+    assert "nothing to do: the connector is already at 19.03.0.1" in out

@@ -45,8 +45,9 @@ def trace_transitions(tmp_path: Path, decision: str) -> list[str]:
 def expected(decision: str) -> tuple[RunState, dict[str, StepState], list[str]]:
     if decision == "approve":
         return RunState.succeeded, dict.fromkeys(STEPS, StepState.succeeded), STEPS
-    states = {"alpha": StepState.succeeded, "bravo": StepState.failed}
-    return RunState.failed, {**states, "charlie": StepState.pending, "delta": StepState.pending}, ["alpha"]
+    # a person refused bravo's gate: the run ends denied, not failed, whatever line the first process died at
+    states = {"alpha": StepState.succeeded, "bravo": StepState.denied}
+    return RunState.denied, {**states, "charlie": StepState.pending, "delta": StepState.pending}, ["alpha"]
 
 
 def check_outcome(workdir: Path, decision: str) -> None:

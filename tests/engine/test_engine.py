@@ -80,23 +80,26 @@ async def test_gates_granted_run_succeeds(engine_factory, tmp_path):
     await engine.stop()
 
 
-async def test_denied_gate_fails_run_and_changes_nothing_more(engine_factory, tmp_path):
+async def test_denied_gate_ends_the_run_denied_and_changes_nothing_more(engine_factory, tmp_path):
+    """A person refusing a gate is not a failure: the run ends `denied` (run.denied), the step shows it."""
     approver = Approver([(APPROVER, "deny")])
     engine = await engine_factory(approver)
     [run] = await engine.submit(["host01"], REQUESTER)
     await engine.join()
     run = engine.store.get_run(run.id)
-    assert run.state is RunState.failed
-    assert "STARTTLS approval denied by U0APPROVER1" in run.result
+    assert run.state is RunState.denied and not run.state.active
+    assert run.result.startswith("STARTTLS approval denied by U0APPROVER1")
     assert FileHost(tmp_path, "host01").applies() == ["alpha"]  # bravo's apply never ran
     states = {s.step: s.state for s in engine.store.steps(run.id)}
     assert states == {
         "alpha": StepState.succeeded,
-        "bravo": StepState.failed,
+        "bravo": StepState.denied,
         "charlie": StepState.pending,
         "delta": StepState.pending,
     }
-    assert events_of(engine.store, run.id)[-3:] == ["approval.denied", "step.failed", "run.failed"]
+    assert events_of(engine.store, run.id)[-2:] == ["approval.denied", "run.denied"]
+    assert engine.store.audit_events(run.id)[-1].actor == APPROVER  # the person who refused ended it
+    assert engine.store.verify_audit().ok
     await engine.stop()
 
 
@@ -124,7 +127,8 @@ async def test_cancel_while_waiting_for_approval(engine_factory, tmp_path):
     assert reply.ok
     await asyncio.wait_for(engine.join(), 5)
     run = engine.store.get_run(run.id)
-    assert run.state is RunState.cancelled and run.result == f"cancelled by {REQUESTER}"
+    # the cause, then what the run had changed by then
+    assert run.state is RunState.cancelled and run.result == f"cancelled by {REQUESTER}\nChanged: alpha applied"
     assert [a.state for a in engine.store.approvals(run.id)] == [ApprovalState.cancelled]
     assert events_of(engine.store, run.id)[-1] == "run.cancelled"
     # a click on the cancelled request changes nothing
@@ -208,7 +212,7 @@ async def test_outsider_click_refused_audited_and_request_stays_open(engine_fact
     assert not second.ok and "already denied" in second.message
     await engine.join()
     assert engine.store.get_approval(approval.id).state is ApprovalState.denied
-    assert engine.store.get_run(run.id).state is RunState.failed
+    assert engine.store.get_run(run.id).state is RunState.denied
     await engine.stop()
 
 

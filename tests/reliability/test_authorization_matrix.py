@@ -216,7 +216,7 @@ async def final_state(b: Bench, state: ApprovalState) -> None:
         assert run.state is RunState.succeeded, run.result
         assert b.applied() == ["alpha", "gated", "omega"]
     elif state is ApprovalState.denied:
-        assert run.state is RunState.failed and "denied by" in run.result
+        assert run.state is RunState.denied and "denied by" in run.result
         assert b.applied() == ["alpha"]  # the gated step never applied
     else:
         assert run.state is RunState.waiting_approval
@@ -556,7 +556,8 @@ async def test_cancel_cell(bench, who, allowed):
     if allowed:
         await asyncio.wait_for(b.engine.join(), JOIN_TIMEOUT)
         run = b.run()
-        assert run.state is RunState.cancelled and run.result == f"cancelled by {PEOPLE[who]}"
+        # the cause, then what the run had changed by then (alpha applied; the gated step never did)
+        assert run.state is RunState.cancelled and run.result == f"cancelled by {PEOPLE[who]}\nChanged: alpha applied"
         assert b.request().state is ApprovalState.cancelled
         assert b.store.audit_events(b.run_id)[-1].event == "run.cancelled"
     else:
@@ -595,7 +596,7 @@ async def test_cancel_queued_cell(bench, who, allowed):
     ("ending", "who"),
     [
         pytest.param(ending, who, id=f"cancel/{ending}-run/{who} -> already ended")
-        for ending in ("succeeded", "failed", "cancelled")
+        for ending in ("succeeded", "denied", "cancelled")
         for who in ("requester-of-run", "approver-listed", "outsider")
     ],
 )
@@ -605,7 +606,7 @@ async def test_cancel_finished_run_cell(bench, ending, who):
     request = b.request()
     if ending == "succeeded":
         await b.engine.decide(request.id, APPROVER, "approve")
-    elif ending == "failed":
+    elif ending == "denied":  # a person refused the gate: the run ends denied
         await b.engine.decide(request.id, APPROVER, "deny")
     else:
         await b.engine.cancel(b.run_id, REQUESTER)

@@ -186,7 +186,7 @@ port = {url.port}
                 # a bot that is still starting or just died drops the request; it is sent again
                 with contextlib.suppress(Exception):
                     self.slack.call(self.sender.send_slash_command(REQUESTER, "host01"))
-            final = bool(runs) and runs[0][1] in ("succeeded", "failed", "cancelled")
+            final = bool(runs) and runs[0][1] in ("succeeded", "failed", "denied", "cancelled")
             if final and not until_dead and self.threads_delivered():
                 return True
             for approval_id, gate in self.query("SELECT id, gate FROM approvals WHERE state = 'open'"):

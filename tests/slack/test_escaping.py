@@ -163,11 +163,13 @@ def built_messages(r: SimpleNamespace) -> dict[str, list[dict[str, Any]]]:
     titles = {"preflight": "Preflight", "install": "Install the connector"}
     running = r.run.model_copy(update={"state": RunState.running})  # the card with its Cancel button
     return {
-        "card": [msg.card(run, r.steps, titles, EVIL) for run in (r.run, running)],
+        "card": [msg.card(run, r.steps, titles, EVIL, {REQUESTER, APPROVER}) for run in (r.run, running)],
         "step_reply": [msg.step_reply(e, r.steps[1], "Install") for e in r.events],
         "approval_request": [msg.approval_request(r.approval, r.run, "STARTTLS off")],
         "approval_decided": [msg.approval_decided(r.decided, r.run, "STARTTLS off")],
-        "run_finished": [msg.run_finished(r.run)],
+        # the run's own people (requester, deciders) become mentions; an id in outside text stays text
+        "run_finished": [msg.run_finished(r.run), msg.run_finished(r.run, {REQUESTER, APPROVER, "U0EVIL0001"})],
+        "steps_skipped": [msg.steps_skipped(["Install", "Reboot"], EVIL)],
         "note": [msg.note(EVIL, "Install")],
         "checkpoint": [msg.checkpoint(r.checkpoint)],
         "dry_run_plan": [msg.dry_run_plan(r.run, hostile_plan())],
@@ -259,3 +261,17 @@ async def test_a_hostile_directory_name_reaches_slack_only_escaped(slack_bot):
     request = next(blocks for _, _, blocks in posted if "*STARTTLS approval needed*" in blocks)
     assert escape(DIRECTORY) in request, "the directory is shown, escaped"
     assert f"<@{REQUESTER}>" in request, "our own mention of the requester still works"
+
+
+def test_only_the_decider_the_bot_named_becomes_a_mention():
+    """A run's result starts with the bot's words ("… denied by U…"): that id is shown as a mention (Slack
+    shows the name); the same id inside outside text, or an account not of this run, stays text."""
+    known = {REQUESTER, APPROVER}
+    denied = escape(f"STARTTLS approval denied by {APPROVER}: not today. Log says {APPROVER}")
+    assert msg.with_mentions(denied, known) == (
+        f"STARTTLS approval denied by <@{APPROVER}>: not today. Log says {APPROVER}"
+    )
+    assert msg.with_mentions(f"cancelled by {REQUESTER}", known) == f"cancelled by <@{REQUESTER}>"
+    assert msg.with_mentions("cancelled by U0STRANGER1", known) == "cancelled by U0STRANGER1"
+    failed = escape(f"install failed: a log line: denied by {APPROVER}")
+    assert msg.with_mentions(failed, known) == failed

@@ -43,7 +43,8 @@ async def test_starttls_on_is_approved_updated_and_read_back(upgrade, caplog):
     assert run.state is RunState.succeeded, run.result
     assert gates(clicker) == ["STARTTLS", "install"]
     request = clicker.asked[0]["evidence"]
-    assert request["directories"] == [{"name": "corp.example.com", "id": iwa_id, "useStartTls": True}]
+    # shown as an approver reads it (Slack and the terminal alike), not as the API's document
+    assert request["directories"] == [f"corp.example.com ({iwa_id})"]
     assert "nothing else" in request["what_changes"]
     starttls = engine.store.step(run.id, "starttls")
     assert starttls.state is StepState.succeeded and "read back" in starttls.reason
@@ -119,8 +120,31 @@ async def test_denied_starttls_sends_no_update(upgrade):
     async with WorkspaceOneStandIn() as ws1:
         engine, host, _clicker, run = await upgrade("default", ws1=ws1, decision={"STARTTLS": "deny"})
         assert ws1.update_requests == []
-    assert run.state is RunState.failed and "STARTTLS approval denied" in run.result
+    assert run.state is RunState.denied and run.result.startswith("STARTTLS approval denied by ")
     assert host.stats["installs_started"] == 0  # the upgrade never started
+    assert engine.store.step(run.id, "starttls").state is StepState.denied
+    # what was and was not changed, in words; no revert advice: the host is as it was
+    cause, changed, unchanged, advice = run.result.split("\n")
+    snapshot = engine.store.step(run.id, "snapshot").facts["snapshot"]["name"]
+    assert changed == f"Changed: snapshot '{snapshot}' taken (by a person)"
+    assert unchanged == (
+        "Not changed: STARTTLS (still on for corp.example.com); the connector (the installer did not run); "
+        "the server (not rebooted)"
+    )
+    assert "revert" in advice and advice.startswith("Nothing on the host needs a revert")
+
+
+async def test_denied_reboot_says_the_host_changed_and_advises_the_snapshot(upgrade):
+    async with WorkspaceOneStandIn() as ws1:
+        engine, host, _clicker, run = await upgrade("default", ws1=ws1, decision={"reboot": "deny"})
+    assert run.state is RunState.denied and host.stats["installs_started"] == 1
+    lines = run.result.split("\n")
+    assert lines[0].startswith("reboot approval denied by ") and "has NOT been rebooted" in lines[0]
+    changed = next(line for line in lines if line.startswith("Changed: "))
+    assert "STARTTLS turned off tenant-wide on corp.example.com" in changed
+    assert "connector upgraded by the installer (exit code 0)" in changed
+    assert "Not changed: the server (not rebooted)" in lines
+    assert lines[-1].startswith("If something is wrong, revert the VM to snapshot '")
 
 
 async def test_two_host_batch_changes_starttls_once(tmp_path):
@@ -206,7 +230,7 @@ async def test_vcenter_vm_not_found_names_what_was_searched(upgrade, tmp_path):
     assert run.state is RunState.failed
     reason = engine.store.step(run.id, "snapshot").reason
     assert "no virtual machine named 'DC0_H0_VM0'" in reason and vcsim["url"].removesuffix("/sdk") in reason
-    assert reason.startswith("during check: ")
+    assert reason.startswith("while looking at the host: ")
     assert host.stats["installs_started"] == 0
 
 
@@ -215,3 +239,13 @@ async def test_without_vcenter_a_person_confirms_the_snapshot(upgrade):
     assert gates(clicker)[0] == "snapshot"
     assert clicker.asked[0]["request_kind"] == "confirmation"
     assert engine.store.step(run.id, "snapshot").state is StepState.succeeded
+
+
+async def test_postcheck_says_what_to_do_when_this_run_never_touched_starttls(upgrade):
+    """Already at the target version, STARTTLS still on (default tenant): not "back ON", but what to do."""
+    async with WorkspaceOneStandIn() as ws1:
+        engine, _host, _clicker, run = await upgrade("already-current", ws1=ws1)
+    assert run.state is RunState.failed
+    reason = engine.store.step(run.id, "postcheck").reason
+    assert "back ON" not in reason and "this run did not change it" in reason
+    assert "Turn it off in the console: Identity & Access Management > Manage > Directories" in reason

@@ -88,9 +88,12 @@ async def test_the_sandbox_answers_an_unwrapped_get_content_as_5_1_does(tmp_path
 
 
 async def test_a_service_that_wont_start_fails_the_upgrade_with_its_log_lines(upgrade):
-    _engine, _host, _clicker, run = await upgrade("service-wont-start", extra="connector: service_timeout_seconds = 1")
+    engine, _host, _clicker, run = await upgrade("service-wont-start", extra="connector: service_timeout_seconds = 1")
     assert run.state is RunState.failed
-    assert "BeanCreationException" in run.result and "PSPath" not in run.result
+    # the log's lines are kept with the step (its Slack reply shows them once), not in the run's result
+    tail = engine.store.step(run.id, "service").facts["log_tail"]
+    assert any("BeanCreationException" in line for line in tail) and not any("PSPath" in line for line in tail)
+    assert "BeanCreationException" not in run.result and "connector.log" in run.result
 
 
 # ----- 2. after a boot the connector is Start Pending for a while -----------------------------------------

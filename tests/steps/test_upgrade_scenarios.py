@@ -91,14 +91,16 @@ async def test_the_installer_runs_only_after_the_install_approval(upgrade):
 
 async def test_a_denied_install_installs_nothing(upgrade):
     engine, host, clicker, run = await upgrade("physical", decision={"install": "deny"})
-    assert run.state is RunState.failed
-    assert "install approval denied by U0APPROVER1" in run.result
-    assert "Nothing was changed by the install step" in run.result
+    assert run.state is RunState.denied
+    assert run.result.startswith("install approval denied by U0APPROVER1")
+    # physical: no snapshot; STARTTLS by a person in the console, before the install was asked
+    assert "Not changed: the connector (still 19.03.0.0; the installer did not run)" in run.result
+    assert "revert the VM" not in run.result  # the host itself was not changed, and there is no snapshot
     assert host.state.connector.version != "19.03.0.1"  # still the old connector
     assert host.stats["installs_started"] == 0 and "install_start" not in scripts_run(host)
     assert host.state.service.state == "Running"  # the connector was never stopped
     steps = states(engine, run)
-    assert steps["install"] is StepState.failed and steps["service"] is StepState.pending
+    assert steps["install"] is StepState.denied and steps["service"] is StepState.pending
 
 
 async def test_approve_install_false_runs_the_installer_without_asking(upgrade):
@@ -140,7 +142,7 @@ async def test_check_only_runs_preflight_then_plans_the_rest_reading_only(upgrad
 @pytest.mark.parametrize(
     ("scenario", "extra", "step", "says"),
     [
-        ("install-fails-1603", "", "install", ["exit code 1603", "Nothing was rebooted"]),
+        ("install-fails-1603", "", "install", ["exit code 1603", "nothing was rebooted", "should still be installed"]),
         ("service-wont-start", "connector: service_timeout_seconds = 1", "service", ["is Stopped", "connector.log"]),
         ("reboot-never-returns", "winrm: connect_timeout_seconds = 1", "reboot", ["did not come back from the reboot"]),
         ("pending-reboot", "", "preflight", ["a reboot is already pending", "Reboot the server first"]),
@@ -175,7 +177,7 @@ async def test_pending_reboot_can_be_put_to_an_approver(upgrade):
 
 async def test_denied_reboot_says_the_upgrade_is_installed_but_not_rebooted(upgrade):
     _engine, host, _clicker, run = await upgrade("default", decision={"reboot": "deny"})
-    assert run.state is RunState.failed
+    assert run.state is RunState.denied
     assert "reboot approval denied" in run.result
     assert "IS INSTALLED" in run.result and "NOT been rebooted" in run.result
     assert host.state.connector.version == "19.03.0.1" and host.stats["reboots_requested"] == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.core.gates import REBOOT, STARTTLS, Gate, gate_named
+from bot.core.models import StepRecord
 from steps.base import CheckResult, Step, StepContext, StepFailed, VerifyResult
 
 
@@ -72,6 +73,10 @@ class FileStep(Step):
             raise StepFailed(f"{self.id}: apply failed (test)", {"exit_code": 1603})
         host.set(self.id, True)
         return {"applied_by_pid": os.getpid()}
+
+    def changed(self, record: StepRecord) -> str | None:
+        # each apply writes to the file host: a change, said as a real step says its own
+        return f"{self.id} applied" if record.applied else None
 
     async def verify(self, ctx: StepContext) -> VerifyResult:
         ok = self.host(ctx).state().get(self.id, False) and self.fail != "verify"

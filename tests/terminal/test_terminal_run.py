@@ -112,6 +112,9 @@ def test_terminal_upgrade_with_a_person_answering(tmp_path, sandbox_host):
         assert f" {step}" in out
     assert "SNAPSHOT CONFIRMATION" in out and "Have you turned STARTTLS off in the console" in out
     assert "NOT AVAILABLE" in out  # postcheck without Workspace ONE access is shown, not passed
+    # what the approver reads at the prompt is words, not a JSON document
+    assert "verified so far: connector version 19.03.0.0; installer downloaded" in out
+    assert '{"' not in out and "{'" not in out
     assert info["password"] not in out + err
     seen = stats(info)
     assert seen["installs_started"] == 1 and seen["reboots_requested"] == 1
@@ -127,7 +130,8 @@ def test_terminal_answer_no_denies_the_reboot(tmp_path, sandbox_host):
     proc = bot(write_config(tmp_path, info), info, "host01")
     out, err = proc.communicate("y\ny\ny\ny\nn\n", timeout=120)
     assert proc.returncode == 1
-    assert "IS INSTALLED" in out and "NOT been rebooted" in out
+    assert "host01: denied" in out and "IS INSTALLED" in out and "NOT been rebooted" in out
+    assert "Not changed: the server (not rebooted)" in out
     assert stats(info)["reboots_requested"] == 0
 
 
