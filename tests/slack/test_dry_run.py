@@ -67,7 +67,7 @@ async def test_check_shows_the_plan_and_changes_nothing(slack_bot):
     assert "would run" in line_of("Download the installer on the host")
     assert "upgrade 19.03.0.0 → 19.03.0.1" in line_of("Run the connector installer")
     assert any("~ connector 19.03.0.0 → 19.03.0.1" in line for line in lines)
-    reboot = line_of("Reboot the server (if needed)")
+    reboot = line_of("Reboot the server if needed")
     assert reboot.startswith("⏭️ skip") and "not expected now" in reboot and "JRE" in reboot
     # which approvals, of whom
     asks = text.split("*An upgrade would ask:*", 1)[1]

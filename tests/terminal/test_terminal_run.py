@@ -106,7 +106,7 @@ def test_terminal_upgrade_with_a_person_answering(tmp_path, sandbox_host):
     assert "Turn STARTTLS off on the AD-over-IWA directories (tenant-wide), before upgrading host01?" in out
     assert 'Have you taken the snapshot of host01 described above? (type y for "Snapshot taken"' in out
     assert 'then answer y below ("Snapshot taken")' in out and "click Snapshot taken" not in out
-    assert "verified so far: connector version: 19.03.0.1, service: Running (Auto)" in out  # not raw JSON
+    assert "verified so far: connector version 19.03.0.1; service Running (Auto)" in out  # not raw JSON
     assert "host01: succeeded" in out and "audit trail intact" in out
     for step in ("preflight", "stage", "install", "service", "reboot", "verify"):
         assert f" {step}" in out
