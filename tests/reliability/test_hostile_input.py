@@ -294,7 +294,9 @@ class Probe:
         if STACK_TRACE.search(text):
             problems.append(f"stack trace or exception name in the reply: {text[:200]!r}")
         own_channel = text.replace(f"<#{OPS_CHANNEL}>", "")  # a refusal may point to the bot's channel
-        if "<!" in text or "<#" in own_channel or set(re.findall(r"<@([^>|]*)", text)) - {REQUESTER}:
+        # the bot may name the people it recorded itself (the deciders, who asked to cancel): Slack-verified ids
+        # that Slack shows as names, notifying nobody in an ephemeral reply; a mention of anyone else came in
+        if "<!" in text or "<#" in own_channel or set(re.findall(r"<@([^>|]*)", text)) - {REQUESTER, APPROVER}:
             problems.append(f"a mention in the reply: {text[:200]!r}")
         for mention in re.findall(r"<[@!#][^>]*>", sent):
             if mention in text:
