@@ -31,7 +31,7 @@ from bot.slack.app import SlackBot
 from bot.slack.witness import read_checkpoints
 from bot.store import checkpoints
 from bot.terminal.view import StdinLines
-from sandbox.screen import make_screen
+from sandbox.screen import HOLD_UNPLACED_DRAWINGS, make_screen
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from sandbox.winrm_server import WinRMHostServer, start_hosts
@@ -278,7 +278,9 @@ async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.E
                     await asyncio.wait_for(interrupted.wait(), REDRAW_SECONDS)
             if interrupted.is_set():
                 raise KeyboardInterrupt
-            await draw()
+            # all is delivered: what is not a run's (the batch recap) is held back no longer than these drawings
+            for _ in range(HOLD_UNPLACED_DRAWINGS + 1):
+                await draw()
         screen.final(slack.render_channel(OPS_CHANNEL))
         runs = await bot.store.call(bot.store.runs)
         if not finished:

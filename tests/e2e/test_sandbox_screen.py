@@ -54,7 +54,10 @@ def test_piped_output_of_three_hosts_has_each_message_once_under_its_own_host():
             host = match.group(1)
             headings.append(host)
             continue
-        named = set(HOST.findall(line))
+        # a thread may name the host of an earlier run of the batch that did the tenant-wide change
+        named = set(HOST.findall(re.sub(r"turned off by run-\w+ \(\w+\)", "", line)))
+        if host is not None and host.startswith("#"):
+            continue  # the channel's own messages (the batch recap) name every host
         assert not named or named == {host}, f"{line!r} printed under {host}"
     assert {"host01", "host02", "host03"} <= set(headings)
     # nothing hidden, nothing repeated: every line of the final channel is in the log as often as in the channel

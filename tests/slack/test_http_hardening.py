@@ -24,7 +24,7 @@ import aiohttp
 
 from bot.slack.door import ACCEPT_MESSAGE, AcceptErrorFilter
 from sandbox.slack import SlackStandIn
-from sandbox.slack_state import REQUESTER
+from sandbox.slack_state import APPROVER, REQUESTER
 from sandbox.threaded import running_host
 from tests.slack.conftest import SIGNING_SECRET
 from tests.support.waiting import eventually
@@ -272,6 +272,7 @@ async def serving(tmp_path, slack, host, *args: str, http: str = "", nofile: int
 [slack]
 channel = "C0OPSCHANL"
 requesters = ["{REQUESTER}"]
+approvers = ["{APPROVER}"]
 [database]
 path = "{tmp_path / "bot.db"}"
 [installer]
