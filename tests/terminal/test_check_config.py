@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bot.core.config import SECRET_NAMES  # the one list of the secrets the program reads
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import OPS_CHANNEL
 from sandbox.threaded import running_host
@@ -17,17 +18,6 @@ from tests.support.configs import config_toml
 from tests.vcsim import vcsim_fixture
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET_NAMES = (
-    "SLACK_BOT_TOKEN",
-    "SLACK_SIGNING_SECRET",
-    "SLACK_APP_TOKEN",
-    "WINRM_USERNAME",
-    "WINRM_PASSWORD",
-    "WS1_CLIENT_ID",
-    "WS1_CLIENT_SECRET",
-    "VCENTER_USERNAME",
-    "VCENTER_PASSWORD",
-)
 READY = {"SLACK_BOT_TOKEN": "xoxb-sandbox", "SLACK_SIGNING_SECRET": "s", "WINRM_USERNAME": "u", "WINRM_PASSWORD": "p"}
 
 
