@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--yes", action="store_true", help="approve gated steps without asking (only if terminal.allow_yes = true)"
     )
+    run.add_argument("--ticket", metavar="ID", help="the change ticket that authorizes the run ([change])")
 
     sandbox = _command(
         sub,
@@ -451,7 +452,9 @@ def _main(argv: Sequence[str] | None) -> int:
         from bot.terminal.run import run_from_terminal
 
         try:
-            return asyncio.run(run_from_terminal(config, args.hosts, check_only=args.check, yes=args.yes))
+            return asyncio.run(
+                run_from_terminal(config, args.hosts, check_only=args.check, yes=args.yes, ticket=args.ticket)
+            )
         except KeyboardInterrupt:
             sys.stderr.write("\ninterrupted: every run stays as recorded; `idm-upgrade run HOST` resumes it\n")
             return EXIT_FAILED

@@ -7,7 +7,9 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
+from bot.engine.admission import Refused, Request
 from bot.slack.context import SlackContext
+from bot.slack.escape import escape
 from bot.slack.parse import USAGE, Command, CommandError, parse
 from bot.store.store import HostBusy
 
@@ -26,8 +28,10 @@ def register(app: AsyncApp, deps: SlackContext) -> None:
                 return
             user = command["user_id"]
             try:
-                hosts, most = list(deps.config.hosts), deps.config.slack.max_hosts_per_request
-                reply = await _run(parse(command.get("text") or "", hosts, most), user, deps)
+                config = deps.config
+                hosts, most = list(config.hosts), config.slack.max_hosts_per_request
+                groups = {name: group.hosts for name, group in config.groups.items()}
+                reply = await _run(parse(command.get("text") or "", hosts, most, groups), user, deps)
             except CommandError as exc:
                 reply = str(exc)
             await handled.done()
@@ -43,10 +47,19 @@ async def _run(command: Command, user: str, deps: SlackContext) -> str:
         if not verdict.allowed:
             log.info("refused /idm-upgrade from %s: %s", user, verdict.reason)
             return f"Not started: {verdict.reason}."
+        check_only = command.verb == "check"
+        request = Request(list(command.hosts), user, check_only, command.ticket, command.at)
         try:
-            runs = await engine.submit(list(command.hosts), user, check_only=command.verb == "check")
-        except HostBusy as exc:
-            return f"Not started: {exc}."
+            admitted = await engine.admission.admit(request)
+            runs = await engine.submit(
+                list(command.hosts),
+                user,
+                check_only=check_only,
+                ticket=command.ticket,
+                scheduled_for=admitted.scheduled_for,
+            )
+        except (HostBusy, Refused) as exc:
+            return f"Not started: {escape(str(exc))}."
         what = "Dry run (check only, nothing is changed)" if command.verb == "check" else "Upgrade"
         ids = ", ".join(f"`{r.id}` ({r.host})" for r in runs)
         order = " one after another, stopping at the first failure" if len(runs) > 1 else ""

@@ -10,12 +10,14 @@ import os
 import re
 import string
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -40,6 +42,8 @@ SECRET_NAMES = (
     "WS1_CLIENT_SECRET",
     "VCENTER_USERNAME",
     "VCENTER_PASSWORD",
+    "SERVICENOW_USERNAME",
+    "SERVICENOW_PASSWORD",
 )
 
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -49,6 +53,10 @@ _PRINCIPAL_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _APP_ID = re.compile(r"^A[A-Z0-9]{2,}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^\d+(\.\d+){1,3}$")
+
+
+# Words /idm-upgrade reads as verbs or options: no group may be named like one.
+RESERVED_WORDS = ("check", "status", "history", "cancel", "help", "at", "ticket")
 
 
 class ConfigError(Exception):
@@ -315,6 +323,146 @@ class HostConfig(_Section):
     scheme: Scheme | None = None
     transport: Transport | None = None
     vm_name: str | None = None
+    # The maintenance window ([windows.NAME]) its runs must keep to; a group's window applies when unset.
+    window: str | None = None
+
+
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+Day = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def _clock(value: str) -> str:
+    if not _CLOCK.match(value):
+        raise ValueError(f"{value!r} is not a time of day as HH:MM (24-hour, e.g. 22:00)")
+    return value
+
+
+Clock = Annotated[str, AfterValidator(_clock)]
+
+
+class WindowConfig(_Section):
+    """A weekly maintenance window: it opens at ``start`` on each of ``days`` (local time in ``timezone``) and
+    closes at ``end``, on the next day when ``end`` is not after ``start`` (a window that crosses midnight)."""
+
+    days: list[Day] = Field(min_length=1)
+    start: Clock
+    end: Clock
+    timezone: str
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin or UTC") from None
+        return value
+
+    @model_validator(mode="after")
+    def _length(self) -> WindowConfig:
+        if self.start == self.end:
+            raise ValueError("start and end are the same time; a window must have a length")
+        if len(set(self.days)) != len(self.days):
+            raise ValueError("days: a day is named more than once")
+        return self
+
+
+class FreezeConfig(_Section):
+    """A change freeze: no run starts, and no scheduled run is started, between ``start`` and ``end``."""
+
+    start: AwareDatetime
+    end: AwareDatetime
+    reason: str = Field(min_length=1, max_length=300)
+
+    @model_validator(mode="after")
+    def _order(self) -> FreezeConfig:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    def covers(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+
+class GroupConfig(_Section):
+    """A cluster of hosts upgraded together (one at a time), with its own channel, people and window."""
+
+    hosts: list[str] = Field(min_length=1)
+    channel: str | None = None
+    approvers: list[Principal] | None = None
+    requesters: list[Requester] | None = None
+    window: str | None = None
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is not None and not _CHANNEL_ID.match(value):
+            raise ValueError(f"{value!r} is not a Slack channel ID (C… or G…, upper case)")
+        return value
+
+    @field_validator("requesters")
+    @classmethod
+    def _requesters(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError('is empty; leave it out to use slack.requesters, or write ["anyone"]')
+            if ANYONE in value and len(value) > 1:
+                raise ValueError('"anyone" already lets everyone start runs; write it alone, or list only IDs')
+        return value
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("is empty, so nobody could approve this group's runs; leave it out to use slack.approvers")
+        return value
+
+
+TicketMode = Literal["off", "optional", "required"]
+
+
+class ServiceNowConfig(_Section):
+    """Validate each run's change request in ServiceNow (Table API, Basic auth: SERVICENOW_USERNAME/PASSWORD)."""
+
+    url: str
+    # Instances customize both: these are the raw values the Table API returns (sysparm_display_value=false);
+    # -1 is the out-of-the-box Implement state of change_request.
+    implement_states: list[str] = Field(default_factory=lambda: ["-1"], min_length=1)
+    approved_values: list[str] = Field(default_factory=lambda: ["approved"], min_length=1)
+    table_path: str = "/api/now/table/change_request"
+    timeout_seconds: float = Field(default=15, gt=0, le=300)
+    verify_tls: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError("must be the instance root such as https://example.service-now.com (no /api path)")
+        return value.rstrip("/")
+
+
+class ChangeConfig(_Section):
+    ticket: TicketMode = "off"
+    ticket_pattern: str = r"^CHG[0-9]{7}$"
+    servicenow: ServiceNowConfig | None = None
+
+    @field_validator("ticket_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"is not a regular expression ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _servicenow_needs_tickets(self) -> ChangeConfig:
+        if self.servicenow is not None and self.ticket == "off":
+            raise ValueError('servicenow is set but ticket = "off": set ticket = "required" (or "optional")')
+        return self
 
 
 class AuditConfig(_Section):
@@ -347,6 +495,10 @@ class Config(_Section):
     terminal: TerminalConfig = TerminalConfig()
     audit: AuditConfig = AuditConfig()
     http: HttpConfig = HttpConfig()
+    change: ChangeConfig = ChangeConfig()
+    windows: dict[str, WindowConfig] = Field(default_factory=dict)
+    freeze: list[FreezeConfig] = Field(default_factory=list)
+    groups: dict[str, GroupConfig] = Field(default_factory=dict)
 
     @field_validator("hosts")
     @classmethod
@@ -358,6 +510,52 @@ class Config(_Section):
                 "lower-case letters, digits and '-', 1-63 characters, not starting or ending with '-'"
             )
         return hosts
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        problems = []
+        for name, entry in self.hosts.items():
+            if entry.window is not None and entry.window not in self.windows:
+                problems.append(f"hosts.{name}.window: no [windows.{entry.window}] is configured")
+        owner: dict[str, str] = {}
+        for name, group in self.groups.items():
+            if not _HOST_NAME.match(name) or name in RESERVED_WORDS:
+                problems.append(
+                    f"groups.{name}: a group name must be a DNS label and not one of {', '.join(RESERVED_WORDS)}"
+                )
+            if name in self.hosts:
+                problems.append(f"groups.{name}: a host has that name too; /idm-upgrade {name} would be ambiguous")
+            if group.window is not None and group.window not in self.windows:
+                problems.append(f"groups.{name}.window: no [windows.{group.window}] is configured")
+            for host in group.hosts:
+                if host not in self.hosts:
+                    problems.append(f"groups.{name}.hosts: {host!r} is not a configured host")
+                elif host in owner:
+                    problems.append(
+                        f"groups.{name}.hosts: {host!r} is already in group {owner[host]!r}; a host belongs to "
+                        "one group (its channel, approvers and window)"
+                    )
+                else:
+                    owner[host] = name
+            if len(set(group.hosts)) != len(group.hosts):
+                problems.append(f"groups.{name}.hosts: a host is named more than once")
+        if problems:
+            raise ValueError("\n".join(problems))  # one line each (parse_config)
+        return self
+
+    def group_of(self, host: str) -> str | None:
+        return next((name for name, group in self.groups.items() if host in group.hosts), None)
+
+    def window_of(self, host: str) -> str | None:
+        """The name of the maintenance window a host's runs keep to: its own, else its group's, else none."""
+        if own := self.hosts[host].window:
+            return own
+        group = self.group_of(host)
+        return self.groups[group].window if group else None
+
+    def channel_of(self, host: str) -> str:
+        group = self.group_of(host)
+        return (self.groups[group].channel if group else None) or self.slack.channel
 
     def winrm_endpoint(self, host: str) -> str:
         """The WS-Management URL for a configured host, with its per-host overrides applied."""
@@ -384,6 +582,8 @@ class Secrets(BaseModel):
     ws1_client_secret: SecretStr | None = None
     vcenter_username: SecretStr | None = None
     vcenter_password: SecretStr | None = None
+    servicenow_username: SecretStr | None = None
+    servicenow_password: SecretStr | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Secrets:
@@ -416,7 +616,9 @@ def parse_config(data: dict) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_describe(dict(e)) for e in exc.errors(include_url=False)]) from None
+        lines = [_describe(dict(e)) for e in exc.errors(include_url=False)]
+        # the cross-references are checked together and come as several lines, each naming its own key
+        raise ConfigError([part.removeprefix("(top level): ") for line in lines for part in line.split("\n")]) from None
 
 
 def load_config(explicit: str | None = None) -> Config:

@@ -19,6 +19,7 @@ def iso(moment: datetime) -> str:
 
 
 class RunState(StrEnum):
+    scheduled = "scheduled"  # waits for its time (Run.scheduled_for); the engine starts it then
     queued = "queued"
     running = "running"
     waiting_approval = "waiting_approval"
@@ -37,7 +38,8 @@ class RunState(StrEnum):
         return "waiting for approval" if self is RunState.waiting_approval else self.value
 
 
-ACTIVE_RUN_STATES = frozenset({RunState.queued, RunState.running, RunState.waiting_approval})
+# A scheduled run holds its host like a queued one: one active run per host.
+ACTIVE_RUN_STATES = frozenset({RunState.scheduled, RunState.queued, RunState.running, RunState.waiting_approval})
 
 
 class StepState(StrEnum):
@@ -96,6 +98,9 @@ class Run(_Record):
     finished_at: datetime | None = None
     result: str | None = None
     cancel_requested_by: str | None = None
+    ticket: str | None = None  # the change ticket that authorizes the run ([change])
+    group: str | None = None  # the host group ([groups.NAME]) the run was requested as part of
+    scheduled_for: datetime | None = None  # when a scheduled run is due to start
 
 
 class StepRecord(_Record):
@@ -165,6 +170,8 @@ class AuditEvent(_Record):
 AUDIT_EVENTS = frozenset(
     {
         "run.requested",
+        "run.scheduled",
+        "run.rescheduled",
         "run.started",
         "step.started",
         "step.succeeded",

@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from bot.core.config import Config
@@ -28,6 +28,7 @@ from bot.core.errors import ExternalSystemError
 from bot.core.gates import Gate, change_digest, gate_named
 from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, StepState, utcnow
 from bot.core.signing import AuditSigner
+from bot.engine.admission import Admission, ChangeChecker
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.checkpointer import Checkpointer
 from bot.engine.dry_run import PLAN_KEY, approvals_asked, stored_plan, summary
@@ -80,8 +81,10 @@ class Engine:
         services: Services | None = None,
         approval_poll_seconds: float = APPROVAL_POLL_SECONDS,
         signer: AuditSigner | None = None,
+        changes: ChangeChecker | None = None,
     ):
         self.store = store
+        self.admission = Admission(config, changes=changes)
         self.config = config
         self.steps = dict(steps)
         self.policy = policy or ApprovalPolicy(config.slack)
@@ -118,13 +121,32 @@ class Engine:
                 self._publish("run.resumed", run, f"resuming after a restart (was {run.state.label})")
         return runs
 
-    async def submit(self, hosts: list[str], requester: str, *, check_only: bool = False) -> list[Run]:
-        """Queue a batch and start it. Raises HostBusy (nothing created) when a host has an active run."""
+    async def submit(
+        self,
+        hosts: list[str],
+        requester: str,
+        *,
+        check_only: bool = False,
+        ticket: str | None = None,
+        group: str | None = None,
+        scheduled_for: datetime | None = None,
+    ) -> list[Run]:
+        """Queue a batch and start it (or schedule it, with ``scheduled_for``). Raises HostBusy (nothing
+        created) when a host has an active run."""
         unknown = [h for h in hosts if h not in self.config.hosts]
         if unknown:
             raise UnknownRecord(f"unknown host(s): {', '.join(unknown)}")
         plan = self.plan_for(check_only)
-        runs = await self._db(self.store.create_runs, hosts, requester=requester, plan=plan, check_only=check_only)
+        runs = await self._db(
+            self.store.create_runs,
+            hosts,
+            requester=requester,
+            plan=plan,
+            check_only=check_only,
+            ticket=ticket,
+            group=group,
+            scheduled_for=scheduled_for,
+        )
         for run in runs:
             self._publish("run.queued", run, f"queued by {requester}: {'check only' if check_only else 'upgrade'}")
         self._spawn(runs[0].batch_id)

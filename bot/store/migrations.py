@@ -145,6 +145,16 @@ def _audit_checkpoints(db: sqlite_utils.Database) -> None:
     )
 
 
+def _change_management(db: sqlite_utils.Database) -> None:
+    # The change ticket, host group and due time of a run; a scheduled run holds its host like a queued one.
+    db.execute("ALTER TABLE runs ADD COLUMN ticket TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN group_name TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN scheduled_for TEXT")
+    db.execute("DROP INDEX runs_one_active_per_host")
+    db.execute(f"CREATE UNIQUE INDEX runs_one_active_per_host ON runs(host) WHERE state IN {_ACTIVE_SQL}")
+    db.execute("CREATE INDEX runs_scheduled ON runs(state, scheduled_for)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1,
     _v2,
@@ -152,5 +162,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _decision_person,
     _slack_requests,
     _audit_checkpoints,
+    _change_management,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

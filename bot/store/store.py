@@ -163,9 +163,12 @@ class Store:
     # -- reading ---------------------------------------------------------------------------------
 
     def _run(self, row: dict[str, Any]) -> Run:
+        row = dict(row)
+        row["group"] = row.pop("group_name", None)
         return Run(
             **{
                 **row,
+                "scheduled_for": _dt(row.get("scheduled_for")),
                 "check_only": bool(row["check_only"]),
                 "plan": json.loads(row["plan"]),
                 "created_at": _dt(row["created_at"]),
@@ -265,9 +268,19 @@ class Store:
     # -- runs ------------------------------------------------------------------------------------
 
     def create_runs(
-        self, hosts: Iterable[str], *, requester: str, plan: list[str], check_only: bool = False
+        self,
+        hosts: Iterable[str],
+        *,
+        requester: str,
+        plan: list[str],
+        check_only: bool = False,
+        ticket: str | None = None,
+        group: str | None = None,
+        scheduled_for: datetime | None = None,
     ) -> list[Run]:
-        """Queue one run per host as one batch, atomically: all hosts are free, or nothing is created."""
+        """Queue one run per host as one batch, atomically: all hosts are free, or nothing is created.
+
+        With ``scheduled_for`` the runs are ``scheduled`` (the engine starts them then), else ``queued``."""
         hosts = list(hosts)
         if len(set(hosts)) != len(hosts):
             raise StoreError("a host is named more than once in the same request")
@@ -282,8 +295,11 @@ class Store:
                             "id": run_id,
                             "host": host,
                             "requester": requester,
-                            "state": RunState.queued.value,
+                            "state": (RunState.scheduled if scheduled_for else RunState.queued).value,
                             "check_only": int(check_only),
+                            "ticket": ticket,
+                            "group_name": group,
+                            "scheduled_for": iso(scheduled_for) if scheduled_for else None,
                             "batch_id": batch_id,
                             "batch_position": position,
                             "plan": json.dumps(plan),
@@ -315,6 +331,9 @@ class Store:
                             "batch_id": batch_id,
                             "batch_position": position,
                             "batch_size": len(hosts),
+                            **({"ticket": ticket} if ticket else {}),
+                            **({"group": group} if group else {}),
+                            **({"scheduled_for": iso(scheduled_for)} if scheduled_for else {}),
                         },
                     )
                     created.append(run_id)

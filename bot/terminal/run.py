@@ -11,6 +11,7 @@ from typing import TextIO
 
 from bot.core.config import Config, Secrets
 from bot.core.models import Run, RunState
+from bot.engine.admission import Refused, Request
 from bot.engine.approvals import ApprovalPolicy, Verdict
 from bot.engine.dry_run import plan_lines, stored_plan
 from bot.engine.recap import recap_line, recap_text
@@ -41,6 +42,7 @@ async def run_from_terminal(
     out: TextIO | None = None,
     stdin: TextIO | None = None,
     services: Services | None = None,
+    ticket: str | None = None,
 ) -> int:
     out = out or sys.stdout
     err = sys.stderr
@@ -76,8 +78,9 @@ async def run_from_terminal(
         runs = list(mine.values())
         if fresh:
             try:
-                runs += await engine.submit(fresh, terminal_actor(), check_only=check_only)
-            except HostBusy as exc:
+                await engine.admission.admit(Request(fresh, terminal_actor(), check_only, ticket))
+                runs += await engine.submit(fresh, terminal_actor(), check_only=check_only, ticket=ticket)
+            except (HostBusy, Refused) as exc:
                 err.write(f"idm-upgrade: {exc}\n")
                 return EXIT_USAGE
         await engine.join()

@@ -204,13 +204,24 @@ def test_every_key_is_parsed():
     assert config.transport_for("conn-a1") == "credssp"
 
 
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    """The model a field holds: itself, or inside ``X | None``, ``dict[str, X]`` or ``list[X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if found := _model_in(arg):
+            return found
+    return None
+
+
 def _fields(model: type[BaseModel], prefix: str = "") -> set[str]:
     keys = set()
     for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            keys |= _fields(annotation, f"{name}.")
-        elif name != "hosts":
+        inner = _model_in(field.annotation)
+        if inner is not None:
+            if name != "hosts":
+                keys |= _fields(inner, f"{prefix}{name}.")
+        else:
             keys.add(prefix + name)
     return keys
 
@@ -222,8 +233,8 @@ def test_example_file_loads_and_documents_every_key():
     documented = set()
     section = ""
     for line in text.splitlines():
-        if m := re.match(r"^\[(?:hosts\.[^\]]+|([a-z_]+))\]", line):
-            section = m.group(1) or "hosts"
+        if m := re.match(r"^#?\s*\[\[?(?:(hosts|windows|groups)\.[^\]]+|([a-z_.]+))\]", line):
+            section = m.group(1) or m.group(2)
         elif m := re.match(r"^#?\s*([a-z_0-9]+) = ", line):
             documented.add(f"{section}.{m.group(1)}")
     host_keys = {f"hosts.{k}" for k in Config.model_fields["hosts"].annotation.__args__[1].model_fields}
