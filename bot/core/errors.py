@@ -6,3 +6,12 @@ class ExternalSystemError(Exception):
 
     The message is written for the person reading the thread: what failed and why, never a secret.
     """
+
+
+class ChangeRefused(Exception):
+    """The change request does not authorize the run now (the message names each condition that failed)."""
+
+
+class ChangeCheckFailed(Exception):
+    """The change request could not be read (the system did not answer, or refused the bot's credentials):
+    nothing is started. The message says which system, what happened and what to do, never a secret."""

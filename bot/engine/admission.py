@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Protocol
 
 from bot.core.config import Config
-from bot.core.models import utcnow
+from bot.core.errors import ChangeCheckFailed, ChangeRefused
+from bot.core.models import Run, utcnow
 from bot.core.windows import freeze_at, window_for
 
 NEXT_WINDOW = "next-window"
@@ -22,10 +23,6 @@ NEXT_WINDOW = "next-window"
 
 class Refused(Exception):
     """The request is not accepted; the message says why and what to do."""
-
-
-class ChangeRefused(Exception):
-    """The change request does not authorize the run now (the message names the condition that failed)."""
 
 
 class ChangeChecker(Protocol):
@@ -56,12 +53,28 @@ class Admission:
     async def admit(self, request: Request) -> Admitted:
         self.ticket_problem(request)
         scheduled_for = self.when(request)
-        if request.ticket and self.changes is not None and not request.check_only:
-            try:
-                await self.changes.check(request.ticket, scheduled_for or self.clock())
-            except ChangeRefused as exc:
-                raise Refused(f"change {request.ticket} does not allow this run: {exc}") from None
+        if request.ticket and not request.check_only:
+            await self.check_change(request.ticket, scheduled_for or self.clock())
         return Admitted(scheduled_for)
+
+    async def check_change(self, ticket: str, moment: datetime) -> None:
+        """Refused unless the change ``ticket`` authorizes work at ``moment`` (nothing to check without a
+        ChangeChecker: [change.servicenow] is not configured)."""
+        if self.changes is None:
+            return
+        try:
+            await self.changes.check(ticket, moment)
+        except ChangeRefused as exc:
+            raise Refused(f"change {ticket} does not allow this run: {exc}") from None
+        except ChangeCheckFailed as exc:
+            raise Refused(str(exc)) from None
+
+    async def recheck_change(self, run: Run) -> None:
+        """For a scheduled run about to start: its change must still authorize it now (it was checked for
+        the scheduled moment at request time; the change board may have moved or closed it since).
+        Refused says why; a run without a ticket, or without ServiceNow configured, passes."""
+        if run.ticket and not run.check_only:
+            await self.check_change(run.ticket, self.clock())
 
     def ticket_problem(self, request: Request) -> None:
         change = self.config.change
