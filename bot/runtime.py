@@ -73,6 +73,7 @@ class Runtime:
             services=built,
             approval_poll_seconds=approval_poll_seconds,
             signer=signer,
+            changes=built.servicenow,  # the change requests behind tickets ([change.servicenow]), or None
         )
         return cls(config, lease, store, built, engine)
 

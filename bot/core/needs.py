@@ -14,6 +14,8 @@ def needed_secrets(config: Config, *, socket_mode: bool) -> list[str]:
         names += ["WS1_CLIENT_ID", "WS1_CLIENT_SECRET"]
     if config.vcenter.url:
         names += ["VCENTER_USERNAME", "VCENTER_PASSWORD"]
+    if config.change.servicenow is not None:
+        names += ["SERVICENOW_USERNAME", "SERVICENOW_PASSWORD"]
     return names
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.core.config import Config, Secrets
+from bot.systems.servicenow import ServiceNowChanges
 from bot.systems.winrm import WinRMExecutor
 from bot.systems.workspace_one import WorkspaceOneClient
 
@@ -22,15 +23,17 @@ class ServicesError(ValueError):
 
 @dataclass
 class Services:
-    """WinRM always; Workspace ONE Access and vCenter when configured (None: their steps go manual)."""
+    """WinRM always; Workspace ONE Access and vCenter when configured (None: their steps go manual);
+    ServiceNow when [change.servicenow] is set (None: a ticket is checked against ticket_pattern only)."""
 
     winrm: WinRMExecutor
     workspace_one: WorkspaceOneClient | None = None
     vcenter: VCenterClient | None = None
+    servicenow: ServiceNowChanges | None = None
 
     async def close(self) -> None:
         self.winrm.close()
-        for client in (self.workspace_one, self.vcenter):
+        for client in (self.workspace_one, self.vcenter, self.servicenow):
             if client is not None:
                 await client.close()
 
@@ -59,6 +62,13 @@ def build_services(config: Config, secrets: Secrets) -> Services:
                 services.vcenter = VCenterClient(config.vcenter, secrets)
             except VCenterError as exc:  # pyVmomi missing: the message says which extra to install
                 raise ServicesError(str(exc)) from None
+        if config.change.servicenow is not None:
+            if not (secrets.servicenow_username and secrets.servicenow_password):
+                raise ServicesError(
+                    "change.servicenow is set but SERVICENOW_USERNAME / SERVICENOW_PASSWORD are not; set them, or "
+                    "remove [change.servicenow] to check tickets against change.ticket_pattern only"
+                )
+            services.servicenow = ServiceNowChanges(config.change.servicenow, secrets)
     except BaseException:
         services.winrm.close()
         raise

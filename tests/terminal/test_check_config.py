@@ -86,6 +86,20 @@ async def test_configured_systems_need_their_secrets(tmp_path):
     ]
 
 
+async def test_servicenow_needs_its_credentials_and_serve_refuses_in_one_line(tmp_path):
+    config = tmp_path / "c.toml"
+    extra = '[change]\nticket = "required"\n[change.servicenow]\nurl = "https://snow.example.com"\n'
+    config.write_text(config_toml(tmp_path / "bot.db", hosts=1, extra=extra))
+    code, out, err = await check_config(config, READY | {"SERVICENOW_USERNAME": "svc-idm"})
+    assert code == 1, out + err
+    assert "SERVICENOW_USERNAME set, SERVICENOW_PASSWORD missing" in out
+    assert lines_with(out, "serve would refuse") == [
+        "serve would refuse: SERVICENOW_PASSWORD is not set in the environment (see README, Secrets)"
+    ]
+    code, out, err = await check_config(config, READY | {"SERVICENOW_USERNAME": "u", "SERVICENOW_PASSWORD": "p"})
+    assert code == 0, out + err
+
+
 def probe_config(tmp_path: Path, host, ws1_url: str | None) -> Path:
     url = urlsplit(host.endpoint)
     extra = f'[hosts.host01]\naddress = "{url.hostname}"\nport = {url.port}\n'
