@@ -14,7 +14,7 @@ from bot.engine.approvals import ApprovalPolicy, IdentityUnknown
 from bot.engine.engine import Engine
 from bot.slack.escape import escape
 from bot.slack.intake import Handling, Intake
-from bot.slack.messages import MARKS, RUN_MARKS, people, with_mentions
+from bot.slack.messages import MARKS, RUN_MARKS, people, ticket_note, with_mentions
 
 if TYPE_CHECKING:
     from slack_bolt.async_app import AsyncBoltContext
@@ -104,7 +104,7 @@ class SlackContext:
             steps = await self.engine.store.call(store.steps, run_id)
             known = people(run, await self.engine.store.call(store.approvals, run_id))
             lines = [
-                f"{RUN_MARKS[run.state]} `{run.id}` {run.host}: *{run.state.label}*"
+                f"{RUN_MARKS[run.state]} `{run.id}` {run.host}: *{run.state.label}*{ticket_note(run)}"
                 + (f" — {with_mentions(escape(run.result), known)}" if run.result else "")
             ]
             lines += [f"{MARKS[s.state]} {self.titles.get(s.step, s.step)}: {s.state.label}" for s in steps]
@@ -112,7 +112,9 @@ class SlackContext:
         runs = await self.engine.store.call(store.runs, active=True)
         if not runs:
             return "No upgrade is running."
-        return "\n".join(f"{RUN_MARKS[r.state]} `{r.id}` {r.host}: {r.state.label} (by <@{r.requester}>)" for r in runs)
+        return "\n".join(
+            f"{RUN_MARKS[r.state]} `{r.id}` {r.host}: {r.state.label} (by <@{r.requester}>){ticket_note(r)}" for r in runs
+        )
 
     async def history_text(self, host: str | None) -> str:
         runs = await self.engine.store.call(self.engine.store.runs, host=host, limit=10)
@@ -121,6 +123,7 @@ class SlackContext:
         lines = []
         for r in runs:
             line = f"{RUN_MARKS[r.state]} {r.created_at:%Y-%m-%d %H:%M} `{r.id}` {r.host}: {r.state.label}"
+            line += ticket_note(r)
             if r.result and not r.state.active:
                 # the cause only (the first line): a history lists runs, the card has the rest
                 known = people(r, await self.engine.store.call(self.engine.store.approvals, r.id))

@@ -99,6 +99,11 @@ def with_mentions(escaped: str, known: Iterable[str]) -> str:
     return f"{found.group(1)}<@{found.group(2)}>{escaped[found.end() :]}"
 
 
+def ticket_note(run: Run) -> str:
+    """`` · ticket CHG…`` for one-line listings (status, history), escaped; empty without a ticket."""
+    return f" · ticket {escape(run.ticket)}" if run.ticket else ""
+
+
 def card(
     run: Run, steps: list[StepRecord], titles: dict[str, str], target: str, known: Iterable[str] = ()
 ) -> dict[str, Any]:
@@ -116,6 +121,7 @@ def card(
             f"*State:* {RUN_MARKS[run.state]} {run.state.label}\n"
             f"*Version:* {current} → {escape(target)}{'  (check only)' if run.check_only else ''}\n"
             f"*Requested by:* <@{run.requester}>\n*Run:* `{run.id}`"
+            + (f"\n*Change ticket:* {escape(run.ticket)}" if run.ticket else "")
         ),
         section(checklist),
     ]
@@ -230,6 +236,8 @@ def approval_request(approval: Approval, run: Run, title: str, deciders: list[st
     if approval.digest:  # the approver's click covers this change and nothing else; the audit trail has it
         lines.append(f"*Change digest:* `{approval.digest[:19]}…` (a different change is asked again)")
     lines.append(f"*Asked by:* <@{run.requester}> · expires {approval.expires_at:%Y-%m-%d %H:%M} UTC")
+    if run.ticket:  # the approver sees which change authorizes the work
+        lines.append(f"*Change ticket:* {escape(run.ticket)}")
     if approval.min_approvals > 1:
         lines.append(f"*Needs:* {approval.min_approvals} different approvers")
     if who := _deciders_line(approval, deciders or []):

@@ -150,12 +150,22 @@ def export_json(conn: sqlite3.Connection, out: TextIO, run_id: str | None = None
     return count
 
 
+# The run's change ticket on every row, so a spreadsheet filters a change's events in one column. It comes
+# from the trail itself (the run.requested event of the run, always its first), not from the runs table.
+CSV_COLUMNS = (*COLUMNS, "ticket")
+
+
 def export_csv(conn: sqlite3.Connection, out: TextIO, run_id: str | None = None) -> int:
     writer = csv.writer(out)
-    writer.writerow(COLUMNS)
+    writer.writerow(CSV_COLUMNS)
     count = 0
+    tickets: dict[str, str] = {}
     for record in _rows(conn, run_id):
-        record["detail"] = json.dumps(record["detail"], sort_keys=True, ensure_ascii=False)
-        writer.writerow([record[c] for c in COLUMNS])
+        detail = record["detail"]
+        if record["event"] == "run.requested" and isinstance(detail, dict) and detail.get("ticket"):
+            tickets[record["run_id"]] = str(detail["ticket"])
+        record["detail"] = json.dumps(detail, sort_keys=True, ensure_ascii=False)
+        record["ticket"] = tickets.get(record["run_id"], "")
+        writer.writerow([record[c] for c in CSV_COLUMNS])
         count += 1
     return count

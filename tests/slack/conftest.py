@@ -88,7 +88,10 @@ async def slack_bot(tmp_path):
         messages_per_second=10,
         ws1_directories=None,
         hosts=1,
+        servicenow=None,
     ):
+        """servicenow: a running sandbox.servicenow.ServiceNowStandIn to check tickets against ([change] is
+        then ticket = "required" unless `extra` says otherwise)."""
         slack = await stack.enter_async_context(SlackStandIn(signing_secret=SIGNING_SECRET))
         if hosts > 1:  # host01, host02, ...: one WinRM account for all of them
             fleet = stack.enter_context(running_fleet(hosts, scenario, password=secrets.token_urlsafe(12)))
@@ -98,6 +101,10 @@ async def slack_bot(tmp_path):
         else:
             host, more_hosts = stack.enter_context(running_host(scenario)), ()
         stand_in = await stack.enter_async_context(WorkspaceOneStandIn(ws1_directories)) if ws1 else None
+        if servicenow is not None:
+            if "change: ticket" not in extra:
+                extra += '\nchange: ticket = "required"'
+            extra += f'\nchange.servicenow: url = "{servicenow.url}"\nchange.servicenow: timeout_seconds = 5'
         config = sandbox_config(
             host,
             tmp_path / "bot.db",
@@ -113,6 +120,8 @@ async def slack_bot(tmp_path):
         }
         if socket_mode:
             env["SLACK_APP_TOKEN"] = "xapp-sandbox"
+        if servicenow is not None:
+            env |= servicenow.environment()
         if stand_in:
             env |= {"WS1_CLIENT_ID": stand_in.client_id, "WS1_CLIENT_SECRET": stand_in.client_secret}
         bot = SlackBot(config, Secrets.from_env(env), socket_mode=socket_mode, api_url=slack.api_url)

@@ -65,10 +65,16 @@ def sandbox_config(
         "audit": "",
         "http": "",
     }
+    more_tables: dict[str, str] = {}  # sections the template has no place for ([change], [change.servicenow]...)
     for line in extra.strip().splitlines():
         section, _, setting = line.partition(":")
-        sections[section.strip()] += "\n" + setting.strip()
-    tables = ""
+        if not line.strip():
+            continue
+        if section.strip() in sections:
+            sections[section.strip()] += "\n" + setting.strip()
+        else:
+            more_tables[section.strip()] = more_tables.get(section.strip(), "") + "\n" + setting.strip()
+    tables = "".join(f"[{name}]{settings}\n" for name, settings in more_tables.items())
     for index, each in enumerate((host, *more_hosts), start=1):
         url = urlsplit(each.endpoint)
         tables += f'[hosts.host{index:02d}]\naddress = "{url.hostname}"\nport = {url.port}\n'
