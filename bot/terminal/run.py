@@ -19,7 +19,7 @@ from bot.runtime import Runtime
 from bot.store.lease import EngineBusy
 from bot.store.store import HostBusy
 from bot.systems.services import Services
-from bot.terminal.view import TerminalView, terminal_actor
+from bot.terminal.view import TerminalView, shown_value, terminal_actor
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -90,7 +90,8 @@ async def run_from_terminal(
             if run.check_only and (plan := stored_plan(store.steps(run.id))):
                 out.write("\n".join(plan_lines(plan, f"you, at the prompt ({terminal_actor()})")) + "\n\n")
         for run in finals:
-            out.write(f"{run.host}: {run.state.label} ({run.id}): {run.result}\n")
+            ticket_note = f", ticket {shown_value(run.ticket)}" if run.ticket else ""
+            out.write(f"{run.host}: {run.state.label} ({run.id}{ticket_note}): {run.result}\n")
         if len(finals) > 1:
             lines = [recap_line(r, store.steps(r.id), engine.read_only_steps) for r in finals]
             out.write(f"\nRECAP\n{recap_text(lines)}\n")

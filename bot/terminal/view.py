@@ -67,6 +67,10 @@ class TerminalView:
                 self.out.write(f"  {key.replace('_', ' ')}: {text}\n")
         if event.data.get("digest"):
             self.out.write(f"  change digest: {event.data['digest']}\n")
+        assert self.engine is not None, "the view is given its engine before the engine starts"
+        run = await self.engine.store.call(self.engine.store.find_run, event.run_id)
+        if run is not None and run.ticket:  # the change that authorizes the work, as in Slack's request
+            self.out.write(f"  change ticket: {shown_value(run.ticket)}\n")
         if self.auto_yes:
             self.out.write("  approved by --yes (terminal.allow_yes = true)\n\n")
             answer = "y"
