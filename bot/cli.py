@@ -123,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     # one usage per form: the `host` subcommand is a form of its own, not an argument of the first one
     sandbox.usage = (
-        "idm-upgrade sandbox [--hosts N] [--scenario NAME] [--approve auto|prompt] [--database PATH]\n"
+        "idm-upgrade sandbox [--hosts N] [--scenario NAME] [--approve auto|prompt] [--database PATH] "
+        "[--servicenow]\n"
         "       idm-upgrade sandbox host --name NAME --port PORT [--scenario NAME]"
     )
     sandbox.add_argument("--hosts", type=int, default=1, metavar="N", help="hosts to upgrade, one after another (1-50)")
@@ -140,6 +141,12 @@ def _parser() -> argparse.ArgumentParser:
         help="auto: the sandbox approves each request (default); prompt: you answer at the terminal",
     )
     sandbox.add_argument("--database", metavar="PATH", help="keep the sandbox's database (and its audit trail) here")
+    sandbox.add_argument(
+        "--servicenow",
+        action="store_true",
+        help='tickets required ([change] ticket = "required"), checked in a ServiceNow stand-in that has change '
+        "CHG0012345 approved, in Implement and in its planned dates; the command carries ticket:CHG0012345",
+    )
     # listed in the usage and the description above, not as an argument of the first form
     sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", help=argparse.SUPPRESS)
     one_host = sandbox_sub.add_parser(
@@ -421,7 +428,15 @@ def _main(argv: Sequence[str] | None) -> int:
             sys.stderr.write("idm-upgrade: --hosts must be 1-50\n")
             return EXIT_USAGE
         try:
-            return asyncio.run(run_sandbox(args.hosts, args.scenario, args.approve, database=_absolute(args.database)))
+            return asyncio.run(
+                run_sandbox(
+                    args.hosts,
+                    args.scenario,
+                    args.approve,
+                    database=_absolute(args.database),
+                    servicenow=args.servicenow,
+                )
+            )
         except KeyboardInterrupt:
             sys.stderr.write("\nsandbox stopped\n")
             return EXIT_FAILED

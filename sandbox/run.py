@@ -18,7 +18,8 @@ import tempfile
 import time
 import tomllib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
@@ -32,6 +33,7 @@ from bot.slack.witness import read_checkpoints
 from bot.store import checkpoints
 from bot.terminal.view import StdinLines
 from sandbox.screen import HOLD_UNPLACED_DRAWINGS, make_screen
+from sandbox.servicenow import ServiceNowStandIn
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from sandbox.winrm_server import WinRMHostServer, start_hosts
@@ -49,7 +51,7 @@ INSTALLER_TIMEOUT_MINUTES = 1  # an install takes 4.5 s here
 
 
 def sandbox_config(
-    hosts: list[WinRMHostServer], ws1_url: str, database: Path, signing_key: Path | None = None
+    hosts: list[WinRMHostServer], ws1_url: str, database: Path, signing_key: Path | None = None, extra: str = ""
 ) -> Config:
     tables = "".join(
         f'[hosts.host{i:02d}]\naddress = "127.0.0.1"\nport = {urlsplit(h.endpoint).port}\n'
@@ -86,6 +88,7 @@ timeout_seconds = {REBOOT_TIMEOUT_SECONDS}
 url = "{ws1_url}"
 [audit]
 {f'signing_key_file = "{signing_key}"' if signing_key else ""}
+{extra}
 {tables}"""
     return parse_config(tomllib.loads(text))
 
@@ -143,6 +146,33 @@ class Clicker:
         return line
 
 
+SANDBOX_TICKET = "CHG0012345"
+
+
+@dataclass(frozen=True)
+class _ChangeBoard:
+    config: str = ""  # TOML for [change]
+    environment: dict[str, str] = field(default_factory=dict)
+    note: str = ""  # what the sandbox says about it before the command
+
+
+async def _change_board(stack: contextlib.AsyncExitStack, servicenow: bool) -> tuple[_ChangeBoard, str]:
+    """With --servicenow: the stand-in with an approved change in Implement, open from an hour ago for the next
+    four, and tickets required; the ticket to type. Without: nothing."""
+    if not servicenow:
+        return _ChangeBoard(), ""
+    snow = await stack.enter_async_context(ServiceNowStandIn())
+    now = datetime.now(UTC)
+    snow.add(SANDBOX_TICKET, start=now - timedelta(hours=1), end=now + timedelta(hours=4))
+    config = f'[change]\nticket = "required"\n[change.servicenow]\nurl = "{snow.url}"\ntimeout_seconds = 5\n'
+    row = snow.changes[SANDBOX_TICKET]
+    note = (
+        f"ServiceNow stand-in at {snow.url}: {SANDBOX_TICKET} approval {row['approval']}, state {row['state']} "
+        f"(Implement), planned {row['start_date']} to {row['end_date']} UTC; tickets required\n"
+    )
+    return _ChangeBoard(config, snow.environment(), note), f"ticket:{SANDBOX_TICKET}"
+
+
 async def thread_hosts(bot: SlackBot) -> dict[str, str]:
     """Each run's thread (its card's ts) and the host it is about."""
 
@@ -174,6 +204,7 @@ async def run_sandbox(
     timeout: float = GIVE_UP_SECONDS,
     database: str | None = None,
     terminal: bool | None = None,
+    servicenow: bool = False,
 ) -> int:
     """Exit 0 when every run succeeded and the audit holds; 1 otherwise, or when the sandbox gave up waiting.
 
@@ -187,7 +218,7 @@ async def run_sandbox(
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signals off the main thread
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
-    options = _Options(hosts, scenario, approve, out, stdin or sys.stdin, timeout, database, terminal)
+    options = _Options(hosts, scenario, approve, out, stdin or sys.stdin, timeout, database, terminal, servicenow)
     try:
         return await _run_sandbox(options, started, interrupted)
     finally:
@@ -205,6 +236,7 @@ class _Options:
     timeout: float
     database: str | None
     terminal: bool | None
+    servicenow: bool = False
 
 
 async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.Event) -> int:
@@ -228,9 +260,11 @@ async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.E
         # the checkpoints are signed as in production: a key of its own, outside the database's directory
         key_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idm-upgrade-sandbox-key-")))
         public_key = generate_key_file(key_dir / "audit.key")
-        config = sandbox_config(servers, ws1.url, db_path, key_dir / "audit.key")
+        change, command = await _change_board(stack, options.servicenow)
+        config = sandbox_config(servers, ws1.url, db_path, key_dir / "audit.key", change.config)
         env = Secrets.from_env(
             {
+                **change.environment,
                 "SLACK_BOT_TOKEN": "xoxb-sandbox",
                 "SLACK_SIGNING_SECRET": SIGNING_SECRET,
                 "WINRM_USERNAME": servers[0].username,
@@ -244,6 +278,7 @@ async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.E
         stack.push_async_callback(bot.stop)
         sender = slack.sender(f"{bot.url}/slack/events", SIGNING_SECRET)
         names = " ".join(config.hosts)
+        typed = f"{names} {command}".strip()
         channel = slack.workspace.channel(OPS_CHANNEL)
         screen = make_screen(out, channel.name if channel else OPS_CHANNEL, options.terminal)
         clicker = Clicker(options.approve, options.stdin, out, interrupted)
@@ -259,8 +294,9 @@ async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.E
             await draw()
             screen.invalidate()  # the question is written below the drawing
 
-        out.write(f"$ /idm-upgrade {names}    (as @requester, scenario {options.scenario})\n")
-        await sender.send_slash_command(REQUESTER, names)
+        out.write(change.note)
+        out.write(f"$ /idm-upgrade {typed}    (as @requester, scenario {options.scenario})\n")
+        await sender.send_slash_command(REQUESTER, typed)
         out.flush()  # once the run is submitted: a Ctrl-C from here on stops a run under way
         finished = False
         with screen:
