@@ -80,7 +80,9 @@ class Admission:
         change = self.config.change
         if change.ticket == "off" or (request.check_only and not request.ticket):
             return
-        example = "`/idm-upgrade host01 ticket:CHG0012345` (or `--ticket` at the terminal)"
+        # the example only where the configured pattern accepts it: a site with INC-style numbers gets the pattern
+        sample = "CHG0012345" if re.fullmatch(change.ticket_pattern, "CHG0012345") else "TICKET"
+        example = f"`/idm-upgrade host01 ticket:{sample}` (or `--ticket {sample}` at the terminal)"
         if request.ticket is None:
             if change.ticket == "required":
                 raise Refused(
@@ -89,7 +91,10 @@ class Admission:
                 )
             return
         if not re.fullmatch(change.ticket_pattern, request.ticket):
-            raise Refused(f"`{request.ticket[:40]}` is not a change ticket: it must match `{change.ticket_pattern}`")
+            raise Refused(
+                f"`{request.ticket[:40]}` is not a change ticket: it must match `{change.ticket_pattern}`, "
+                f"e.g. {example}"
+            )
 
     def when(self, request: Request) -> datetime | None:
         """None to start now, or the time to schedule the runs for; Refused outside the rules."""

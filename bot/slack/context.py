@@ -113,7 +113,8 @@ class SlackContext:
         if not runs:
             return "No upgrade is running."
         return "\n".join(
-            f"{RUN_MARKS[r.state]} `{r.id}` {r.host}: {r.state.label} (by <@{r.requester}>){ticket_note(r)}" for r in runs
+            f"{RUN_MARKS[r.state]} `{r.id}` {r.host}: {r.state.label} (by <@{r.requester}>){ticket_note(r)}"
+            for r in runs
         )
 
     async def history_text(self, host: str | None) -> str:

@@ -95,7 +95,7 @@ class ServiceNowChanges:
                 self.config.url + path,
                 params=params,
                 headers=headers,
-                ssl=None if self.config.verify_tls else False,
+                ssl=self.config.verify_tls,  # False: the instance's certificate is not checked
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout_seconds),
             ) as response:
                 status = response.status
@@ -118,9 +118,7 @@ class ServiceNowChanges:
                 "change_request"
             )
         if status != 200:
-            raise ChangeCheckFailed(
-                f"{unanswered}: it answered HTTP {status}; nothing was started. Try again later"
-            )
+            raise ChangeCheckFailed(f"{unanswered}: it answered HTTP {status}; nothing was started. Try again later")
         try:
             result = json.loads(body)["result"]
             if not isinstance(result, list) or not all(isinstance(row, dict) for row in result):
@@ -172,4 +170,3 @@ def _reason(exc: BaseException) -> str:
     # connection errors name host and port, never the Authorization header; keep the line short
     text = str(exc) or type(exc).__name__
     return text[:160]
-

@@ -45,11 +45,18 @@ async def test_a_malformed_ticket_shows_the_pattern_and_queues_nothing(slack_bot
     h = await slack_bot(extra=REQUIRED)
     text = await refused(h, f"host01 ticket:{ticket}")
     assert f"`{ticket}` is not a change ticket" in text and "^CHG[0-9]{7}$" in text
+    assert "e.g. `/idm-upgrade host01 ticket:CHG0012345`" in text
 
 
 async def test_a_malformed_ticket_is_refused_when_optional_too(slack_bot):
     h = await slack_bot(extra='change: ticket = "optional"')
     assert "is not a change ticket" in await refused(h, "host01 ticket:CHG1")
+
+
+async def test_the_example_follows_a_site_pattern(slack_bot):
+    h = await slack_bot(extra='change: ticket = "required"\nchange: ticket_pattern = "^INC[0-9]{6}$"')
+    text = await refused(h, "host01")
+    assert "`^INC[0-9]{6}$`" in text and "CHG0012345" not in text and "ticket:TICKET" in text
 
 
 async def test_optional_and_missing_starts_the_run_without_a_ticket(slack_bot):

@@ -184,7 +184,7 @@ async def test_admission_words_a_refusal_and_an_outage(snow, make_client, tmp_pa
     with pytest.raises(Refused, match=f"change {TICKET} does not allow this run: .*after its planned end"):
         await admission.admit(Request(["host01"], "U1", ticket=TICKET))
     await snow.go_down()
-    with pytest.raises(Refused, match="did not answer.*nothing was started"):
+    with pytest.raises(Refused, match=r"did not answer.*nothing was started"):
         await admission.admit(Request(["host01"], "U1", ticket=TICKET))
 
 
@@ -192,8 +192,15 @@ async def test_recheck_change_checks_a_scheduled_run_at_its_start(snow, make_cli
     moments = iter([NOW, NOW + timedelta(hours=4)])
     admission = Admission(_config(snow, tmp_path), changes=make_client(snow), clock=lambda: next(moments))
     run = Run(
-        id="run-1", host="host01", requester="U1", state=RunState.scheduled, batch_id="b", plan=[],
-        created_at=NOW, updated_at=NOW, ticket=TICKET,
+        id="run-1",
+        host="host01",
+        requester="U1",
+        state=RunState.scheduled,
+        batch_id="b",
+        plan=[],
+        created_at=NOW,
+        updated_at=NOW,
+        ticket=TICKET,
     )
     await admission.recheck_change(run)  # inside the change's dates
     with pytest.raises(Refused, match="after its planned end"):

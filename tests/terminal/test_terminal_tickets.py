@@ -55,6 +55,7 @@ def test_malformed_exits_2_showing_the_pattern(tmp_path, sandbox_host):
     out, err = proc.communicate("", timeout=60)
     assert proc.returncode == 2, out + err
     assert "`CHG-12` is not a change ticket: it must match `^CHG[0-9]{7}$`" in err
+    assert "--ticket CHG0012345" in err
     assert nothing_recorded(tmp_path) and stats(info)["scripts"] == {}
 
 
@@ -73,7 +74,7 @@ def test_the_ticket_in_every_prompt_the_summary_and_the_audit_csv(tmp_path, sand
     assert proc.returncode == 0, out + err
     prompts = out.count(" for host01 (request ")
     assert prompts >= 4 and out.count(f"  change ticket: {TICKET}\n") == prompts
-    assert f"host01: succeeded (run-" in out and f", ticket {TICKET}): " in out
+    assert "host01: succeeded (run-" in out and f", ticket {TICKET}): " in out
     exported = subprocess.run(
         [sys.executable, "-m", "bot", "audit", "export", "--format", "csv", "--config", str(config)],
         capture_output=True,
@@ -85,6 +86,27 @@ def test_the_ticket_in_every_prompt_the_summary_and_the_audit_csv(tmp_path, sand
     assert rows[0]["event"] == "run.requested" and {row["ticket"] for row in rows if row["run_id"]} == {TICKET}
 
 
+async def run_bot(config: Path, env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """`idm-upgrade run ARGS` without blocking the loop the ServiceNow stand-in answers on."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        *args,
+        "--config",
+        str(config),
+        cwd=ROOT,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
 async def test_servicenow_refusal_at_the_terminal(tmp_path, sandbox_host):
     info = sandbox_host("default")
     now = datetime.now(UTC)
@@ -92,33 +114,13 @@ async def test_servicenow_refusal_at_the_terminal(tmp_path, sandbox_host):
         snow.add(TICKET, start=now + timedelta(days=1), end=now + timedelta(days=2), state="-2")
         config = ticketed(tmp_path, info, f'ticket = "required"\n[change.servicenow]\nurl = "{snow.url}"')
         env = {**os.environ, "WINRM_USERNAME": info["username"], "WINRM_PASSWORD": info["password"]}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "run",
-            "host01",
-            "--ticket",
-            TICKET,
-            "--config",
-            str(config),
-            cwd=ROOT,
-            env=env | snow.environment(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = (part.decode() for part in await asyncio.wait_for(proc.communicate(), 60))
-        assert proc.returncode == 2, out + err
+        code, out, err = await run_bot(config, env | snow.environment(), "host01", "--ticket", TICKET)
+        assert code == 2, out + err
         assert f"change {TICKET} does not allow this run" in err
         assert "not in the Implement state" in err and "before its planned start" in err
         assert snow.password not in out + err
         # without the credentials the terminal refuses before asking anyone
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", "host01", "--ticket", TICKET, "--config", str(config),
-            cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = (part.decode() for part in await asyncio.wait_for(proc.communicate(), 60))
-        assert proc.returncode == 2 and "SERVICENOW_USERNAME / SERVICENOW_PASSWORD" in err, out + err
+        code, out, err = await run_bot(config, env, "host01", "--ticket", TICKET)
+        assert code == 2 and "SERVICENOW_USERNAME / SERVICENOW_PASSWORD" in err, out + err
+        assert [r.status for r in snow.requests] == [200]
     assert nothing_recorded(tmp_path) and stats(info)["scripts"] == {}
