@@ -359,14 +359,16 @@ def check_config(config: Config, source: str, out: TextIO | None = None, *, prob
 
 
 async def _probe_everything(config: Config, secrets: Secrets) -> list[Probe]:
-    """Every system at once (each probe is bounded); the lines in a fixed order: hosts, WS1, vCenter, Slack."""
+    """Every system at once (each probe is bounded); the lines in a fixed order: hosts, WS1, vCenter,
+    ServiceNow, Slack."""
     from bot.slack.probe import probe_slack
-    from bot.terminal.probe import probe_hosts, probe_vcenter, probe_workspace_one
+    from bot.terminal.probe import probe_hosts, probe_servicenow, probe_vcenter, probe_workspace_one
 
     groups = await asyncio.gather(
         probe_hosts(config, secrets),
         probe_workspace_one(config, secrets),
         probe_vcenter(config, secrets),
+        probe_servicenow(config, secrets),
         probe_slack(config, secrets),
     )
     return [found for group in groups for found in group]

@@ -1,7 +1,8 @@
 """`check-config --probe`: reach each system a run would use, read-only, and say in one line what answered.
 
 Hosts: the preflight script over WinRM (reads versions, service, disk; changes nothing), one short attempt
-each. Workspace ONE Access: a token and the directory list. vCenter, when configured: a login. Slack's part
+each. Workspace ONE Access: a token and the directory list. vCenter, when configured: a login. ServiceNow,
+when configured: one change_request lookup (a number no change has, so nothing is read but the answer). Slack's part
 is bot/slack/probe.py. Nothing here writes anything, on a host or anywhere else.
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from bot.core.config import Config, Secrets
 from bot.core.probes import Probe, one_line
+from bot.systems.servicenow import ServiceNowChanges
 from bot.systems.winrm import WinRMExecutor
 from bot.systems.workspace_one import IWA_TYPE, WorkspaceOneClient
 
@@ -85,3 +87,25 @@ async def probe_vcenter(config: Config, secrets: Secrets) -> list[Probe]:
     finally:
         await client.close()
     return [Probe(what, True, f"logged in ({name})")]
+
+
+PROBE_NUMBER = "CHG0000000"  # looked up to see the Table API answer and accept the credentials
+
+
+async def probe_servicenow(config: Config, secrets: Secrets) -> list[Probe]:
+    if config.change.servicenow is None:
+        return []
+    what = f"ServiceNow {config.change.servicenow.url}"
+    try:
+        client = ServiceNowChanges(config.change.servicenow, secrets)
+    except ValueError as exc:  # SERVICENOW_USERNAME / SERVICENOW_PASSWORD missing
+        return [Probe(what, False, str(exc))]
+    try:
+        await client.fetch(PROBE_NUMBER)
+    except Exception as exc:
+        return [Probe(what, False, one_line(exc))]
+    finally:
+        await client.close()
+    return [
+        Probe(what, True, f"the Table API answered a change_request lookup ({config.change.servicenow.table_path})")
+    ]

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bot.core.config import SECRET_NAMES  # the one list of the secrets the program reads
+from sandbox.servicenow import ServiceNowStandIn
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import OPS_CHANNEL
 from sandbox.threaded import running_host
@@ -174,6 +175,29 @@ async def test_probe_with_slack_down_says_failed_in_one_line_each(tmp_path):
     assert channel.startswith(f"probe Slack channel {OPS_CHANNEL}: FAILED: not asked: cannot reach Slack"), channel
     assert lines_with(out, "probe host01")[0].endswith("VMwareIDMConnector Running")
     assert "Traceback" not in err
+
+
+async def test_probe_asks_servicenow_and_says_failed_on_wrong_credentials(tmp_path):
+    with running_host("default") as host:
+        async with SlackStandIn() as slack, ServiceNowStandIn() as snow:
+            config = probe_config(tmp_path, host, None)
+            config.write_text(
+                config.read_text() + f'[change]\nticket = "required"\n[change.servicenow]\nurl = "{snow.url}"\n'
+            )
+            env = probe_env(slack, host, None) | snow.environment()
+            code, out, err = await check_config(config, env, "--probe")
+            assert code == 0, out + err
+            [probe] = lines_with(out, "probe ServiceNow")
+            assert probe == (
+                f"probe ServiceNow {snow.url}: ok: the Table API answered a change_request lookup "
+                "(/api/now/table/change_request)"
+            )
+            code, out, err = await check_config(config, env | {"SERVICENOW_PASSWORD": "wrong-snow"}, "--probe")
+            assert [r.status for r in snow.requests] == [200, 401]
+    assert code == 1, out + err
+    [probe] = lines_with(out, "probe ServiceNow")
+    assert probe.startswith(f"probe ServiceNow {snow.url}: FAILED: ") and "refused the bot's credentials" in probe
+    assert "wrong-snow" not in out + err and snow.password not in out + err
 
 
 vcsim = vcsim_fixture(username="svc-snapshots", password="vc-Pr0be-pass")
