@@ -119,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         "host instead, for tools and tests (idm-upgrade sandbox host --help).",
         "  idm-upgrade sandbox\n  idm-upgrade sandbox --hosts 3\n"
         "  idm-upgrade sandbox --scenario install-fails-1603 --approve prompt\n"
+        "  idm-upgrade sandbox --servicenow\n"
         "  idm-upgrade sandbox host --name host01 --port 0",
     )
     # one usage per form: the `host` subcommand is a form of its own, not an argument of the first one

@@ -73,7 +73,8 @@ def test_sandbox_help_shows_both_forms_and_no_phantom_argument():
     assert done.returncode == 0
     usage = done.stdout.split("\n\n")[0]
     assert usage.splitlines() == [
-        "usage: idm-upgrade sandbox [--hosts N] [--scenario NAME] [--approve auto|prompt] [--database PATH]",
+        "usage: idm-upgrade sandbox [--hosts N] [--scenario NAME] [--approve auto|prompt] [--database PATH] "
+        "[--servicenow]",
         "       idm-upgrade sandbox host --name NAME --port PORT [--scenario NAME]",
     ]
     assert "positional arguments" not in done.stdout and "host ..." not in done.stdout
