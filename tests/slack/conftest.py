@@ -88,7 +88,10 @@ async def slack_bot(tmp_path):
         messages_per_second=10,
         ws1_directories=None,
         hosts=1,
+        tables="",
+        clock=None,
     ):
+        """tables: TOML tables after the hosts' ([windows.NAME], [[freeze]]); clock: admission's clock."""
         slack = await stack.enter_async_context(SlackStandIn(signing_secret=SIGNING_SECRET))
         if hosts > 1:  # host01, host02, ...: one WinRM account for all of them
             fleet = stack.enter_context(running_fleet(hosts, scenario, password=secrets.token_urlsafe(12)))
@@ -104,6 +107,7 @@ async def slack_bot(tmp_path):
             f"slack: messages_per_second = {messages_per_second}\n{extra}",
             ws1_url=stand_in.url if stand_in else None,
             more_hosts=more_hosts,
+            tables_after=tables,
         )
         env = {
             "SLACK_BOT_TOKEN": "xoxb-sandbox",
@@ -115,7 +119,8 @@ async def slack_bot(tmp_path):
             env["SLACK_APP_TOKEN"] = "xapp-sandbox"
         if stand_in:
             env |= {"WS1_CLIENT_ID": stand_in.client_id, "WS1_CLIENT_SECRET": stand_in.client_secret}
-        bot = SlackBot(config, Secrets.from_env(env), socket_mode=socket_mode, api_url=slack.api_url)
+        more = {"clock": clock} if clock else {}
+        bot = SlackBot(config, Secrets.from_env(env), socket_mode=socket_mode, api_url=slack.api_url, **more)
         await bot.start(port=0)
         stack.push_async_callback(bot.stop)
         if socket_mode:
