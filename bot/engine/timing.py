@@ -63,7 +63,7 @@ class Timer:
     def decide(self, request: Request, now: datetime) -> Timing:
         windows = {host: window_for(self.config, host) for host in request.hosts}
         if request.at is None:
-            self._check(request, windows, now, asked="now")
+            self._check(request, windows, now, now, asked="now")
             return Timing(None)
         if request.at == NEXT_WINDOW:
             return self._next_window(request, windows, now)
@@ -72,7 +72,7 @@ class Timer:
         if at < now - PAST_SLACK:
             raise TimingRefused(
                 f"{iso_text(at)} is in the past (it is {utc_text(now)} now); ask for a later time, or leave out "
-                f"`at` to start now{self._offer(request, windows, now)}"
+                f"`at` to start now{self._offer(request, windows, now, now)}"
             )
         if at > now + MAX_AHEAD:
             raise TimingRefused(
@@ -80,9 +80,9 @@ class Timer:
                 f"{utc_text(now + MAX_AHEAD)}. Ask again nearer the time"
             )
         if at <= now:
-            self._check(request, windows, now, asked="now")
+            self._check(request, windows, now, now, asked="now")
             return Timing(None)
-        self._check(request, windows, at, asked=iso_text(at))
+        self._check(request, windows, at, now, asked=iso_text(at))
         return self._timing(at, windows)
 
     def _next_window(self, request: Request, windows: dict[str, MaintenanceWindow | None], now: datetime) -> Timing:
@@ -103,23 +103,29 @@ class Timer:
             )
         window = _window(windows, next(iter(named.values())))
         if window.is_open(now):
-            self._check(request, windows, now, asked="now")
+            self._check(request, windows, now, now, asked="now")
             return Timing(None)
         opening = window.next_opening(now)
         if freeze := freeze_at(self.config, opening.start):
             raise TimingRefused(
                 f"the next opening of window {window.name}, {window.describe(opening)}, is in a change freeze: "
-                f"{freeze_text(freeze)}{self._offer(request, windows, freeze.end, next_window=False)}"
+                f"{freeze_text(freeze)}{self._offer(request, windows, freeze.end, now, next_window=False)}"
             )
         return self._timing(opening.start, windows)
 
     def _check(
-        self, request: Request, windows: dict[str, MaintenanceWindow | None], moment: datetime, *, asked: str
+        self,
+        request: Request,
+        windows: dict[str, MaintenanceWindow | None],
+        moment: datetime,
+        now: datetime,
+        *,
+        asked: str,
     ) -> None:
         """Refuse unless ``moment`` is in no freeze and inside every host's window."""
         if freeze := freeze_at(self.config, moment):
             when = "" if asked == "now" else f"{asked} is in a change freeze: "
-            raise TimingRefused(f"{when}{freeze_text(freeze)}{self._offer(request, windows, freeze.end)}")
+            raise TimingRefused(f"{when}{freeze_text(freeze)}{self._offer(request, windows, freeze.end, now)}")
         parts = []
         for name, hosts in _by_window(windows).items():
             window = _window(windows, hosts)
@@ -133,13 +139,14 @@ class Timer:
         if not parts:
             return
         at = "" if asked == "now" else f"{asked}: "
-        raise TimingRefused(f"{at}{'; '.join(parts)}{self._offer(request, windows, moment)}")
+        raise TimingRefused(f"{at}{'; '.join(parts)}{self._offer(request, windows, moment, now)}")
 
     def _offer(
         self,
         request: Request,
         windows: dict[str, MaintenanceWindow | None],
         after: datetime,
+        now: datetime,
         *,
         next_window: bool = True,
     ) -> str:
@@ -147,6 +154,8 @@ class Timer:
         moment = self.first_allowed(windows, after)
         if moment is None:
             return ". No time in the next days is inside every host's window; ask for each window's hosts separately"
+        if moment > now + MAX_AHEAD:
+            return f". The earliest time it may run is {utc_text(moment)}, more than {MAX_AHEAD.days} days ahead"
         named = _by_window(windows)
         bare = any(w is None for w in windows.values())
         # in the window's own offset when there is one window, as its people read the clock; else UTC
