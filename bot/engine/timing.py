@@ -91,8 +91,7 @@ class Timer:
             soon = (now + timedelta(hours=1)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
             raise TimingRefused(
                 f"{_names(bare)} {'has' if len(bare) == 1 else 'have'} no maintenance window, so there is no "
-                f"next window to wait for; ask for a time instead, e.g. "
-                f"`/idm-upgrade {_target(request)} at {iso_text(soon)}`"
+                f"next window to wait for; ask for a time instead{self._offer(request, windows, soon, now)}"
             )
         named = _by_window(windows)
         if len(named) > 1:
@@ -109,7 +108,7 @@ class Timer:
         if freeze := freeze_at(self.config, opening.start):
             raise TimingRefused(
                 f"the next opening of window {window.name}, {window.describe(opening)}, is in a change freeze: "
-                f"{freeze_text(freeze)}{self._offer(request, windows, freeze.end, now, next_window=False)}"
+                f"{freeze_text(freeze)}{self._offer(request, windows, freeze.end, now)}"
             )
         return self._timing(opening.start, windows)
 
@@ -147,10 +146,9 @@ class Timer:
         windows: dict[str, MaintenanceWindow | None],
         after: datetime,
         now: datetime,
-        *,
-        next_window: bool = True,
     ) -> str:
-        """``. To run then: `…at next-window` or `…at ISO``` for the earliest time that would be accepted."""
+        """The commands that would be accepted for the earliest allowed time from ``after`` on: `at ISO`, and
+        `at next-window` when that is what it would choose."""
         moment = self.first_allowed(windows, after)
         if moment is None:
             return ". No time in the next days is inside every host's window; ask for each window's hosts separately"
@@ -158,14 +156,16 @@ class Timer:
             return f". The earliest time it may run is {utc_text(moment)}, more than {MAX_AHEAD.days} days ahead"
         named = _by_window(windows)
         bare = any(w is None for w in windows.values())
-        # in the window's own offset when there is one window, as its people read the clock; else UTC
-        local = _window(windows, next(iter(named.values()))).local(moment) if len(named) == 1 else moment
+        # `at` in the window's own offset when there is one window, as its people read the clock
+        one = _window(windows, next(iter(named.values()))) if len(named) == 1 else None
         commands = []
         target = _target(request)
-        if next_window and len(named) == 1 and not bare:
-            commands.append(f"`/idm-upgrade {target} at {NEXT_WINDOW}`")
-        commands.append(f"`/idm-upgrade {target} at {iso_text(local)}`")
-        return f". To run then ({utc_text(moment)}), ask for {' or '.join(commands)}"
+        if one is not None and not bare:
+            chooses = now if one.is_open(now) else one.next_opening(now).start
+            if chooses == moment:  # not when a freeze has the next opening: next-window would be refused
+                commands.append(f"`/idm-upgrade {target} at {NEXT_WINDOW}`")
+        commands.append(f"`/idm-upgrade {target} at {iso_text(one.local(moment) if one else moment)}`")
+        return f". To run at the earliest allowed time ({utc_text(moment)}), ask for {' or '.join(commands)}"
 
     def first_allowed(self, windows: dict[str, MaintenanceWindow | None], after: datetime) -> datetime | None:
         """The earliest moment from ``after`` on that is in every host's window and in no freeze."""

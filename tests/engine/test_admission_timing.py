@@ -50,7 +50,7 @@ async def test_outside_the_window_names_the_next_opening_in_both_zones_and_both_
     text = await refusal(config(tmp_path), ["host01"])
     assert text == (
         "host01 is outside its maintenance window weekend (Sat 22:00-04:00 Europe/Berlin); it next opens "
-        "Sat 2026-12-05 22:00 CET (21:00 UTC) to Sun 04:00 CET (03:00 UTC). To run then (2026-12-05 21:00 UTC), "
+        "Sat 2026-12-05 22:00 CET (21:00 UTC) to Sun 04:00 CET (03:00 UTC). To run at the earliest allowed time (2026-12-05 21:00 UTC), "
         "ask for `/idm-upgrade host01 at next-window` or `/idm-upgrade host01 at 2026-12-05T22:00+01:00`"
     )
 
@@ -86,8 +86,14 @@ async def test_at_next_window_while_it_is_open_starts_now(tmp_path):
 async def test_at_next_window_needs_one_window_for_every_host(tmp_path):
     text = await refusal(config(tmp_path), ["host01", "host02"], NEXT_WINDOW)
     assert text == (
-        "host02 has no maintenance window, so there is no next window to wait for; ask for a time instead, "
-        "e.g. `/idm-upgrade host01 host02 at 2026-12-02T11:00Z`"
+        "host02 has no maintenance window, so there is no next window to wait for; ask for a time instead. To run "
+        "at the earliest allowed time (2026-12-05 21:00 UTC), ask for `/idm-upgrade host01 host02 at "
+        "2026-12-05T22:00+01:00`"
+    )
+    assert (await refusal(config(tmp_path), ["host02", "host03"], NEXT_WINDOW)).endswith(
+        "host02, host03 have no maintenance window, so there is no next window to wait for; ask for a time instead. "
+        "To run at the earliest allowed time (2026-12-02 11:00 UTC), ask for `/idm-upgrade host02 host03 at "
+        "2026-12-02T11:00Z`"
     )
     text = await refusal(config(tmp_path, host02_window="nightly"), ["host01", "host02"], NEXT_WINDOW)
     assert text == (
@@ -132,7 +138,7 @@ async def test_a_freeze_refuses_with_its_end_in_utc_and_its_own_offset(tmp_path)
     text = await refusal(cfg, ["host02"])
     assert text == (
         "a change freeze is on until 2026-12-03 23:00 UTC (2026-12-04T00:00+01:00): year-end close; no run starts "
-        "during it. To run then (2026-12-03 23:00 UTC), ask for `/idm-upgrade host02 at 2026-12-04T00:00+01:00`"
+        "during it. To run at the earliest allowed time (2026-12-03 23:00 UTC), ask for `/idm-upgrade host02 at 2026-12-04T00:00+01:00`"
     )
     # a window's host: offered the first opening after the freeze
     assert "ask for `/idm-upgrade host01 at next-window` or `/idm-upgrade host01 at 2026-12-05T22:00+01:00`" in (

@@ -47,7 +47,7 @@ async def test_outside_the_window_the_reply_offers_the_next_opening_and_queues_n
     assert reply["response_type"] == "ephemeral"
     assert reply["text"] == (
         "Not started: host01 is outside its maintenance window weekend (Sat 22:00-04:00 Europe/Berlin); it next "
-        "opens Sat 2026-12-05 22:00 CET (21:00 UTC) to Sun 04:00 CET (03:00 UTC). To run then (2026-12-05 21:00 "
+        "opens Sat 2026-12-05 22:00 CET (21:00 UTC) to Sun 04:00 CET (03:00 UTC). To run at the earliest allowed time (2026-12-05 21:00 "
         "UTC), ask for `/idm-upgrade host01 at next-window` or `/idm-upgrade host01 at 2026-12-05T22:00+01:00`."
     )
     nothing_queued(h)
@@ -58,7 +58,7 @@ async def test_a_freeze_refuses_and_queues_nothing(slack_bot):
     reply = await ask(h, "host01")
     assert reply["text"].startswith(
         "Not started: a change freeze is on until 2026-12-03 23:00 UTC (2026-12-04T00:00+01:00): year-end close; "
-        "no run starts during it. To run then (2026-12-05 21:00 UTC), ask for `/idm-upgrade host01 at next-window`"
+        "no run starts during it. To run at the earliest allowed time (2026-12-05 21:00 UTC), ask for `/idm-upgrade host01 at next-window`"
     )
     nothing_queued(h)
 
@@ -84,7 +84,7 @@ async def test_at_in_the_past_malformed_or_in_a_freeze_is_refused(slack_bot):
     reply = await ask(h, "host01 at 2026-11-30T11:00Z")
     assert reply["text"].startswith(
         "Not started: 2026-11-30T11:00Z is in the past (it is 2026-11-30 12:00 UTC now); ask for a later time, or "
-        "leave out `at` to start now. To run then (2026-12-05 21:00 UTC), ask for `/idm-upgrade host01 at next-window`"
+        "leave out `at` to start now. To run at the earliest allowed time (2026-12-05 21:00 UTC), ask for `/idm-upgrade host01 at next-window`"
     )
     reply = await ask(h, "host01 at tomorrow")
     assert reply["text"].startswith("`tomorrow` is not a time I can use: write `at next-window`, or a date and time")

@@ -34,7 +34,7 @@ def test_run_outside_the_window_is_refused_with_the_next_opening(tmp_path, sandb
     assert proc.returncode == 2, out + err
     assert err.splitlines()[-1] == (
         f"idm-upgrade: host01 is outside its maintenance window later ({name} 00:00-01:00 UTC); it next opens "
-        f"{name} {day} 00:00 UTC (00:00 UTC) to {name} 01:00 UTC (01:00 UTC). To run then ({day} 00:00 UTC), ask "
+        f"{name} {day} 00:00 UTC (00:00 UTC) to {name} 01:00 UTC (01:00 UTC). To run at the earliest allowed time ({day} 00:00 UTC), ask "
         f"for `/idm-upgrade host01 at next-window` or `/idm-upgrade host01 at {day}T00:00Z`"
     )
     nothing_started(tmp_path, info)
