@@ -9,10 +9,12 @@ the environment, and nowhere else.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from bot.core.config import Config, Secrets
+from bot.core.models import utcnow
 from bot.core.signing import AuditSigner
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.engine import APPROVAL_POLL_SECONDS, Engine
@@ -52,6 +54,7 @@ class Runtime:
         plan: Mapping[str, Step] | None = None,
         environ: Mapping[str, str] | None = None,
         approval_poll_seconds: float = APPROVAL_POLL_SECONDS,
+        clock: Callable[[], datetime] = utcnow,
     ) -> Runtime:
         """Raises SigningKeyError (the audit key cannot be used), EngineBusy (another engine holds the
         database) or ServicesError; nothing is left held."""
@@ -74,6 +77,7 @@ class Runtime:
             approval_poll_seconds=approval_poll_seconds,
             signer=signer,
             changes=built.servicenow,  # the change requests behind tickets ([change.servicenow]), or None
+            clock=clock,
         )
         return cls(config, lease, store, built, engine)
 

@@ -63,6 +63,9 @@ async def _run(command: Command, user: str, deps: SlackContext) -> str:
         what = "Dry run (check only, nothing is changed)" if command.verb == "check" else "Upgrade"
         ids = ", ".join(f"`{r.id}` ({r.host})" for r in runs)
         order = " one after another, stopping at the first failure" if len(runs) > 1 else ""
+        if admitted.scheduled_for is not None:
+            cancel = f"`/idm-upgrade cancel {runs[0].id}`" if len(runs) == 1 else "`/idm-upgrade cancel RUN` for each"
+            return f"Scheduled for {admitted.schedule}{order}: {ids}; cancel with {cancel}."
         return f"{what} queued{order}: {ids}. Follow it in <#{deps.config.slack.channel}>."
     if command.verb == "cancel" and command.run_id is not None:
         return (await engine.cancel(command.run_id, user)).message

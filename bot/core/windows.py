@@ -4,7 +4,9 @@ A window ``days = ["Sat"], start = "22:00", end = "04:00"`` opens the first time
 reaches 22:00 on a Saturday and closes the first time it then reaches 04:00 (on Sunday: ``end`` not after
 ``start`` means the window crosses midnight). "First reaches" settles the two awkward days of daylight
 saving time: a start inside the hour that is skipped opens when the clock jumps past it, and a time that
-happens twice (the hour repeated in autumn) counts the first time it happens.
+happens twice (the hour repeated in autumn) counts the first time it happens. When start and end both fall
+in the skipped hour the clock reaches them at the same instant: that day's opening has no length, and
+there is none that day (it is not offered as "the next opening").
 
 Every instant here is timezone-aware; what is returned is in UTC.
 """
@@ -75,7 +77,7 @@ class MaintenanceWindow:
                 start = first_reaching(day, self.start, self.zone)
                 end_day = day + timedelta(days=1) if self.crosses_midnight else day
                 opening = Opening(start, first_reaching(end_day, self.end, self.zone))
-                if opening.end > since:
+                if opening.end > since and opening.end > opening.start:  # an empty one is no opening
                     yield opening
             day += timedelta(days=1)
 
@@ -90,13 +92,24 @@ class MaintenanceWindow:
         """The next opening that starts after ``moment`` (not the one it may be in)."""
         return next(o for o in self.openings(moment) if o.start > moment)
 
+    def local(self, moment: datetime) -> datetime:
+        """``moment`` in the window's zone (its own offset, as a person there reads the clock)."""
+        return moment.astimezone(self.zone)
+
+    def iso(self, moment: datetime) -> str:
+        """``2026-12-05T22:00+01:00``: the form `at` takes, in the window's offset."""
+        return self.local(moment).isoformat(timespec="minutes")
+
     def describe(self, opening: Opening) -> str:
-        """``Sat 2026-12-05 22:00 CET (21:00 UTC) to Sun 04:00 CET (03:00 UTC)``."""
-        start, end = opening.start.astimezone(self.zone), opening.end.astimezone(self.zone)
-        return (
-            f"{start:%a %Y-%m-%d %H:%M} {start.tzname()} ({opening.start:%H:%M} UTC) to "
-            f"{end:%a %H:%M} {end.tzname()} ({opening.end:%H:%M} UTC)"
-        )
+        """``Sat 2026-12-05 22:00 CET (21:00 UTC) to Sun 04:00 CET (03:00 UTC)``; the UTC date is written
+        out when it is not the local one (Asia/Kolkata's 02:00 is the day before in UTC)."""
+        return f"{self.describe_moment(opening.start)} to {self.describe_moment(opening.end, short=True)}"
+
+    def describe_moment(self, moment: datetime, *, short: bool = False) -> str:
+        local, utc = self.local(moment), moment.astimezone(UTC)
+        day = f"{local:%a}" if short else f"{local:%a %Y-%m-%d}"
+        utc_day = "" if utc.date() == local.date() else f"{utc:%a %Y-%m-%d} "
+        return f"{day} {local:%H:%M} {local.tzname()} ({utc_day}{utc:%H:%M} UTC)"
 
 
 def window_for(config: Config, host: str) -> MaintenanceWindow | None:

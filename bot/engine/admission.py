@@ -16,9 +16,8 @@ from typing import Protocol
 from bot.core.config import Config
 from bot.core.errors import ChangeCheckFailed, ChangeRefused
 from bot.core.models import Run, utcnow
-from bot.core.windows import freeze_at, window_for
-
-NEXT_WINDOW = "next-window"
+from bot.engine.timing import NEXT_WINDOW as NEXT_WINDOW  # re-exported: the parser reads it from here
+from bot.engine.timing import Timer, Timing, TimingRefused
 
 
 class Refused(Exception):
@@ -44,18 +43,21 @@ class Request:
 class Admitted:
     scheduled_for: datetime | None = None  # None: start now
     notes: list[str] = field(default_factory=list)
+    schedule: str | None = None  # when scheduled: the time in the window's zone (UTC) and the window, in words
 
 
 class Admission:
     def __init__(self, config: Config, *, changes: ChangeChecker | None = None, clock: Callable[[], datetime] = utcnow):
         self.config, self.changes, self.clock = config, changes, clock
+        self.timer = Timer(config)
 
     async def admit(self, request: Request) -> Admitted:
         self.ticket_problem(request)
-        scheduled_for = self.when(request)
+        timing = self.timing(request)
+        scheduled_for = timing.scheduled_for
         if request.ticket and not request.check_only:
             await self.check_change(request.ticket, scheduled_for or self.clock())
-        return Admitted(scheduled_for)
+        return Admitted(scheduled_for, schedule=timing.describe)
 
     async def check_change(self, ticket: str, moment: datetime) -> None:
         """Refused unless the change ``ticket`` authorizes work at ``moment`` (nothing to check without a
@@ -98,19 +100,15 @@ class Admission:
 
     def when(self, request: Request) -> datetime | None:
         """None to start now, or the time to schedule the runs for; Refused outside the rules."""
-        now = self.clock()
-        moment = now if request.at in (None, NEXT_WINDOW) else request.at
-        assert not isinstance(moment, str)
+        return self.timing(request).scheduled_for
+
+    def timing(self, request: Request) -> Timing:
+        """Freezes and windows (bot.engine.timing); a dry run changes nothing, so neither keeps it from looking."""
         if request.check_only:
-            return None  # a dry run changes nothing: no window or freeze keeps it from looking
-        if freeze := freeze_at(self.config, moment):
-            raise Refused(f"a change freeze is on until {freeze.end.isoformat()}: {freeze.reason}")
-        for host in request.hosts:
-            window = window_for(self.config, host)
-            if window is not None and not window.is_open(moment):
-                opening = window.current_or_next(moment)
-                raise Refused(
-                    f"{host} is outside its maintenance window {window.name}; it next opens "
-                    f"{window.describe(opening)}. Ask for `/idm-upgrade {host} at {NEXT_WINDOW}`"
-                )
-        return None if request.at is None else moment
+            if request.at is not None:
+                raise Refused("a dry run changes nothing and starts at once; leave out `at`")
+            return Timing(None)
+        try:
+            return self.timer.decide(request, self.clock())
+        except TimingRefused as exc:
+            raise Refused(str(exc)) from None

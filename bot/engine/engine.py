@@ -82,9 +82,10 @@ class Engine:
         approval_poll_seconds: float = APPROVAL_POLL_SECONDS,
         signer: AuditSigner | None = None,
         changes: ChangeChecker | None = None,
+        clock: Callable[[], datetime] = utcnow,  # what admission decides windows and freezes by (tests set it)
     ):
         self.store = store
-        self.admission = Admission(config, changes=changes)
+        self.admission = Admission(config, changes=changes, clock=clock)
         self.config = config
         self.steps = dict(steps)
         self.policy = policy or ApprovalPolicy(config.slack)
@@ -184,6 +185,8 @@ class Engine:
     async def _run_batch(self, batch_id: str) -> None:
         try:
             for run in await self._db(self.store.batch, batch_id):
+                if run.state is RunState.scheduled:
+                    return  # not due yet: the batch waits, untouched, for its time
                 if run.state.active:
                     await self._drive(run)
                     run = await self._db(self.store.get_run, run.id)

@@ -7,6 +7,8 @@ import hmac
 import logging
 import os
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -21,6 +23,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.config import Config, Secrets
+from bot.core.models import utcnow
 from bot.core.needs import serve_refusals
 from bot.engine.approvals import ApprovalPolicy
 from bot.runtime import Runtime
@@ -87,6 +90,7 @@ class SlackBot:
         socket_mode: bool,
         api_url: str | None = None,
         services: Services | None = None,
+        clock: Callable[[], datetime] = utcnow,  # admission's clock (windows, freezes); tests set it
     ):
         # everything missing at once, as check-config says it, not one variable per attempt
         refusals = serve_refusals(config, secrets, socket_mode=socket_mode)
@@ -98,7 +102,7 @@ class SlackBot:
         self.app_token = tokens.get("SLACK_APP_TOKEN", "")
         self.client = web_client(tokens["SLACK_BOT_TOKEN"], api_url)
         self.policy = ApprovalPolicy(config.slack, SlackGroups(self.client), SlackIdentities(self.client))
-        self.runtime = Runtime.build(config, secrets, policy=self.policy, services=services)
+        self.runtime = Runtime.build(config, secrets, policy=self.policy, services=services, clock=clock)
         self.store, self.engine, self.services = self.runtime.store, self.runtime.engine, self.runtime.services
         self.progress = SlackProgress(
             self.store, self.client, config, self.runtime.titles, self.runtime.engine.read_only_steps

@@ -19,15 +19,25 @@ def help_text(*args: str) -> str:
     ).stdout
 
 
+TABLES_BY_NAME = ("hosts", "windows", "groups")  # [hosts.NAME]: the README writes hosts.NAME.key
+
+
 def config_keys() -> set[str]:
     keys = set()
     for section, field in Config.model_fields.items():
         model = field.annotation
-        if section == "hosts":
+        if section in TABLES_BY_NAME:
             model = model.__args__[1]
-            keys |= {f"hosts.NAME.{k}" for k in model.model_fields}
+            keys |= {f"{section}.NAME.{k}" for k in model.model_fields}
+        elif section == "freeze":  # [[freeze]]: a list of tables
+            keys |= {f"freeze.{k}" for k in model.__args__[0].model_fields}
         else:
             keys |= {f"{section}.{k}" for k in model.model_fields}
+            if section == "change":
+                keys |= {
+                    f"change.servicenow.{k}"
+                    for k in model.model_fields["servicenow"].annotation.__args__[0].model_fields
+                }
     return keys
 
 
@@ -48,11 +58,11 @@ def test_every_configuration_key_in_the_readme_exists():
     keys = config_keys()
     mentioned = set(
         re.findall(
-            r"`((?:slack|preflight|database|installer|connector|winrm|reboot|workspace_one|vcenter|terminal|audit|http)\.[a-z_0-9]+)",
+            r"`((?:slack|preflight|database|installer|connector|winrm|reboot|workspace_one|vcenter|terminal|audit|http|change|freeze)\.[a-z_0-9.]+)",
             README,
         )
     )
-    mentioned |= set(re.findall(r"`(hosts\.NAME\.[a-z_]+)", README))
+    mentioned |= set(re.findall(r"`((?:hosts|windows|groups)\.NAME\.[a-z_]+)", README))
     assert mentioned, "the README names no keys?"
     assert mentioned <= keys, mentioned - keys
 

@@ -88,10 +88,13 @@ async def slack_bot(tmp_path):
         messages_per_second=10,
         ws1_directories=None,
         hosts=1,
+        tables="",
+        clock=None,
         servicenow=None,
     ):
-        """servicenow: a running sandbox.servicenow.ServiceNowStandIn to check tickets against ([change] is
-        then ticket = "required" unless `extra` says otherwise)."""
+        """tables: TOML tables after the hosts' ([windows.NAME], [[freeze]]); clock: admission's clock;
+        servicenow: a running sandbox.servicenow.ServiceNowStandIn to check tickets against ([change] is
+        then ticket = "required" unless `tables` has a [change] of its own)."""
         slack = await stack.enter_async_context(SlackStandIn(signing_secret=SIGNING_SECRET))
         if hosts > 1:  # host01, host02, ...: one WinRM account for all of them
             fleet = stack.enter_context(running_fleet(hosts, scenario, password=secrets.token_urlsafe(12)))
@@ -102,15 +105,16 @@ async def slack_bot(tmp_path):
             host, more_hosts = stack.enter_context(running_host(scenario)), ()
         stand_in = await stack.enter_async_context(WorkspaceOneStandIn(ws1_directories)) if ws1 else None
         if servicenow is not None:
-            if "change: ticket" not in extra:
-                extra += '\nchange: ticket = "required"'
-            extra += f'\nchange.servicenow: url = "{servicenow.url}"\nchange.servicenow: timeout_seconds = 5'
+            if "[change]" not in tables:
+                tables += '\n[change]\nticket = "required"\n'
+            tables += f'\n[change.servicenow]\nurl = "{servicenow.url}"\ntimeout_seconds = 5\n'
         config = sandbox_config(
             host,
             tmp_path / "bot.db",
             f"slack: messages_per_second = {messages_per_second}\n{extra}",
             ws1_url=stand_in.url if stand_in else None,
             more_hosts=more_hosts,
+            tables_after=tables,
         )
         env = {
             "SLACK_BOT_TOKEN": "xoxb-sandbox",
@@ -124,7 +128,8 @@ async def slack_bot(tmp_path):
             env |= servicenow.environment()
         if stand_in:
             env |= {"WS1_CLIENT_ID": stand_in.client_id, "WS1_CLIENT_SECRET": stand_in.client_secret}
-        bot = SlackBot(config, Secrets.from_env(env), socket_mode=socket_mode, api_url=slack.api_url)
+        more = {"clock": clock} if clock else {}
+        bot = SlackBot(config, Secrets.from_env(env), socket_mode=socket_mode, api_url=slack.api_url, **more)
         await bot.start(port=0)
         stack.push_async_callback(bot.stop)
         if socket_mode:

@@ -65,3 +65,56 @@ def test_any_text_is_a_command_or_a_clear_refusal(text):
         assert "<@" not in str(refused)  # echoed input can never mention people
         return
     assert set(command.hosts) <= set(HOSTS)
+
+
+GROUPS = {"prod": ["host02", "host01"], "dr": ["host03"]}
+
+
+def test_groups_expand_in_their_order_and_each_is_a_batch():
+    command = parse("dr prod ticket:CHG0012345", HOSTS, 20, GROUPS)
+    assert command.hosts == ("host03", "host02", "host01") and command.groups == ("dr", "prod")
+    assert command.ticket == "CHG0012345"
+    assert command.batches(GROUPS) == [("dr", ["host03"]), ("prod", ["host02", "host01"])]
+
+
+def test_hosts_named_on_their_own_are_one_batch_after_the_groups():
+    command = parse("host03 prod", HOSTS, 20, GROUPS)
+    assert command.batches(GROUPS) == [("prod", ["host02", "host01"]), (None, ["host03"])]
+
+
+def test_at_takes_next_window_or_a_time_with_its_offset():
+    assert parse("host01 at next-window", HOSTS, 20).at == "next-window"
+    at = parse("at 2026-12-05T22:00+01:00 host01", HOSTS, 20).at
+    assert not isinstance(at, str) and at is not None and at.utcoffset() is not None and at.hour == 22
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("host01 at", "`at` needs a time"),
+        ("host01 at 2026-12-05T22:00", "with its UTC offset"),
+        ("host01 at tomorrow", "`tomorrow` is not a time"),
+        ("host01 at next-window at next-window", "more than once"),
+        ("host01 ticket:", "needs the ticket number"),
+        ("host01 ticket:A ticket:B", "more than once"),
+        ("host01 prod", "named more than once"),
+        ("prod prod", "A group is named more than once"),
+        ("ticket:CHG0012345", "Which host?"),
+        ("status prod dr", "at most one run id or group"),
+    ],
+)
+def test_change_words_refused_plainly(text, says):
+    with pytest.raises(CommandError) as caught:
+        parse(text, HOSTS, 20, GROUPS)
+    assert says in str(caught.value)
+
+
+def test_status_and_history_take_a_group():
+    assert parse("status prod", HOSTS, 20, GROUPS) == Command("status", groups=("prod",))
+    assert parse("history dr", HOSTS, 20, GROUPS) == Command("history", groups=("dr",))
+
+
+def test_a_ticket_word_is_never_a_host_name():
+    """`ticket:x` cannot be mistaken for a host (':' is not in a DNS label), whatever follows the colon."""
+    command = parse("host01 TICKET:host02", HOSTS, 20)
+    assert command.hosts == ("host01",) and command.ticket == "host02"

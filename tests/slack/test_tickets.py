@@ -16,7 +16,7 @@ from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from tests.support.waiting import eventually
 
 TICKET = "CHG0012345"
-REQUIRED = 'change: ticket = "required"'
+REQUIRED = '[change]\nticket = "required"\n'
 
 
 def section_text(message) -> str:
@@ -35,32 +35,32 @@ async def refused(h, text: str) -> str:
 
 
 async def test_required_and_missing_shows_the_pattern_and_queues_nothing(slack_bot):
-    h = await slack_bot(extra=REQUIRED)
+    h = await slack_bot(tables=REQUIRED)
     text = await refused(h, "host01")
     assert "a change ticket is required" in text and "^CHG[0-9]{7}$" in text and "ticket:CHG0012345" in text
 
 
 @pytest.mark.parametrize("ticket", ["CHG12", "INC0012345", "CHG0012345x"])
 async def test_a_malformed_ticket_shows_the_pattern_and_queues_nothing(slack_bot, ticket):
-    h = await slack_bot(extra=REQUIRED)
+    h = await slack_bot(tables=REQUIRED)
     text = await refused(h, f"host01 ticket:{ticket}")
     assert f"`{ticket}` is not a change ticket" in text and "^CHG[0-9]{7}$" in text
     assert "e.g. `/idm-upgrade host01 ticket:CHG0012345`" in text
 
 
 async def test_a_malformed_ticket_is_refused_when_optional_too(slack_bot):
-    h = await slack_bot(extra='change: ticket = "optional"')
+    h = await slack_bot(tables='[change]\nticket = "optional"\n')
     assert "is not a change ticket" in await refused(h, "host01 ticket:CHG1")
 
 
 async def test_the_example_follows_a_site_pattern(slack_bot):
-    h = await slack_bot(extra='change: ticket = "required"\nchange: ticket_pattern = "^INC[0-9]{6}$"')
+    h = await slack_bot(tables='[change]\nticket = "required"\nticket_pattern = "^INC[0-9]{6}$"\n')
     text = await refused(h, "host01")
     assert "`^INC[0-9]{6}$`" in text and "CHG0012345" not in text and "ticket:TICKET" in text
 
 
 async def test_optional_and_missing_starts_the_run_without_a_ticket(slack_bot):
-    h = await slack_bot(extra='change: ticket = "optional"')
+    h = await slack_bot(tables='[change]\nticket = "optional"\n')
     reply = await h.reply(await h.sender.send_slash_command(REQUESTER, "check host01"))
     [run] = h.runs()
     assert run.id in reply["text"] and run.ticket is None
@@ -70,7 +70,7 @@ async def test_optional_and_missing_starts_the_run_without_a_ticket(slack_bot):
 
 async def test_ticket_text_is_escaped_on_its_way_to_slack(slack_bot):
     # a permissive pattern lets markup through the parser: Slack must still show it as text
-    h = await slack_bot(extra='change: ticket = "optional"\nchange: ticket_pattern = ".+"')
+    h = await slack_bot(tables='[change]\nticket = "optional"\nticket_pattern = ".+"\n')
     await h.reply(await h.sender.send_slash_command(REQUESTER, "check host01 ticket:<!channel>"))
     [run] = h.runs()
     assert run.ticket == "<!channel>"
@@ -81,7 +81,7 @@ async def test_ticket_text_is_escaped_on_its_way_to_slack(slack_bot):
 
 
 async def test_the_ticket_reaches_card_approvals_audit_csv_status_and_history(slack_bot):
-    h = await slack_bot(extra=REQUIRED)
+    h = await slack_bot(tables=REQUIRED)
     reply = await h.reply(await h.sender.send_slash_command(REQUESTER, f"host01 ticket:{TICKET}"))
     [run] = h.runs()
     assert run.id in reply["text"] and run.ticket == TICKET

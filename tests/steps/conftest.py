@@ -50,6 +50,7 @@ def sandbox_config(
     more_hosts: tuple = (),
     vcenter_url: str | None = None,
     vm_name: str | None = None,
+    tables_after: str = "",
 ):
     """A real configuration for simulated hosts (host01, host02, ...): what an operator would write."""
     sections = {
@@ -65,21 +66,20 @@ def sandbox_config(
         "audit": "",
         "http": "",
     }
-    more_tables: dict[str, str] = {}  # sections the template has no place for ([change], [change.servicenow]...)
+    more: dict[str, str] = {}  # "hosts.host01: window = ..." goes into that host's table
     for line in extra.strip().splitlines():
         section, _, setting = line.partition(":")
-        if not line.strip():
-            continue
-        if section.strip() in sections:
-            sections[section.strip()] += "\n" + setting.strip()
-        else:
-            more_tables[section.strip()] = more_tables.get(section.strip(), "") + "\n" + setting.strip()
-    tables = "".join(f"[{name}]{settings}\n" for name, settings in more_tables.items())
+        into = sections if section.strip() in sections else more
+        into[section.strip()] = into.get(section.strip(), "") + "\n" + setting.strip()
+    tables = ""
     for index, each in enumerate((host, *more_hosts), start=1):
         url = urlsplit(each.endpoint)
         tables += f'[hosts.host{index:02d}]\naddress = "{url.hostname}"\nport = {url.port}\n'
         if vm_name and index == 1:
             tables += f'vm_name = "{vm_name}"\n'
+        tables += more.pop(f"hosts.host{index:02d}", "").strip() + "\n"
+    if more:
+        raise ValueError(f"sandbox_config: no such section for extra settings: {', '.join(more)}")
     # slack.requesters is required; `extra` may set its own ("slack: requesters = [...]").
     requesters = "" if "requesters" in sections["slack"] else f'requesters = ["{REQUESTER}"]'
     approvers = "" if "approvers" in sections["slack"] else f'approvers = ["{APPROVER}"]'
@@ -119,6 +119,7 @@ poll_seconds = 0.1
 [http]
 {sections["http"]}
 {tables}
+{tables_after}
 """
     return parse_config(tomllib.loads(text))
 

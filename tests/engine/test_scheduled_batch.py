@@ -1,0 +1,22 @@
+"""A scheduled batch is not started when it is submitted (the engine starts it when it is due)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.core.models import RunState, StepState, utcnow
+from tests.engine.test_engine import Approver
+from tests.support.configs import REQUESTER
+from tests.support.fake_steps import FileHost
+
+
+async def test_a_scheduled_batch_waits_untouched(engine_factory, tmp_path):
+    engine = await engine_factory(Approver())  # approves at once: only the schedule holds the run
+    due = utcnow() + timedelta(days=1)
+    runs = await engine.submit(["host01", "host02"], REQUESTER, scheduled_for=due)
+    await engine.join()  # the batch's task has ended
+    for run in runs:
+        stored = engine.store.get_run(run.id)
+        assert stored.state is RunState.scheduled and stored.scheduled_for == due
+        assert {s.state for s in engine.store.steps(run.id)} == {StepState.pending}
+        assert FileHost(tmp_path, run.host).applies() == []
