@@ -199,6 +199,9 @@ async def test_a_group_channel_takes_only_that_groups_hosts(slack_bot):
     await eventually(lambda: not h.store.get_run(run.id).state.active, timeout=60, what="the dry run ended")
     assert await h.bot.progress.idle(timeout=60)
     assert any(run.id in m.text for m in h.slack.top_level(PROD_CHANNEL))
+    # the dry run's plan names whom an upgrade would ask: prod's approvers, not slack.approvers
+    [plan] = [str(m.blocks) for m in h.slack.messages(PROD_CHANNEL) if "An upgrade would ask" in str(m.blocks)]
+    assert f"<@{PROD_APPROVER}>" in plan and f"<@{APPROVER}>" not in plan
 
 
 async def test_status_and_history_of_a_group_show_its_hosts_runs_only(slack_bot):
