@@ -81,8 +81,8 @@ async def test_groups_run_side_by_side_one_host_at_a_time_in_their_own_channels_
     assert {r.group for r in runs.values()} == {"prod", "staging"}
     assert runs["host02"].group == "prod" and runs["host04"].group == "staging"
     assert "2 batches, side by side" in reply
-    assert f"group *prod* queued" in reply and f"<#{PROD_CHANNEL}>" in reply
-    assert f"group *staging* queued" in reply and f"<#{STAGING_CHANNEL}>" in reply
+    assert "group *prod* queued" in reply and f"<#{PROD_CHANNEL}>" in reply
+    assert "group *staging* queued" in reply and f"<#{STAGING_CHANNEL}>" in reply
 
     # side by side: each group's first host waits for its approver while the second hosts wait their turn
     prod_first, prod_second = runs["host02"], runs["host01"]
@@ -145,8 +145,10 @@ async def test_groups_run_side_by_side_one_host_at_a_time_in_their_own_channels_
                 what="the approval decided",
             )
             await eventually(
-                lambda r=run: not h.store.get_run(r.id).state.active
-                or any(a.state is ApprovalState.open for a in h.store.approvals(r.id)),
+                lambda r=run: (
+                    not h.store.get_run(r.id).state.active
+                    or any(a.state is ApprovalState.open for a in h.store.approvals(r.id))
+                ),
                 timeout=90,
                 what="the next request or the run's end",
             )
