@@ -111,20 +111,22 @@ class ApprovalPolicy:
         return False
 
     async def may_request(self, user: str, hosts: Iterable[str] = ()) -> Verdict:
-        """May ``user`` start runs of ``hosts``: each host's group's requesters (else slack.requesters) say so."""
-        refused: dict[str, None] = {}  # the groups (or "" for slack.requesters) that do not list the user
+        """May ``user`` start runs of ``hosts``: each host's group's own requesters, else slack.requesters."""
+        lists: dict[str, list[str]] = {}  # the lists that decide, by their config key
         for host in list(hosts) or [""]:
-            found = group_named(self.host_groups, host) if host else None
-            requesters = requesters_for(self.slack, found[1] if found else None)
-            if requesters != [ANYONE] and not await self._in(user, requesters):
-                own = found is not None and found[1].requesters is not None
-                refused.setdefault(found[0] if own and found else "", None)
-        if not refused:
+            found = group_named(self.host_groups, host)
+            if found is not None and found[1].requesters is not None:
+                lists[f"groups.{found[0]}.requesters"] = found[1].requesters
+            else:
+                lists["slack.requesters"] = self.slack.requesters
+        missing = [key for key, who in lists.items() if who != [ANYONE] and not await self._in(user, who)]
+        if not missing:
             return Verdict(True)
-        where = [f"groups.{name}.requesters" if name else "slack.requesters" for name in refused]
-        named = [name for name in refused if name]
-        what = f"upgrades of group {', '.join(named)}" if named and len(where) == len(named) else "upgrades"
-        return Verdict(False, f"you are not allowed to start {what}; ask an admin to add you to {' and '.join(where)}")
+        groups = [key.split(".")[1] for key in missing if key.startswith("groups.")]
+        what = f"upgrades of group {', '.join(groups)}" if len(groups) == len(missing) else "upgrades"
+        return Verdict(
+            False, f"you are not allowed to start {what}; ask an admin to add you to {' and '.join(missing)}"
+        )
 
     async def may_decide(self, user: str, run: Run, decision: str, gate: str = "") -> Verdict:
         if gate_named(gate).is_confirmation:

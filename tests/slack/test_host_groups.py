@@ -172,6 +172,12 @@ async def test_a_requester_of_one_group_cannot_start_another_and_a_refusal_creat
     assert (await _command(h, PROD_REQUESTER, "check prod staging")).startswith("Not started:")
     assert (await _command(h, PROD_REQUESTER, "check host03")).startswith("Not started:")
     assert h.runs() == []
+    # a group with its own requesters names that list
+    stranger = await _command(h, STAGING_APPROVER, "check prod")
+    assert stranger == (
+        "Not started: you are not allowed to start upgrades of group prod; ask an admin to add you to "
+        "groups.prod.requesters."
+    )
     reply = await _command(h, PROD_REQUESTER, "check prod")
     assert reply.startswith("Dry run (check only, nothing is changed) of group *prod* queued")
     assert {r.host for r in h.runs()} == {"host01", "host02"}
