@@ -84,7 +84,9 @@ async def _start(command: Command, user: str, deps: SlackContext, channel: str) 
         ids = ", ".join(f"`{r.id}` ({r.host})" for r in runs)
         order = " one after another, stopping at the first failure" if len(runs) > 1 else ""
         head = f"{what} of group *{runs[0].group}*" if runs[0].group else what
-        lines.append(f"{head} queued{order}: {ids}. Follow it in <#{config.channel_of(runs[0].host)}>.")
+        # hosts named on their own may be in several groups: each run reports in its host's group's channel
+        where = " and ".join(f"<#{c}>" for c in dict.fromkeys(config.channel_of(r.host) for r in runs))
+        lines.append(f"{head} queued{order}: {ids}. Follow it in {where}.")
     if len(lines) == 1:
         return lines[0]
     return f"{len(lines)} batches, side by side:\n" + "\n".join(f"• {line}" for line in lines)

@@ -73,12 +73,15 @@ class ThreadProjector:
 
     async def _project_dirty(self) -> None:
         await asyncio.sleep(PROJECT_COALESCE_SECONDS)
+        # Until nothing is dirty after the checkpoints too: a run's event that arrives while they are queued
+        # finds this task still running (deliver() starts no other), so this task must project it.
         while self._dirty:
-            run_id = next(iter(self._dirty))
-            del self._dirty[run_id]
-            await self.store.call(self.project, run_id)
-        # a run's end checkpoint is written before its end is told: queued here, after the final message
-        await self.store.call(self.queue_checkpoints)
+            while self._dirty:
+                run_id = next(iter(self._dirty))
+                del self._dirty[run_id]
+                await self.store.call(self.project, run_id)
+            # a run's end checkpoint is written before its end is told: queued here, after the final message
+            await self.store.call(self.queue_checkpoints)
         self.wake.set()
 
     async def catch_up(self) -> None:

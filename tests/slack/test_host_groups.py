@@ -67,7 +67,14 @@ async def _open_request(h, run_id: str, channel: str):
                     return approval, found[0]
         return None
 
-    return await eventually(delivered, timeout=60, what=f"an approval request of {run_id} in {channel}")
+    try:
+        return await eventually(delivered, timeout=60, what=f"an approval request of {run_id} in {channel}")
+    except AssertionError as exc:  # say where the run is, and what the channel shows
+        steps = [(s.step, s.state.value, s.reason) for s in h.store.steps(run_id)]
+        raise AssertionError(
+            f"{exc}; run {h.store.get_run(run_id).state}, steps {steps}, approvals {h.store.approvals(run_id)}\n"
+            + h.slack.render_channel(channel)
+        ) from None
 
 
 async def test_groups_run_side_by_side_one_host_at_a_time_in_their_own_channels_with_their_own_approvers(slack_bot):
