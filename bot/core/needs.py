@@ -32,6 +32,12 @@ def serve_refusals(config: Config, secrets: Secrets, *, socket_mode: bool) -> li
         verb = "is" if len(missing) == 1 else "are"
         reasons.append(f"{', '.join(missing)} {verb} not set in the environment (see README, Secrets)")
     if not config.slack.approvers:
-        # STARTTLS and the reboot always ask an approver: a run could never get past them
-        reasons.append("slack.approvers is empty, so no gated step (STARTTLS, install, reboot) could be approved")
+        # STARTTLS and the reboot always ask an approver: a run could never get past them. A host group with
+        # its own approvers ([groups.NAME] approvers) covers its hosts.
+        covered = {h for g in config.groups.values() if g.approvers for h in g.hosts}
+        if uncovered := [host for host in config.hosts if host not in covered]:
+            which = "" if not covered else f" for {', '.join(uncovered)} (in no group with its own approvers)"
+            reasons.append(
+                f"slack.approvers is empty, so no gated step (STARTTLS, install, reboot) could be approved{which}"
+            )
     return reasons

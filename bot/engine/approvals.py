@@ -11,10 +11,11 @@ are the requester.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.core.config import SlackConfig
+from bot.core.config import ANYONE, GroupConfig, SlackConfig
 from bot.core.gates import gate_named
 from bot.core.models import Run
 
@@ -62,13 +63,44 @@ CANNOT_IDENTIFY = (
 )
 
 
+def group_named(host_groups: Mapping[str, GroupConfig], host: str) -> tuple[str, GroupConfig] | None:
+    """The host group ([groups.NAME]) a host belongs to, with its name; None for a host in no group."""
+    return next(((name, group) for name, group in host_groups.items() if host in group.hosts), None)
+
+
+def approvers_for(slack: SlackConfig, group: GroupConfig | None) -> list[str]:
+    """A group's own approvers, else slack.approvers."""
+    return group.approvers if group is not None and group.approvers is not None else slack.approvers
+
+
+def requesters_for(slack: SlackConfig, group: GroupConfig | None) -> list[str]:
+    """A group's own requesters, else slack.requesters."""
+    return group.requesters if group is not None and group.requesters is not None else slack.requesters
+
+
 class ApprovalPolicy:
     def __init__(
-        self, slack: SlackConfig, groups: GroupResolver | None = None, identities: IdentityResolver | None = None
+        self,
+        slack: SlackConfig,
+        groups: GroupResolver | None = None,
+        identities: IdentityResolver | None = None,
+        host_groups: Mapping[str, GroupConfig] | None = None,
     ):
         self.slack = slack
         self.groups = groups or StaticGroups()
         self.identities = identities or StaticIdentities()
+        # [groups.NAME]: a group's runs are requested by its requesters and decided by its approvers
+        self.host_groups = dict(host_groups or {})
+
+    def _group(self, host: str) -> GroupConfig | None:
+        found = group_named(self.host_groups, host)
+        return found[1] if found else None
+
+    def approvers(self, host: str) -> list[str]:
+        return approvers_for(self.slack, self._group(host))
+
+    def requesters(self, host: str) -> list[str]:
+        return requesters_for(self.slack, self._group(host))
 
     async def _in(self, user: str, principals: list[str]) -> bool:
         if user in principals:
@@ -78,19 +110,37 @@ class ApprovalPolicy:
                 return True
         return False
 
-    async def may_request(self, user: str) -> Verdict:
-        if self.slack.anyone_may_request or await self._in(user, self.slack.requesters):
+    async def may_request(self, user: str, hosts: Iterable[str] = ()) -> Verdict:
+        """May ``user`` start runs of ``hosts``: each host's group's own requesters, else slack.requesters."""
+        lists: dict[str, list[str]] = {}  # the lists that decide, by their config key
+        for host in list(hosts) or [""]:
+            found = group_named(self.host_groups, host)
+            if found is not None and found[1].requesters is not None:
+                lists[f"groups.{found[0]}.requesters"] = found[1].requesters
+            else:
+                lists["slack.requesters"] = self.slack.requesters
+        missing = [key for key, who in lists.items() if who != [ANYONE] and not await self._in(user, who)]
+        if not missing:
             return Verdict(True)
-        return Verdict(False, "you are not allowed to start upgrades; ask an admin to add you to slack.requesters")
+        groups = [key.split(".")[1] for key in missing if key.startswith("groups.")]
+        what = f"upgrades of group {', '.join(groups)}" if len(groups) == len(missing) else "upgrades"
+        return Verdict(
+            False, f"you are not allowed to start {what}; ask an admin to add you to {' and '.join(missing)}"
+        )
 
     async def may_decide(self, user: str, run: Run, decision: str, gate: str = "") -> Verdict:
         if gate_named(gate).is_confirmation:
             # Saying "I took the snapshot" is a report, not an approval: the requester may give it too.
-            if user == run.requester or await self._in(user, [*self.slack.requesters, *self.slack.approvers]):
+            if user == run.requester or await self._in(user, [*self.requesters(run.host), *self.approvers(run.host)]):
                 return Verdict(True)
             return Verdict(False, "only the person who started the run, a requester or an approver may confirm this")
-        if not await self._in(user, self.slack.approvers):
-            return Verdict(False, "you are not an approver for idm-upgrade (slack.approvers); the request stays open")
+        if not await self._in(user, self.approvers(run.host)):
+            found = group_named(self.host_groups, run.host)
+            if found is not None and found[1].approvers is not None:
+                where = f"group {found[0]} (groups.{found[0]}.approvers)"
+            else:
+                where = "idm-upgrade (slack.approvers)"
+            return Verdict(False, f"you are not an approver for {where}; the request stays open")
         try:
             person = await self.identities.person(user)
             requester = await self.identities.person(run.requester)
@@ -108,6 +158,6 @@ class ApprovalPolicy:
         return Verdict(True, person=person)
 
     async def may_cancel(self, user: str, run: Run) -> Verdict:
-        if user == run.requester or user.startswith("cli:") or await self._in(user, self.slack.approvers):
+        if user == run.requester or user.startswith("cli:") or await self._in(user, self.approvers(run.host)):
             return Verdict(True)
         return Verdict(False, "only the person who started the run or an approver may cancel it")

@@ -10,20 +10,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from bot.core.config import ANYONE, SlackConfig
+from bot.core.config import ANYONE, GroupConfig, SlackConfig
 from bot.core.gates import gate_named
 from bot.core.models import StepRecord
+from bot.engine.approvals import approvers_for, requesters_for
 
 PLAN_KEY = "plan"
 
 
-def deciders(slack: SlackConfig, gate: str) -> list[str]:
-    """Who may decide ``gate``: the approvers; for a confirmation also the listed requesters."""
-    who = slack.approvers if not gate_named(gate).is_confirmation else [*slack.requesters, *slack.approvers]
+def deciders(slack: SlackConfig, gate: str, group: GroupConfig | None = None) -> list[str]:
+    """Who may decide ``gate``: the approvers; for a confirmation also the listed requesters. A host group's
+    own approvers and requesters ([groups.NAME]) replace slack's for its runs."""
+    approvers, requesters = approvers_for(slack, group), requesters_for(slack, group)
+    who = approvers if not gate_named(gate).is_confirmation else [*requesters, *approvers]
     return [p for p in dict.fromkeys(who) if p != ANYONE]
 
 
-def approvals_asked(steps: list[dict[str, Any]], slack: SlackConfig) -> list[dict[str, Any]]:
+def approvals_asked(
+    steps: list[dict[str, Any]], slack: SlackConfig, group: GroupConfig | None = None
+) -> list[dict[str, Any]]:
     """The requests an upgrade would make, in the plan's order: gate, kind, step, who, how many people."""
     asked = []
     for step in steps:
@@ -36,7 +41,7 @@ def approvals_asked(steps: list[dict[str, Any]], slack: SlackConfig) -> list[dic
                 "kind": gate.kind.value,
                 "step": step["step"],
                 "if_it_runs": not step["would_run"],
-                "who": deciders(slack, gate.name),
+                "who": deciders(slack, gate.name, group),
                 "min": slack.min_approvals if not gate.is_confirmation else 1,
                 "self_approval": slack.allow_self_approval,
             }

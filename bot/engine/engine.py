@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from bot.core.config import Config
+from bot.core.config import Config, GroupConfig
 from bot.core.errors import ExternalSystemError
 from bot.core.gates import Gate, change_digest, gate_named
 from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, StepState, utcnow
@@ -35,7 +35,7 @@ from bot.engine.dry_run import PLAN_KEY, approvals_asked, stored_plan, summary
 from bot.engine.events import ProgressEvent, SinkDispatcher
 from bot.engine.outcome import outcome_of
 from bot.engine.slots import Slot, SlotPool
-from bot.store.store import DecisionOutcome, Store, UnknownRecord
+from bot.store.store import BatchRequest, DecisionOutcome, Store, UnknownRecord
 from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Engine:
         self.admission = Admission(config, changes=changes, clock=clock)
         self.config = config
         self.steps = dict(steps)
-        self.policy = policy or ApprovalPolicy(config.slack)
+        self.policy = policy or ApprovalPolicy(config.slack, host_groups=config.groups)
         self.progress = SinkDispatcher(sinks or [])
         self.checkpoints = Checkpointer(store, signer, config.audit.checkpoint_minutes, self.progress.publish)
         self.services = services
@@ -152,6 +152,29 @@ class Engine:
             self._publish("run.queued", run, f"queued by {requester}: {'check only' if check_only else 'upgrade'}")
         self._spawn(runs[0].batch_id)
         return runs
+
+    async def submit_batches(
+        self, batches: list[BatchRequest], requester: str, *, check_only: bool = False, ticket: str | None = None
+    ) -> list[list[Run]]:
+        """Several batches at once (one per host group: they run side by side, each one host at a time),
+        created in one transaction: HostBusy for any host and none is created."""
+        unknown = [h for b in batches for h in b.hosts if h not in self.config.hosts]
+        if unknown:
+            raise UnknownRecord(f"unknown host(s): {', '.join(unknown)}")
+        plan = self.plan_for(check_only)
+        created = await self._db(
+            self.store.create_batches, batches, requester=requester, plan=plan, check_only=check_only, ticket=ticket
+        )
+        for runs in created:
+            for run in runs:
+                self._publish("run.queued", run, f"queued by {requester}: {'check only' if check_only else 'upgrade'}")
+        for runs in created:
+            self._spawn(runs[0].batch_id)
+        return created
+
+    def _group_of(self, host: str) -> GroupConfig | None:
+        name = self.config.group_of(host)
+        return self.config.groups[name] if name else None
 
     @property
     def read_only_steps(self) -> frozenset[str]:
@@ -326,7 +349,11 @@ class Engine:
             else:
                 entry = await self._plan_step(run, step, ctx)
             planned.append({"step": step_id, "title": step.title, "ran": step_id in records, **entry.dump()})
-        plan = {"host": run.host, "steps": planned, "approvals": approvals_asked(planned, self.config.slack)}
+        plan = {
+            "host": run.host,
+            "steps": planned,
+            "approvals": approvals_asked(planned, self.config.slack, self._group_of(run.host)),
+        }
         await self._db(self.store.update_step, run.id, first.step, StepState.succeeded, facts={PLAN_KEY: plan})
 
     async def _plan_step(self, run: Run, step: Step, ctx: StepContext) -> PlannedStep:

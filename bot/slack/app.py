@@ -101,7 +101,9 @@ class SlackBot:
         self.config, self.socket_mode = config, socket_mode
         self.app_token = tokens.get("SLACK_APP_TOKEN", "")
         self.client = web_client(tokens["SLACK_BOT_TOKEN"], api_url)
-        self.policy = ApprovalPolicy(config.slack, SlackGroups(self.client), SlackIdentities(self.client))
+        self.policy = ApprovalPolicy(
+            config.slack, SlackGroups(self.client), SlackIdentities(self.client), host_groups=config.groups
+        )
         self.runtime = Runtime.build(config, secrets, policy=self.policy, services=services, clock=clock)
         self.store, self.engine, self.services = self.runtime.store, self.runtime.engine, self.runtime.services
         self.progress = SlackProgress(
@@ -112,8 +114,9 @@ class SlackBot:
         self.app = TrackedApp(
             client=self.client, signing_secret=tokens["SLACK_SIGNING_SECRET"], process_before_response=False
         )
+        group_channels = frozenset(g.channel for g in config.groups.values() if g.channel)
         self.intake = self.app.intake = Intake(
-            self.store, SlackIdentity(self.client, config.slack.app_id), config.slack
+            self.store, SlackIdentity(self.client, config.slack.app_id), config.slack, group_channels
         )
         self.app.use(self.intake.middleware)
         deps = SlackContext(self.engine, config, self.policy, self.progress.titles, self.intake)

@@ -94,7 +94,7 @@ class SlackContext:
     def handling(self, context: AsyncBoltContext) -> Handling:
         return Handling(self.intake, context)
 
-    async def status_text(self, run_id: str | None) -> str:
+    async def status_text(self, run_id: str | None, *, group: str | None = None) -> str:
         """Slack mrkdwn: a run's result is outside text (host output), so it is escaped."""
         store = self.engine.store
         if run_id:
@@ -110,6 +110,11 @@ class SlackContext:
             lines += [f"{MARKS[s.state]} {self.titles.get(s.step, s.step)}: {s.state.label}" for s in steps]
             return "\n".join(lines)
         runs = await self.engine.store.call(store.runs, active=True)
+        if group is not None:  # `status GROUP`: that group's hosts' runs
+            hosts = self.config.groups[group].hosts
+            runs = [r for r in runs if r.host in hosts]
+            if not runs:
+                return f"No upgrade of group {group} is running ({', '.join(hosts)})."
         if not runs:
             return "No upgrade is running."
         return "\n".join(
@@ -117,8 +122,16 @@ class SlackContext:
             for r in runs
         )
 
-    async def history_text(self, host: str | None) -> str:
-        runs = await self.engine.store.call(self.engine.store.runs, host=host, limit=10)
+    async def history_text(self, host: str | None, *, group: str | None = None) -> str:
+        if group is not None:  # `history GROUP`: the newest runs of the group's hosts, together
+            runs = []
+            for member in self.config.groups[group].hosts:
+                runs += await self.engine.store.call(self.engine.store.runs, host=member, limit=10)
+            runs = sorted(runs, key=lambda r: (r.created_at, r.batch_position), reverse=True)[:10]
+            if not runs:
+                return f"No runs yet for group {group} ({', '.join(self.config.groups[group].hosts)})."
+        else:
+            runs = await self.engine.store.call(self.engine.store.runs, host=host, limit=10)
         if not runs:
             return "No runs yet" + (f" for {host}." if host else ".")
         lines = []

@@ -193,5 +193,6 @@ class OutboxDeliverer:
         approval = self.store.get_approval(approval_id)
         run = self.store.get_run(approval.run_id)
         build = msg.approval_decided if decided or approval.state.value != "open" else msg.approval_request
-        deciders = msg.deciders(self.config.slack, approval.gate)
+        group = self.config.group_of(run.host)
+        deciders = msg.deciders(self.config.slack, approval.gate, self.config.groups[group] if group else None)
         return build(approval, run, self.titles.get(approval.step, approval.step), deciders)

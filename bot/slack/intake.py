@@ -61,8 +61,11 @@ def request_key(body: dict[str, Any]) -> str:
 
 
 class Intake:
-    def __init__(self, store: Store, identity: SlackIdentity, slack: SlackConfig):
+    def __init__(
+        self, store: Store, identity: SlackIdentity, slack: SlackConfig, group_channels: frozenset[str] = frozenset()
+    ):
         self.store, self.identity, self.slack = store, identity, slack
+        self.group_channels = group_channels  # [groups.NAME] channel: /idm-upgrade is taken there too
         self.inbox = Inbox(store)
         self.stopping = False
         self._receiving = 0  # requests between arrival and their ack
@@ -81,7 +84,7 @@ class Intake:
             return resp
         if self.stopping:
             return BoltResponse(status=503, body="shutting down; Slack may send this again")
-        problem = origin_problem(kind, body, await self.identity.get(), self.slack)
+        problem = origin_problem(kind, body, await self.identity.get(), self.slack, self.group_channels)
         if problem is not None:
             log.info("refused a %s from %s: %s", kind, request_user(body), problem)
             req.context["refusal"] = problem

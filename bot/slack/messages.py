@@ -21,7 +21,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.core.config import SlackConfig
+from bot.core.config import GroupConfig, SlackConfig
 from bot.core.gates import EVIDENCE_SHOWN, gate_named
 from bot.core.models import Approval, ApprovalState, AuditEvent, Run, RunState, StepRecord, StepState
 from bot.core.signing import key_id
@@ -213,9 +213,10 @@ def mention(principal: str) -> str:
     return f"<!subteam^{principal}>" if principal.startswith("S") else f"<@{principal}>"
 
 
-def deciders(slack: SlackConfig, gate: str) -> list[str]:
-    """Who a request should notify: the approvers; for a confirmation also the listed requesters."""
-    return who_decides(slack, gate)
+def deciders(slack: SlackConfig, gate: str, group: GroupConfig | None = None) -> list[str]:
+    """Who a request should notify: the approvers (the host group's own, when it has them); for a confirmation
+    also the listed requesters."""
+    return who_decides(slack, gate, group)
 
 
 def _deciders_line(approval: Approval, deciders: list[str]) -> str | None:

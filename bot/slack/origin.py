@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,8 +73,13 @@ def _id(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def origin_problem(kind: str, body: dict[str, Any], me: Identity | None, slack: SlackConfig) -> str | None:
-    """Why this request is not taken (a sentence for the person), or None when it comes from the right place."""
+def origin_problem(
+    kind: str, body: dict[str, Any], me: Identity | None, slack: SlackConfig, group_channels: Collection[str] = ()
+) -> str | None:
+    """Why this request is not taken (a sentence for the person), or None when it comes from the right place.
+
+    A command is taken in slack.channel and in each host group's channel (there only for that group's hosts:
+    handlers/commands.py)."""
     if me is None:
         return "idm-upgrade could not confirm its own Slack workspace (auth.test failed); try again in a minute"
     command = kind == "command"
@@ -88,7 +94,9 @@ def origin_problem(kind: str, body: dict[str, Any], me: Identity | None, slack: 
         return "this request comes from another Slack workspace; idm-upgrade takes requests only from its own"
     if command:
         channel = str(body.get("channel_id") or "")
-        if channel == slack.channel or (channel.startswith("D") and slack.allow_direct_messages):
+        if channel == slack.channel or channel in group_channels:
+            return None
+        if channel.startswith("D") and slack.allow_direct_messages:
             return None
         where = "a direct message" if channel.startswith("D") else "this channel"
         return f"/idm-upgrade is not taken in {where}; use it in <#{slack.channel}>"

@@ -1,5 +1,5 @@
 """Slack's part of `check-config --probe`: the bot token works (`auth.test`) and the bot is in `slack.channel`
-(`conversations.info` is_member). Both are reads."""
+and in each host group's channel (`conversations.info` is_member). All are reads."""
 
 from __future__ import annotations
 
@@ -19,19 +19,27 @@ def _slack_error(exc: BaseException) -> str:
     return f"cannot reach Slack: {one_line(exc)}"
 
 
-async def probe_slack(config: Config, secrets: Secrets) -> list[Probe]:
-    channel = config.slack.channel
+def _channels(config: Config) -> list[str]:
+    """slack.channel, then each group's own channel (its runs' threads are posted there), once each."""
+    return list(dict.fromkeys([config.slack.channel, *(g.channel for g in config.groups.values() if g.channel)]))
+
+
+async def probe_slack(config: Config, secrets: Secrets, api_url: str | None = None) -> list[Probe]:
+    channels = _channels(config)
     if secrets.slack_bot_token is None:
         why = "SLACK_BOT_TOKEN is not set"
-        return [Probe("Slack auth.test", False, why), Probe(f"Slack channel {channel}", False, why)]
-    client = web_client(secrets.slack_bot_token.get_secret_value())
+        return [Probe("Slack auth.test", False, why), *(Probe(f"Slack channel {c}", False, why) for c in channels)]
+    client = web_client(secrets.slack_bot_token.get_secret_value(), api_url)
     try:
         who = await client.auth_test()
     except Exception as exc:
-        why = _slack_error(exc)
-        return [Probe("Slack auth.test", False, why), Probe(f"Slack channel {channel}", False, "not asked: " + why)]
+        why = "not asked: " + _slack_error(exc)
+        return [
+            Probe("Slack auth.test", False, _slack_error(exc)),
+            *(Probe(f"Slack channel {c}", False, why) for c in channels),
+        ]
     bot = f"the bot is @{who.get('user')} ({who.get('user_id')}) in {who.get('team')}"
-    return [Probe("Slack auth.test", True, bot), await _probe_channel(client, channel)]
+    return [Probe("Slack auth.test", True, bot), *[await _probe_channel(client, c) for c in channels]]
 
 
 async def _probe_channel(client: AsyncWebClient, channel: str) -> Probe:

@@ -31,7 +31,9 @@ class SlackProgress:
         self.store, self.titles = store, titles
         self.outbox = Outbox(store)
         wake = asyncio.Event()
-        self.projector = ThreadProjector(store, self.outbox, config.slack.channel, titles, wake, read_only)
+        self.projector = ThreadProjector(
+            store, self.outbox, config.slack.channel, titles, wake, read_only, channel_of=config.channel_of
+        )
         self.deliverer = OutboxDeliverer(store, self.outbox, client, config, titles, self.projector, wake)
 
     async def deliver(self, event: ProgressEvent) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from bot.core.models import AuditEvent, Run, StepRecord
@@ -39,8 +40,12 @@ class ThreadProjector:
         titles: dict[str, str],
         wake: asyncio.Event,
         read_only: frozenset[str] = frozenset(),
+        channel_of: Callable[[str], str] | None = None,
     ):
+        # ``channel``: slack.channel, for what belongs to no run (checkpoints); a run's thread and its batch's
+        # recap go to ``channel_of(host)``: its host group's channel ([groups.NAME] channel), else the same
         self.store, self.outbox, self.channel, self.titles, self.wake = store, outbox, channel, titles, wake
+        self.channel_of = channel_of or (lambda _host: channel)
         self.read_only = read_only  # steps that only read: "ok" in a batch's recap
         self.sending = -1  # the outbox row the deliverer is sending (both run on the store's thread)
         # Runs with audit events not projected yet, in the order their events came: a batch's cards are
@@ -68,12 +73,15 @@ class ThreadProjector:
 
     async def _project_dirty(self) -> None:
         await asyncio.sleep(PROJECT_COALESCE_SECONDS)
+        # Until nothing is dirty after the checkpoints too: a run's event that arrives while they are queued
+        # finds this task still running (deliver() starts no other), so this task must project it.
         while self._dirty:
-            run_id = next(iter(self._dirty))
-            del self._dirty[run_id]
-            await self.store.call(self.project, run_id)
-        # a run's end checkpoint is written before its end is told: queued here, after the final message
-        await self.store.call(self.queue_checkpoints)
+            while self._dirty:
+                run_id = next(iter(self._dirty))
+                del self._dirty[run_id]
+                await self.store.call(self.project, run_id)
+            # a run's end checkpoint is written before its end is told: queued here, after the final message
+            await self.store.call(self.queue_checkpoints)
         self.wake.set()
 
     async def catch_up(self) -> None:
@@ -93,10 +101,8 @@ class ThreadProjector:
         self._dirty.pop(run_id, None)
         self.project(run_id)
         with self.store.transaction("slack.note") as conn:
-            if self.outbox.has_thread(conn, run_id):
-                self.outbox.insert(
-                    conn, run_id, self.channel, "reply", msg.note(text, self.titles.get(step, step)), None
-                )
+            if channel := self.outbox.thread_channel(conn, run_id):
+                self.outbox.insert(conn, run_id, channel, "reply", msg.note(text, self.titles.get(step, step)), None)
 
     def _project_then_checkpoints(self, run_id: str) -> None:
         self._dirty.pop(run_id, None)
@@ -113,7 +119,9 @@ class ThreadProjector:
             waiting = checkpoints.not_queued(conn)
             for checkpoint_id, checkpoint in waiting:
                 run_id = checkpoint.run_id
-                in_thread = run_id is not None and self.outbox.has_thread(conn, run_id)
+                # the witness reads checkpoints from slack.channel only: a thread in a group's channel gets none
+                thread = self.outbox.thread_channel(conn, run_id) if run_id is not None else None
+                in_thread = thread == self.channel
                 self.outbox.insert(
                     conn, run_id if in_thread else None, self.channel, "checkpoint", msg.checkpoint(checkpoint), None
                 )
@@ -123,11 +131,13 @@ class ThreadProjector:
     def project(self, run_id: str) -> int:
         """Turn the run's audit events after its cursor into outbox rows; returns how many rows."""
         with self.store.transaction("slack.project") as conn:
-            last = self.outbox.cursor(conn, run_id, self.channel)
+            run = self.store.get_run(run_id)
+            # a thread stays in the channel it was started in, should the host move to another group
+            channel = self.outbox.thread_channel(conn, run_id) or self.channel_of(run.host)
+            last = self.outbox.cursor(conn, run_id, channel)
             events = self.store.audit_events(run_id, after=last)
             if not events:
                 return 0
-            run = self.store.get_run(run_id)
             steps = {s.step: s for s in self.store.steps(run_id)}
             rows: list[Row] = []
             for group in _skips_together(events):
@@ -142,14 +152,15 @@ class ThreadProjector:
             if not self._card_update_queued(conn, run_id) and not any(kind == "card" for kind, _, _ in rows):
                 rows.append(("card_update", None, None))
             for kind, payload, approval_id in rows:
-                self.outbox.insert(conn, run_id, self.channel, kind, payload, approval_id)
+                self.outbox.insert(conn, run_id, channel, kind, payload, approval_id)
             self.outbox.advance(conn, run_id, events[-1].seq)
             if any(e.event in RUN_ENDS for e in events):
                 self._queue_recap(conn, run)
         return len(rows)
 
     def _queue_recap(self, conn: sqlite3.Connection, run: Run) -> None:
-        """After a batch's last run's end is projected: its recap, once, at the top of the channel.
+        """After a batch's last run's end is projected: its recap, once, at the top of the channel (its first
+        host's: a group's batch is in its group's channel).
 
         In the transaction that projects that end, so a crash neither loses nor repeats it; a batch whose other
         runs are not all ended and projected yet gets it when the last of them is.
@@ -160,7 +171,8 @@ class ThreadProjector:
         if any(self.outbox.owes_projection(conn, r.id) for r in batch) or self.outbox.recap_queued(conn, run.batch_id):
             return
         lines = batch_recap(batch, {r.id: self.store.steps(r.id) for r in batch}, self.read_only)
-        self.outbox.insert_recap(conn, run.batch_id, self.channel, msg.batch_recap(run.batch_id, lines))
+        channel = self.outbox.thread_channel(conn, batch[0].id) or self.channel_of(batch[0].host)
+        self.outbox.insert_recap(conn, run.batch_id, channel, msg.batch_recap(run.batch_id, lines))
 
     def _card_update_queued(self, conn: sqlite3.Connection, run_id: str) -> bool:
         # A pending card update renders the card when it is sent, so it shows these events too; one already

@@ -73,6 +73,11 @@ class Outbox:
     def has_thread(self, conn: sqlite3.Connection, run_id: str) -> bool:
         return conn.execute("SELECT 1 FROM slack_threads WHERE run_id = ?", (run_id,)).fetchone() is not None
 
+    def thread_channel(self, conn: sqlite3.Connection, run_id: str) -> str | None:
+        """The channel the run's thread is in (its host group's), or None when it has no thread yet."""
+        row = conn.execute("SELECT channel FROM slack_threads WHERE run_id = ?", (run_id,)).fetchone()
+        return str(row[0]) if row else None
+
     def runs_to_project(self) -> list[str]:
         """Runs with events past their cursor: by the cursor, not by the run's state, so a run that ended
         before its first projection (killed within the coalescing moment) still gets its thread."""

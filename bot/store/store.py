@@ -81,6 +81,15 @@ class DecisionOutcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class BatchRequest:
+    """One batch of a request: its hosts in order, the host group it is, and when it is due (None: now)."""
+
+    hosts: list[str]
+    group: str | None = None
+    scheduled_for: datetime | None = None
+
+
+@dataclass(frozen=True)
 class DecisionResult:
     outcome: DecisionOutcome
     approval: Approval
@@ -281,68 +290,99 @@ class Store:
         """Queue one run per host as one batch, atomically: all hosts are free, or nothing is created.
 
         With ``scheduled_for`` the runs are ``scheduled`` (the engine starts them then), else ``queued``."""
-        hosts = list(hosts)
+        batch = BatchRequest(list(hosts), group, scheduled_for)
+        [runs] = self.create_batches([batch], requester=requester, plan=plan, check_only=check_only, ticket=ticket)
+        return runs
+
+    def create_batches(
+        self,
+        batches: list[BatchRequest],
+        *,
+        requester: str,
+        plan: list[str],
+        check_only: bool = False,
+        ticket: str | None = None,
+    ) -> list[list[Run]]:
+        """Several batches (one per host group) in one transaction: every host is free, or nothing is created."""
+        hosts = [host for batch in batches for host in batch.hosts]
         if len(set(hosts)) != len(hosts):
             raise StoreError("a host is named more than once in the same request")
-        batch_id, now = new_id("batch"), iso(utcnow())
-        created = []
+        now = iso(utcnow())
+        created: list[list[str]] = []
         try:
             with self.transaction("run.requested") as conn:
-                for position, host in enumerate(hosts):
-                    run_id = new_id("run")
-                    self.db.table("runs").insert(
-                        {
-                            "id": run_id,
-                            "host": host,
-                            "requester": requester,
-                            "state": (RunState.scheduled if scheduled_for else RunState.queued).value,
-                            "check_only": int(check_only),
-                            "ticket": ticket,
-                            "group_name": group,
-                            "scheduled_for": iso(scheduled_for) if scheduled_for else None,
-                            "batch_id": batch_id,
-                            "batch_position": position,
-                            "plan": json.dumps(plan),
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                    )
-                    for index, step in enumerate(plan):
-                        self.db.table("steps").insert(
-                            {
-                                "run_id": run_id,
-                                "step": step,
-                                "position": index,
-                                "state": StepState.pending.value,
-                                "attempts": 0,
-                                "applied": 0,
-                                "facts": "{}",
-                            }
-                        )
-                    audit.append(
-                        conn,
-                        "run.requested",
-                        actor=requester,
-                        run_id=run_id,
-                        detail={
-                            "host": host,
-                            "plan": plan,
-                            "check_only": check_only,
-                            "batch_id": batch_id,
-                            "batch_position": position,
-                            "batch_size": len(hosts),
-                            **({"ticket": ticket} if ticket else {}),
-                            **({"group": group} if group else {}),
-                            **({"scheduled_for": iso(scheduled_for)} if scheduled_for else {}),
-                        },
-                    )
-                    created.append(run_id)
+                for batch in batches:
+                    created.append(self._insert_batch(conn, batch, now, requester, plan, check_only, ticket))
         except sqlite3.IntegrityError as exc:
             if "runs.host" not in str(exc):
                 raise
             busy = next((h for h in hosts if self.active_host_run(h)), None)
             raise HostBusy(busy or ", ".join(hosts), self.active_host_run(busy) if busy else None) from None
-        return [self.get_run(r) for r in created]
+        return [[self.get_run(r) for r in ids] for ids in created]
+
+    def _insert_batch(
+        self,
+        conn: sqlite3.Connection,
+        batch: BatchRequest,
+        now: str,
+        requester: str,
+        plan: list[str],
+        check_only: bool,
+        ticket: str | None,
+    ) -> list[str]:
+        hosts, group, scheduled_for = batch.hosts, batch.group, batch.scheduled_for
+        batch_id = new_id("batch")
+        created = []
+        for position, host in enumerate(hosts):
+            run_id = new_id("run")
+            self.db.table("runs").insert(
+                {
+                    "id": run_id,
+                    "host": host,
+                    "requester": requester,
+                    "state": (RunState.scheduled if scheduled_for else RunState.queued).value,
+                    "check_only": int(check_only),
+                    "ticket": ticket,
+                    "group_name": group,
+                    "scheduled_for": iso(scheduled_for) if scheduled_for else None,
+                    "batch_id": batch_id,
+                    "batch_position": position,
+                    "plan": json.dumps(plan),
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            for index, step in enumerate(plan):
+                self.db.table("steps").insert(
+                    {
+                        "run_id": run_id,
+                        "step": step,
+                        "position": index,
+                        "state": StepState.pending.value,
+                        "attempts": 0,
+                        "applied": 0,
+                        "facts": "{}",
+                    }
+                )
+            audit.append(
+                conn,
+                "run.requested",
+                actor=requester,
+                run_id=run_id,
+                detail={
+                    "host": host,
+                    "plan": plan,
+                    "check_only": check_only,
+                    "batch_id": batch_id,
+                    "batch_position": position,
+                    "batch_size": len(hosts),
+                    **({"ticket": ticket} if ticket else {}),
+                    **({"group": group} if group else {}),
+                    **({"scheduled_for": iso(scheduled_for)} if scheduled_for else {}),
+                },
+            )
+            created.append(run_id)
+        return created
 
     def set_run_state(
         self,

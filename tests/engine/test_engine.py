@@ -383,7 +383,7 @@ async def test_confirmations_are_open_to_the_requester_and_approvers_only(make_c
 
     config = make_config()
     policy = ApprovalPolicy(config.slack, StaticGroups({GROUP: {GROUP_MEMBER}}))
-    run = Run.model_construct(requester=REQUESTER)
+    run = Run.model_construct(requester=REQUESTER, host="host01")  # the policy reads its host group
     assert (await policy.may_decide(REQUESTER, run, "approve", "snapshot")).allowed
     assert (await policy.may_decide(GROUP_MEMBER, run, "approve", "STARTTLS console")).allowed
     refused = await policy.may_decide(OUTSIDER, run, "approve", "snapshot")

@@ -45,7 +45,9 @@ class Harness:
         )
         return posts[0].body
 
-    async def settle(self, run_id: str, *, approver: str, timeout: float = 120, socket: bool = False) -> None:
+    async def settle(
+        self, run_id: str, *, approver: str, timeout: float = 120, socket: bool = False, channel: str = OPS_CHANNEL
+    ) -> None:
         """Click every open request's button as `approver` until the run ends and the thread is sent."""
         clicked: set[str] = set()
 
@@ -56,15 +58,17 @@ class Harness:
                 if approval.state is not ApprovalState.open or approval.id in clicked:
                     continue
                 action = gate_named(approval.gate).button
-                found = self.slack.latest_button(OPS_CHANNEL, action, value=approval.id)
+                found = self.slack.latest_button(channel, action, value=approval.id)
                 if found is None:
                     continue  # not delivered to Slack yet
                 message, _button = found
                 if socket:
-                    await self.slack.socket_click_button(approver, action, value=approval.id, message_ts=message.ts)
+                    await self.slack.socket_click_button(
+                        approver, action, value=approval.id, message_ts=message.ts, channel_id=channel
+                    )
                 else:
                     response = await self.sender.click_button(
-                        approver, action, value=approval.id, message_ts=message.ts
+                        approver, action, value=approval.id, message_ts=message.ts, channel_id=channel
                     )
                     assert response.status == 200
                 clicked.add(approval.id)
@@ -76,7 +80,8 @@ class Harness:
 
 @pytest.fixture
 async def slack_bot(tmp_path):
-    """slack_bot(scenario=..., socket_mode=..., ws1=True, extra=..., messages_per_second=...) -> Harness."""
+    """slack_bot(scenario=..., socket_mode=..., ws1=True, extra=..., messages_per_second=..., tables=...,
+    before_start=...) -> Harness."""
     stack = contextlib.AsyncExitStack()
 
     async def start(
@@ -91,6 +96,7 @@ async def slack_bot(tmp_path):
         tables="",
         clock=None,
         servicenow=None,
+        before_start=None,
     ):
         """tables: TOML tables after the hosts' ([windows.NAME], [[freeze]]); clock: admission's clock;
         servicenow: a running sandbox.servicenow.ServiceNowStandIn to check tickets against ([change] is
@@ -114,7 +120,7 @@ async def slack_bot(tmp_path):
             f"slack: messages_per_second = {messages_per_second}\n{extra}",
             ws1_url=stand_in.url if stand_in else None,
             more_hosts=more_hosts,
-            tables_after=tables,
+            tables=tables,
         )
         env = {
             "SLACK_BOT_TOKEN": "xoxb-sandbox",
@@ -128,6 +134,8 @@ async def slack_bot(tmp_path):
             env |= servicenow.environment()
         if stand_in:
             env |= {"WS1_CLIENT_ID": stand_in.client_id, "WS1_CLIENT_SECRET": stand_in.client_secret}
+        if before_start is not None:  # channels and users of the test's own (the stand-in's workspace)
+            before_start(slack.workspace)
         more = {"clock": clock} if clock else {}
         bot = SlackBot(config, Secrets.from_env(env), socket_mode=socket_mode, api_url=slack.api_url, **more)
         await bot.start(port=0)

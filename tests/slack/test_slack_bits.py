@@ -113,7 +113,7 @@ async def test_a_slack_user_group_member_may_approve(make_config):
     config = make_config(approvers=[GROUP])
     async with SlackStandIn() as slack:
         policy = ApprovalPolicy(config.slack, SlackGroups(web_client("xoxb-sandbox", slack.api_url)))
-        run = Run.model_construct(requester=REQUESTER)
+        run = Run.model_construct(requester=REQUESTER, host="host01")  # the policy reads its host group
         assert (await policy.may_decide(GROUP_MEMBER, run, "approve", "reboot")).allowed
         assert not (await policy.may_decide(OUTSIDER, run, "approve", "reboot")).allowed
 

@@ -50,9 +50,10 @@ def sandbox_config(
     more_hosts: tuple = (),
     vcenter_url: str | None = None,
     vm_name: str | None = None,
-    tables_after: str = "",
+    tables: str = "",
 ):
-    """A real configuration for simulated hosts (host01, host02, ...): what an operator would write."""
+    """A real configuration for simulated hosts (host01, host02, ...): what an operator would write.
+    ``tables``: more TOML tables, after the hosts ([groups.NAME], say)."""
     sections = {
         "slack": "",
         "preflight": "",
@@ -71,7 +72,7 @@ def sandbox_config(
         section, _, setting = line.partition(":")
         into = sections if section.strip() in sections else more
         into[section.strip()] = into.get(section.strip(), "") + "\n" + setting.strip()
-    tables = ""
+    more_tables, tables = tables, ""
     for index, each in enumerate((host, *more_hosts), start=1):
         url = urlsplit(each.endpoint)
         tables += f'[hosts.host{index:02d}]\naddress = "{url.hostname}"\nport = {url.port}\n'
@@ -119,7 +120,7 @@ poll_seconds = 0.1
 [http]
 {sections["http"]}
 {tables}
-{tables_after}
+{more_tables}
 """
     return parse_config(tomllib.loads(text))
 
