@@ -69,7 +69,7 @@ async def test_at_next_window_schedules_the_run_for_the_opening(slack_bot):
     [run] = h.runs()
     assert reply["text"] == (
         f"Upgrade scheduled for Sat 2026-12-05 22:00 CET (21:00 UTC) in window weekend: `{run.id}` (host01); "
-        f"cancel with `/idm-upgrade cancel {run.id}`. Follow it in <#{h.config.slack.channel}>."
+        f"cancel with `/idm-upgrade cancel {run.id}`. Follow it in <#C0OPSCHANL>."
     )
     assert run.state is RunState.scheduled and run.scheduled_for == OPENS
     [requested] = [e for e in h.store.audit_events(run.id) if e.event == "run.requested"]
