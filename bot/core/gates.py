@@ -62,6 +62,11 @@ INSTALL = Gate(  # only with policy.approve_install (the default)
     GateKind.approval,
     question="Run the connector installer on {host} now (the connector stops and restarts)?",
 )
+# Asked when a run's maintenance window closed before its reboot: a person may allow the reboot now rather
+# than wait for the next opening. The change it is bound to names the window and when it closed.
+REBOOT_OUTSIDE_WINDOW = Gate(
+    "reboot outside window", GateKind.approval, question="Reboot {host} now, outside its maintenance window?"
+)
 PENDING_REBOOT = Gate(
     "pending reboot", GateKind.approval, question="Go on with {host} although Windows already waits for a reboot?"
 )
@@ -81,7 +86,10 @@ STARTTLS_CONSOLE = Gate(
     question="Have you turned STARTTLS off in the console as described above, for {host}?",
 )
 
-GATES: dict[str, Gate] = {g.name: g for g in (STARTTLS, REBOOT, INSTALL, PENDING_REBOOT, SNAPSHOT, STARTTLS_CONSOLE)}
+GATES: dict[str, Gate] = {
+    g.name: g
+    for g in (STARTTLS, REBOOT, REBOOT_OUTSIDE_WINDOW, INSTALL, PENDING_REBOOT, SNAPSHOT, STARTTLS_CONSOLE)
+}
 
 
 def gate_named(name: str) -> Gate:

@@ -20,20 +20,22 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from bot.core.config import Config, GroupConfig
 from bot.core.errors import ExternalSystemError
-from bot.core.gates import Gate, change_digest, gate_named
-from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, StepState, utcnow
+from bot.core.gates import REBOOT, REBOOT_OUTSIDE_WINDOW, Gate, change_digest, gate_named
+from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, StepState, iso, utcnow
 from bot.core.signing import AuditSigner
+from bot.core.windows import MaintenanceWindow, window_for
 from bot.engine.admission import Admission, ChangeChecker
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.checkpointer import Checkpointer
 from bot.engine.dry_run import PLAN_KEY, approvals_asked, stored_plan, summary
 from bot.engine.events import ProgressEvent, SinkDispatcher
 from bot.engine.outcome import outcome_of
+from bot.engine.schedule import last_closing, when_to_start
 from bot.engine.slots import Slot, SlotPool
 from bot.store.store import BatchRequest, DecisionOutcome, Store, UnknownRecord
 from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed
@@ -51,6 +53,9 @@ APPROVAL_POLL_SECONDS = 5.0
 # How many requests one gate of one step may make because the change moved while people decided; past
 # that the step fails rather than asking forever (someone keeps adding directories, a flapping host).
 MAX_REQUESTS_PER_GATE = 3
+# The longest a scheduled run, or a reboot held for its window, sleeps before it re-reads the database
+# (a cancel or a reschedule from another process) and the clock.
+SCHEDULE_POLL_SECONDS = 30.0
 
 
 # A step's phase as an operator reads it in a failure ("check", "apply" are the code's words).
@@ -82,9 +87,12 @@ class Engine:
         approval_poll_seconds: float = APPROVAL_POLL_SECONDS,
         signer: AuditSigner | None = None,
         changes: ChangeChecker | None = None,
-        clock: Callable[[], datetime] = utcnow,  # what admission decides windows and freezes by (tests set it)
+        clock: Callable[[], datetime] = utcnow,  # admission, schedules and windows go by it (tests set it)
+        schedule_poll_seconds: float = SCHEDULE_POLL_SECONDS,
     ):
         self.store = store
+        self.clock = clock  # when scheduled runs are due and windows open (tests inject one)
+        self.schedule_poll_seconds = schedule_poll_seconds
         self.admission = Admission(config, changes=changes, clock=clock)
         self.config = config
         self.steps = dict(steps)
@@ -109,6 +117,14 @@ class Engine:
     def _wakeup(self, run_id: str) -> asyncio.Event:
         return self._wakeups.setdefault(run_id, asyncio.Event())
 
+    async def _nap_until(self, moment: datetime, run_id: str) -> None:
+        """Sleep towards ``moment`` on ``self.clock``, at most one poll, waking early for a cancel or a decision."""
+        seconds = min((moment - self.clock()).total_seconds(), self.schedule_poll_seconds)
+        wakeup = self._wakeup(run_id)
+        wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), timeout=max(seconds, 0.0))
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> list[Run]:
@@ -118,7 +134,7 @@ class Engine:
         for batch_id in dict.fromkeys(r.batch_id for r in sorted(runs, key=lambda r: r.created_at)):
             self._spawn(batch_id)
         for run in runs:
-            if run.state is not RunState.queued:
+            if run.state not in (RunState.queued, RunState.scheduled):
                 self._publish("run.resumed", run, f"resuming after a restart (was {run.state.label})")
         return runs
 
@@ -149,7 +165,13 @@ class Engine:
             scheduled_for=scheduled_for,
         )
         for run in runs:
-            self._publish("run.queued", run, f"queued by {requester}: {'check only' if check_only else 'upgrade'}")
+            what = "check only" if check_only else "upgrade"
+            if run.scheduled_for:
+                self._publish(
+                    "run.scheduled", run, f"scheduled by {requester}: {what}, for {self.when(run)}", at=iso(run.scheduled_for)
+                )
+            else:
+                self._publish("run.queued", run, f"queued by {requester}: {what}")
         self._spawn(runs[0].batch_id)
         return runs
 
@@ -209,7 +231,7 @@ class Engine:
         try:
             for run in await self._db(self.store.batch, batch_id):
                 if run.state is RunState.scheduled:
-                    return  # not due yet: the batch waits, untouched, for its time
+                    run = await self._await_schedule(run)
                 if run.state.active:
                     await self._drive(run)
                     run = await self._db(self.store.get_run, run.id)
@@ -225,7 +247,7 @@ class Engine:
 
     async def _abandon_rest(self, batch_id: str, stopped: Run) -> None:
         for run in await self._db(self.store.batch, batch_id):
-            if run.batch_position > stopped.batch_position and run.state is RunState.queued:
+            if run.batch_position > stopped.batch_position and run.state in _NOT_STARTED:
                 reason = f"not started: {stopped.host} before it in the batch ended {stopped.state.label}"
                 done = await self._db(
                     self.store.set_run_state,
@@ -233,21 +255,57 @@ class Engine:
                     RunState.cancelled,
                     event="run.cancelled",
                     result=reason,
-                    expect=frozenset({RunState.queued}),
+                    expect=_NOT_STARTED,
                 )
                 if done:
                     await self._ended(done, reason)
 
+    def when(self, run: Run) -> str:
+        """A scheduled run's start in words: in its window's zone, and in UTC."""
+        assert run.scheduled_for is not None
+        return describe_moment(run.scheduled_for, window_for(self.config, run.host))
+
+    async def _await_schedule(self, run: Run) -> Run:
+        """Wait until the scheduled ``run`` is due and may start; return it as it then is (it may have been
+        cancelled). Due while the window is closed or a freeze is on: moved to the next moment both allow."""
+        while True:
+            run = await self._db(self.store.get_run, run.id)
+            if run.state is not RunState.scheduled or run.scheduled_for is None:
+                return run
+            now = self.clock()
+            if now < run.scheduled_for:
+                await self._nap_until(run.scheduled_for, run.id)
+                continue
+            later = when_to_start(self.config, run.host, now)
+            if later is None:
+                await self.before_scheduled_start(run)
+                return run
+            moved = await self._db(self.store.reschedule_run, run.id, later.moment, why=later.why)
+            if moved is not None:
+                self._publish(
+                    "run.rescheduled",
+                    moved,
+                    f"was due {describe_moment(run.scheduled_for, window_for(self.config, run.host))} but "
+                    f"{later.why}: rescheduled for {self.when(moved)}",
+                    at=iso(later.moment),
+                )
+
+    async def before_scheduled_start(self, run: Run) -> None:
+        """Hook: called just before a scheduled run starts (a change ticket's re-check at start time goes here).
+
+        Raise nothing to let it start; a check that refuses should end the run itself."""
+
     async def _drive(self, run: Run) -> None:
         # Queued runs wait here for a slot (and stay 'queued' on the card); a resumed run goes first.
-        async with Slot(self._slots, under_way=run.state is not RunState.queued) as slot:
-            if run.state is RunState.queued:
+        async with Slot(self._slots, under_way=run.state not in _NOT_STARTED) as slot:
+            if run.state in _NOT_STARTED:
                 started = await self._db(
                     self.store.set_run_state,
                     run.id,
                     RunState.running,
                     event="run.started",
-                    expect=frozenset({RunState.queued}),
+                    detail={"scheduled_for": iso(run.scheduled_for)} if run.scheduled_for else None,
+                    expect=_NOT_STARTED,
                 )
                 if started is None:  # cancelled while queued
                     return
@@ -537,6 +595,8 @@ class Engine:
         if check.needed:
             if gate:  # someone may have cancelled the run while a person decided
                 await self._stop_if_cancelled(run, step.id)
+            if gate is not None and gate.name == REBOOT.name:
+                await self._keep_window(run, step, slot, ctx)
             records[step.id] = await self._db(
                 self.store.update_step, run.id, step.id, StepState.applying, facts=check_facts
             )
@@ -599,6 +659,112 @@ class Engine:
             step.id,
             f"the change the {gate.name} {gate.kind.value} asks for moved {MAX_REQUESTS_PER_GATE} times while "
             "people decided; nothing was changed. Find out what keeps changing it, then run again",
+        )
+
+    async def _keep_window(self, run: Run, step: Step, slot: Slot, ctx: StepContext) -> None:
+        """Reboot only inside the host's maintenance window: outside it, wait for the next opening, or for a
+        person's override (its own approval, bound to the window and when it closed; its grant is audited
+        with ``override: true`` in the change). Durable: the request is in the database, so a restart finds
+        it and waits on. A denied or expired override leaves the reboot waiting for the window."""
+        window = window_for(self.config, run.host)
+        if window is None:
+            return
+        asked: Approval | None = None
+        announced: set[str] = set()  # requests told of in this call (again after a restart: the thread says so)
+        settled: set[str] = set()  # requests denied or expired, told of in this call
+        async with slot.released():  # a run waiting for its window holds no slot
+            while True:
+                await self._stop_if_cancelled(run, step.id)
+                now = self.clock()
+                if window.is_open(now):
+                    if asked is not None and asked.state is ApprovalState.open:
+                        why = f"the maintenance window {window.name} opened; no override is needed"
+                        await self._db(self.store.supersede_approval, asked.id, digest=asked.digest, why=why)
+                        self._publish("approval.superseded", run, f"{asked.gate} request closed: {why}", step.id)
+                    if asked is not None:
+                        await self._db(self.store.set_run_state, run.id, RunState.running)
+                        self._publish("step.note", run, f"window {window.name} open: rebooting", step.id)
+                    return
+                opening = window.current_or_next(now)
+                closed = last_closing(window, now)
+                if asked is None or asked.state is ApprovalState.open:
+                    asked = await self._override(run, step, window.name, closed)
+                    if asked.state is ApprovalState.open and asked.id not in announced:
+                        announced.add(asked.id)
+                        self._announce_override(run, step, asked, window.name, closed, window.describe(opening))
+                if asked.state is ApprovalState.granted:
+                    await self._db(self.store.set_run_state, run.id, RunState.running)
+                    return
+                if asked.state is not ApprovalState.open and asked.id not in settled:
+                    # denied or expired: no override; the run shows running (not waiting for a person) meanwhile
+                    settled.add(asked.id)
+                    await self._db(self.store.set_run_state, run.id, RunState.running)
+                    self._publish(
+                        "step.note",
+                        run,
+                        f"no reboot outside the window ({asked.gate} {asked.state.value}): waiting for the "
+                        f"next opening of {window.name}, {window.describe(opening)}",
+                        step.id,
+                    )
+                if asked.state is ApprovalState.open and asked.expires_at <= utcnow():
+                    if await self._db(self.store.expire_approval, asked.id):
+                        self._publish(
+                            "approval.decided", run, f"{asked.gate} approval expired; waiting for the window", step.id
+                        )
+                    continue
+                until = min(opening.start, asked.expires_at) if asked.state is ApprovalState.open else opening.start
+                await self._nap_until(until, run.id)
+
+    async def _override(self, run: Run, step: Step, window: str, closed: datetime) -> Approval:
+        """The override request for this closing of ``window``: the one already asked (in any state), else a new one."""
+        change = {"host": run.host, "step": step.id, "override": True, "window": window, "closed_at": iso(closed)}
+        digest = change_digest(change)
+        gate = REBOOT_OUTSIDE_WINDOW
+        mine = [a for a in await self._db(self.store.approvals, run.id, step.id) if a.gate == gate.name]
+        if mine and mine[-1].digest == digest:
+            return mine[-1]
+        if mine and mine[-1].state is ApprovalState.open:
+            await self._supersede(run, step, mine[-1], change, "the window closed again since it was asked")
+        closed_text = describe_moment(closed, window_for(self.config, run.host))
+        evidence = {
+            "what_changes": f"restart {run.host} now, OUTSIDE its maintenance window {window}, which closed at "
+            f"{closed_text}; without this the reboot waits for the window's next opening",
+            "why": "the run was under way when the window closed; every step before the reboot is done",
+        }
+        return await self._db(
+            self.store.request_approval,
+            run.id,
+            step.id,
+            gate=gate.name,
+            timeout=timedelta(minutes=self.config.slack.approval_timeout_minutes),
+            min_approvals=self.config.slack.min_approvals,
+            evidence={**evidence, "requested_by": run.requester, "host": run.host, "kind": gate.kind.value},
+            change=change,
+        )
+
+    def _announce_override(
+        self, run: Run, step: Step, approval: Approval, window: str, closed: datetime, opening: str
+    ) -> None:
+        closed_text = describe_moment(closed, window_for(self.config, run.host))
+        gate = REBOOT_OUTSIDE_WINDOW
+        self._publish(
+            "step.note",
+            run,
+            f"the maintenance window {window} closed at {closed_text}: the reboot waits for its next opening "
+            f"({opening}), unless an approver allows a reboot outside the window",
+            step.id,
+        )
+        self._publish(
+            "approval.requested",
+            run,
+            f"{gate.name} approval needed: window {window} closed at {closed_text}",
+            step.id,
+            approval_id=approval.id,
+            gate=gate.name,
+            request_kind=gate.kind.value,
+            evidence=approval.evidence,
+            digest=approval.digest,
+            expires_at=approval.expires_at.isoformat(),
         )
 
     async def _supersede(self, run: Run, step: Step, approval: Approval, change: dict[str, Any], what: str) -> None:
@@ -751,17 +917,30 @@ class Engine:
             actor=user,
             event="run.cancelled",
             result=f"cancelled by {user} before it started",
-            expect=frozenset({RunState.queued}),
+            expect=_NOT_STARTED,
         )
+        self._wakeup(run_id).set()  # a scheduled run's batch wakes, sees it and abandons the rest
         if cancelled:
             await self._ended(cancelled, f"cancelled by {user} before it started")
             return Reply(True, f"Run {run_id} on {run.host} cancelled before it started.")
-        self._wakeup(run_id).set()
         return Reply(
             True,
             f"Cancelling run {run_id} on {run.host}: it stops at the next safe point "
             "(now if it waits for approval, otherwise when the current step ends).",
         )
+
+
+# Runs that have not started: cancelled at once, and abandoned with the rest of their batch.
+_NOT_STARTED = frozenset({RunState.queued, RunState.scheduled})
+
+
+def describe_moment(moment: datetime, window: MaintenanceWindow | None) -> str:
+    """``Sat 2026-12-05 22:00 CET (21:00 UTC)``: in the window's zone when there is one, else UTC only."""
+    utc = f"{moment.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC"
+    if window is None:
+        return utc
+    local = moment.astimezone(window.zone)
+    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()} ({moment.astimezone(UTC):%H:%M} UTC)"
 
 
 def as_mention(user: str) -> str:

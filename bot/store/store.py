@@ -424,6 +424,18 @@ class Store:
                 )
         return self.get_run(run_id)
 
+    def reschedule_run(self, run_id: str, scheduled_for: datetime, *, why: str) -> Run | None:
+        """Move a scheduled run's start to ``scheduled_for`` (audit run.rescheduled: from, to, why); None
+        (nothing changed) unless the run is still scheduled."""
+        with self.transaction("run.rescheduled") as conn:
+            run = self.get_run(run_id)
+            if run.state is not RunState.scheduled:
+                return None
+            self.db.table("runs").update(run_id, {"scheduled_for": iso(scheduled_for), "updated_at": iso(utcnow())})
+            detail = {"from": iso(run.scheduled_for) if run.scheduled_for else None, "to": iso(scheduled_for), "why": why}
+            audit.append(conn, "run.rescheduled", actor="bot", run_id=run_id, detail=detail)
+        return self.get_run(run_id)
+
     def request_cancel(self, run_id: str, actor: str) -> Run:
         """Record who asked to cancel; the engine stops the run at its next safe point."""
         with self.transaction("run.cancel_requested"):

@@ -36,7 +36,9 @@ class Approver:
 def engine_factory(tmp_path, make_config):
     engines = []
 
-    async def make(approver: Approver | None = None, fail: dict | None = None, groups=None, **config_kwargs):
+    async def make(
+        approver: Approver | None = None, fail: dict | None = None, groups=None, engine_kwargs=None, **config_kwargs
+    ):
         config = make_config(**config_kwargs)
         store = Store(config.database.path)
         sinks = [approver] if approver else []
@@ -47,6 +49,7 @@ def engine_factory(tmp_path, make_config):
             policy=ApprovalPolicy(config.slack, StaticGroups(groups or {GROUP: {GROUP_MEMBER}})),
             sinks=sinks,
             approval_poll_seconds=0.05,
+            **(engine_kwargs or {}),
         )
         if approver:
             approver.engine = engine
