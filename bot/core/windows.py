@@ -112,6 +112,15 @@ class MaintenanceWindow:
         return f"{day} {local:%H:%M} {local.tzname()} ({utc_day}{utc:%H:%M} UTC)"
 
 
+def describe_moment(moment: datetime, zone: ZoneInfo | None) -> str:
+    """``Sat 2026-12-05 22:00 CET (21:00 UTC)``: in ``zone`` (a window's) when there is one, else UTC only."""
+    utc = moment.astimezone(UTC)
+    if zone is None:
+        return f"{utc:%a %Y-%m-%d %H:%M} UTC"
+    local = moment.astimezone(zone)
+    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()} ({utc:%H:%M} UTC)"
+
+
 def window_for(config: Config, host: str) -> MaintenanceWindow | None:
     name = config.window_of(host)
     return MaintenanceWindow(name, config.windows[name]) if name else None

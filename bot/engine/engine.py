@@ -20,15 +20,16 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from zoneinfo import ZoneInfo
 
 from bot.core.config import Config, GroupConfig
 from bot.core.errors import ExternalSystemError
 from bot.core.gates import REBOOT, REBOOT_OUTSIDE_WINDOW, Gate, change_digest, gate_named
 from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, StepState, iso, utcnow
 from bot.core.signing import AuditSigner
-from bot.core.windows import MaintenanceWindow, window_for
+from bot.core.windows import describe_moment, window_for
 from bot.engine.admission import Admission, ChangeChecker
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.checkpointer import Checkpointer
@@ -168,7 +169,10 @@ class Engine:
             what = "check only" if check_only else "upgrade"
             if run.scheduled_for:
                 self._publish(
-                    "run.scheduled", run, f"scheduled by {requester}: {what}, for {self.when(run)}", at=iso(run.scheduled_for)
+                    "run.scheduled",
+                    run,
+                    f"scheduled by {requester}: {what}, for {self.when(run)}",
+                    at=iso(run.scheduled_for),
                 )
             else:
                 self._publish("run.queued", run, f"queued by {requester}: {what}")
@@ -263,7 +267,11 @@ class Engine:
     def when(self, run: Run) -> str:
         """A scheduled run's start in words: in its window's zone, and in UTC."""
         assert run.scheduled_for is not None
-        return describe_moment(run.scheduled_for, window_for(self.config, run.host))
+        return describe_moment(run.scheduled_for, self._zone(run.host))
+
+    def _zone(self, host: str) -> ZoneInfo | None:
+        window = window_for(self.config, host)
+        return window.zone if window else None
 
     async def _await_schedule(self, run: Run) -> Run:
         """Wait until the scheduled ``run`` is due and may start; return it as it then is (it may have been
@@ -285,7 +293,7 @@ class Engine:
                 self._publish(
                     "run.rescheduled",
                     moved,
-                    f"was due {describe_moment(run.scheduled_for, window_for(self.config, run.host))} but "
+                    f"was due {describe_moment(run.scheduled_for, self._zone(run.host))} but "
                     f"{later.why}: rescheduled for {self.when(moved)}",
                     at=iso(later.moment),
                 )
@@ -725,7 +733,7 @@ class Engine:
             return mine[-1]
         if mine and mine[-1].state is ApprovalState.open:
             await self._supersede(run, step, mine[-1], change, "the window closed again since it was asked")
-        closed_text = describe_moment(closed, window_for(self.config, run.host))
+        closed_text = describe_moment(closed, self._zone(run.host))
         evidence = {
             "what_changes": f"restart {run.host} now, OUTSIDE its maintenance window {window}, which closed at "
             f"{closed_text}; without this the reboot waits for the window's next opening",
@@ -745,7 +753,7 @@ class Engine:
     def _announce_override(
         self, run: Run, step: Step, approval: Approval, window: str, closed: datetime, opening: str
     ) -> None:
-        closed_text = describe_moment(closed, window_for(self.config, run.host))
+        closed_text = describe_moment(closed, self._zone(run.host))
         gate = REBOOT_OUTSIDE_WINDOW
         self._publish(
             "step.note",
@@ -932,15 +940,6 @@ class Engine:
 
 # Runs that have not started: cancelled at once, and abandoned with the rest of their batch.
 _NOT_STARTED = frozenset({RunState.queued, RunState.scheduled})
-
-
-def describe_moment(moment: datetime, window: MaintenanceWindow | None) -> str:
-    """``Sat 2026-12-05 22:00 CET (21:00 UTC)``: in the window's zone when there is one, else UTC only."""
-    utc = f"{moment.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC"
-    if window is None:
-        return utc
-    local = moment.astimezone(window.zone)
-    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()} ({moment.astimezone(UTC):%H:%M} UTC)"
 
 
 def as_mention(user: str) -> str:

@@ -21,6 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.config import Config
+from bot.core.windows import window_for
 from bot.slack import messages as msg
 from bot.slack.projector import ThreadProjector
 from bot.store.outbox import Outbox, PendingEntry
@@ -183,7 +184,9 @@ class OutboxDeliverer:
     def _card(self, run_id: str) -> dict[str, Any]:
         run = self.store.get_run(run_id)
         known = msg.people(run, self.store.approvals(run_id))
-        return msg.card(run, self.store.steps(run_id), self.titles, self.config.installer.version, known)
+        window = window_for(self.config, run.host)
+        zone = window.zone if window else None  # a scheduled run's time, in its window's zone too
+        return msg.card(run, self.store.steps(run_id), self.titles, self.config.installer.version, known, zone)
 
     def _final(self, run_id: str) -> dict[str, Any]:
         run = self.store.get_run(run_id)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from bot.core.models import AuditEvent, Run, StepRecord
+from bot.core.windows import describe_moment
 from bot.engine.dry_run import stored_plan
 from bot.engine.events import ProgressEvent
 from bot.engine.recap import batch_recap
@@ -185,6 +187,12 @@ class ThreadProjector:
             return [("card", None, None)]
         if event.event == "run.started":
             return []  # the card's state says it; a reply would spend one of the channel's paced posts
+        if event.event == "run.rescheduled":  # the card shows the new time; the thread says why it moved
+            text = (
+                f"Rescheduled: was due {_utc(event.detail.get('from'))}, now {_utc(event.detail['to'])}: "
+                f"{event.detail.get('why', '')}"
+            )
+            return [("reply", msg.note(text, "Schedule"), None)]
         if event.event.startswith("step."):
             return [("reply", msg.step_reply(event, steps.get(event.step or ""), title), None)]
         if event.event == "approval.requested":
@@ -230,3 +238,7 @@ def _skips_together(events: list[AuditEvent]) -> list[list[AuditEvent]]:
         else:
             groups.append([event])
     return groups
+
+
+def _utc(text: str | None) -> str:
+    return describe_moment(datetime.fromisoformat(text), None) if text else "?"

@@ -432,7 +432,11 @@ class Store:
             if run.state is not RunState.scheduled:
                 return None
             self.db.table("runs").update(run_id, {"scheduled_for": iso(scheduled_for), "updated_at": iso(utcnow())})
-            detail = {"from": iso(run.scheduled_for) if run.scheduled_for else None, "to": iso(scheduled_for), "why": why}
+            detail = {
+                "from": iso(run.scheduled_for) if run.scheduled_for else None,
+                "to": iso(scheduled_for),
+                "why": why,
+            }
             audit.append(conn, "run.rescheduled", actor="bot", run_id=run_id, detail=detail)
         return self.get_run(run_id)
 

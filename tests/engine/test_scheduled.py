@@ -217,7 +217,9 @@ async def test_override_lets_it_reboot_outside_the_window_and_is_audited_as_over
     assert engine.store.get_run(run.id).state is RunState.succeeded
     assert FileHost(tmp_path, "host01").applies() == STEPS
     granted = [
-        e for e in engine.store.audit_events(run.id) if e.event == "approval.granted" and e.detail["change"].get("override")
+        e
+        for e in engine.store.audit_events(run.id)
+        if e.event == "approval.granted" and e.detail["change"].get("override")
     ]
     assert len(granted) == 1 and granted[0].actor == APPROVER
     assert granted[0].detail["gate"] == "reboot outside window" and granted[0].detail["change"]["window"] == "night"
