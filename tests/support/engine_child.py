@@ -1,6 +1,8 @@
-"""A bot process for crash tests: `python -m tests.support.engine_child CONFIG HOSTDIR start|resume [approve|deny|none]`.
+"""A bot process for crash tests: `python -m tests.support.engine_child CONFIG HOSTDIR start|resume|schedule
+[approve|deny|none] [WHEN]`.
 
-`start` queues host01 and drives it; `resume` only resumes what the database holds. Every approval
+`start` queues host01 and drives it; `resume` only resumes what the database holds; `schedule` schedules
+host01 for WHEN (an ISO time) and waits for it. Every approval
 request is answered by APPROVER (`approve`, `deny`, or `none`: nobody answers), as a person would click.
 The parent kills this process with IDM_UPGRADE_KILL_AT set, then runs it again with `resume`.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import datetime
 
 from bot.core.config import Secrets, load_config
 from bot.engine.approvals import ApprovalPolicy
@@ -30,7 +33,7 @@ class ClickingApprover:
             await self.engine.decide(event.data["approval_id"], APPROVER, self.decision)
 
 
-async def main(config_path: str, host_dir: str, mode: str, decision: str) -> int:
+async def main(config_path: str, host_dir: str, mode: str, decision: str, when: str | None = None) -> int:
     config = load_config(config_path)
     approver = ClickingApprover(decision)
     # The runtime injects IDM_UPGRADE_KILL_AT / IDM_UPGRADE_TRACE from the parent as the store's hooks.
@@ -50,6 +53,8 @@ async def main(config_path: str, host_dir: str, mode: str, decision: str) -> int
     await engine.start()
     if mode == "start":
         await engine.submit(["host01"], REQUESTER)
+    if mode == "schedule" and when:
+        await engine.submit(["host01"], REQUESTER, scheduled_for=datetime.fromisoformat(when))
     await engine.join()
     await runtime.close()
     return 0
@@ -58,4 +63,4 @@ async def main(config_path: str, host_dir: str, mode: str, decision: str) -> int
 if __name__ == "__main__":
     args = sys.argv[1:]
     decision = args[3] if args[3:] else "approve"
-    sys.exit(asyncio.run(main(args[0], args[1], args[2], decision)))
+    sys.exit(asyncio.run(main(args[0], args[1], args[2], decision, args[4] if args[4:] else None)))
