@@ -420,12 +420,11 @@ def _main(argv: Sequence[str] | None) -> int:
         import asyncio
 
         from sandbox.host import SCENARIOS
-        from sandbox.run import run_sandbox
+        from sandbox.run import CHANGE_SCENARIOS, run_sandbox
 
-        if args.scenario not in SCENARIOS:
-            sys.stderr.write(
-                f"idm-upgrade: unknown scenario {args.scenario!r}; choose one of: {', '.join(SCENARIOS)}\n"
-            )
+        if args.scenario not in (*SCENARIOS, *CHANGE_SCENARIOS):
+            known = ", ".join((*SCENARIOS, *CHANGE_SCENARIOS))
+            sys.stderr.write(f"idm-upgrade: unknown scenario {args.scenario!r}; choose one of: {known}\n")
             return EXIT_USAGE
         if not 1 <= args.hosts <= 50:
             sys.stderr.write("idm-upgrade: --hosts must be 1-50\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import signal
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 from bot.core.config import Config, Secrets, parse_config
 from bot.core.gates import gate_named
-from bot.core.models import ApprovalState, Run, StepState
+from bot.core.models import ApprovalState, Run, StepState, utcnow
 from bot.core.signing import generate_key_file, parse_public_key
 from bot.slack.app import SlackBot
 from bot.slack.witness import read_checkpoints
@@ -91,6 +92,39 @@ url = "{ws1_url}"
 {extra}
 {tables}"""
     return parse_config(tomllib.loads(text))
+
+
+@dataclass(frozen=True)
+class ChangeScenario:
+    """A scenario of the bot's change management rather than of the hosts: its hosts behave as ``hosts``
+    does; ``config`` (called at start, with the time) adds TOML; ``words`` are added to the command."""
+
+    hosts: str
+    config: Callable[[datetime, list[str]], tuple[str, str]]  # -> (TOML, a line saying what it set up)
+    words: str
+
+
+def _scheduled(now: datetime, names: list[str]) -> tuple[str, str]:
+    # Windows are set in whole minutes: this one opens at the first minute at least 5 s away, for 30 minutes.
+    opens = (now + timedelta(seconds=65)).replace(second=0, microsecond=0)
+    closes = opens + timedelta(minutes=30)
+    toml = f"""
+[windows.sandbox]
+days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+start = "{opens:%H:%M}"
+end = "{closes:%H:%M}"
+timezone = "UTC"
+[groups.fleet]
+hosts = {json.dumps(names)}
+window = "sandbox"
+"""
+    seconds = (opens - now).total_seconds()
+    return toml, f"maintenance window sandbox: daily {opens:%H:%M}-{closes:%H:%M} UTC, opens in {seconds:.0f} s"
+
+
+CHANGE_SCENARIOS: dict[str, ChangeScenario] = {
+    "scheduled": ChangeScenario("default", _scheduled, "at next-window"),
+}
 
 
 class Clicker:
@@ -244,7 +278,9 @@ async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.E
     async with contextlib.AsyncExitStack() as stack:
         slack = await stack.enter_async_context(SlackStandIn(signing_secret=SIGNING_SECRET))
         password = secrets.token_urlsafe(12)
-        servers = await start_hosts(options.hosts, options.scenario, password=password, time_scale=0.1)
+        special = CHANGE_SCENARIOS.get(options.scenario)
+        host_scenario = special.hosts if special else options.scenario
+        servers = await start_hosts(options.hosts, host_scenario, password=password, time_scale=0.1)
         for server in servers:
             stack.push_async_callback(server.stop)
             server.state.artifact_url = servers[0].installer_url  # one artifact store for the fleet
@@ -261,7 +297,9 @@ async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.E
         key_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idm-upgrade-sandbox-key-")))
         public_key = generate_key_file(key_dir / "audit.key")
         change, command = await _change_board(stack, options.servicenow)
-        config = sandbox_config(servers, ws1.url, db_path, key_dir / "audit.key", change.config)
+        names_of = [f"host{i:02d}" for i in range(1, len(servers) + 1)]
+        more, setup = special.config(utcnow(), names_of) if special else ("", "")
+        config = sandbox_config(servers, ws1.url, db_path, key_dir / "audit.key", change.config + more)
         env = Secrets.from_env(
             {
                 **change.environment,
@@ -278,7 +316,7 @@ async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.E
         stack.push_async_callback(bot.stop)
         sender = slack.sender(f"{bot.url}/slack/events", SIGNING_SECRET)
         names = " ".join(config.hosts)
-        typed = f"{names} {command}".strip()
+        typed = " ".join(part for part in (names, command, special.words if special else "") if part)
         channel = slack.workspace.channel(OPS_CHANNEL)
         screen = make_screen(out, channel.name if channel else OPS_CHANNEL, options.terminal)
         clicker = Clicker(options.approve, options.stdin, out, interrupted)
@@ -295,6 +333,8 @@ async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.E
             screen.invalidate()  # the question is written below the drawing
 
         out.write(change.note)
+        if setup:
+            out.write(f"sandbox: {setup}\n")
         out.write(f"$ /idm-upgrade {typed}    (as @requester, scenario {options.scenario})\n")
         await sender.send_slash_command(REQUESTER, typed)
         out.flush()  # once the run is submitted: a Ctrl-C from here on stops a run under way

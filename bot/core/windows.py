@@ -115,9 +115,9 @@ class MaintenanceWindow:
 def describe_moment(moment: datetime, zone: ZoneInfo | None) -> str:
     """``Sat 2026-12-05 22:00 CET (21:00 UTC)``: in ``zone`` (a window's) when there is one, else UTC only."""
     utc = moment.astimezone(UTC)
-    if zone is None:
+    local = moment.astimezone(zone) if zone is not None else utc
+    if zone is None or (local.utcoffset() == timedelta(0) and local.tzname() == "UTC"):
         return f"{utc:%a %Y-%m-%d %H:%M} UTC"
-    local = moment.astimezone(zone)
     return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()} ({utc:%H:%M} UTC)"
 
 

@@ -186,6 +186,9 @@ class ThreadProjector:
         if event.event == "run.requested":
             return [("card", None, None)]
         if event.event == "run.started":
+            if scheduled := event.detail.get("scheduled_for"):  # a scheduled run: the thread says it began
+                text = f"Started: it was scheduled for {_utc(scheduled)}"
+                return [("reply", msg.note(text, "Schedule"), None)]
             return []  # the card's state says it; a reply would spend one of the channel's paced posts
         if event.event == "run.rescheduled":  # the card shows the new time; the thread says why it moved
             text = (

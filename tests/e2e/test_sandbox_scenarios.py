@@ -76,3 +76,19 @@ async def test_when_the_sandbox_gives_up_it_says_so_and_where_the_run_is():
     assert re.fullmatch(
         r"sandbox: gave up after \d+ s; host01 still (running|waiting for approval|queued)( \(step \w+\))?", last
     ), last
+
+
+@pytest.mark.timeout(600)
+def test_the_scheduled_scenario_shows_the_run_scheduled_then_started_when_its_window_opens_then_succeeded():
+    name, code, _seconds, out = run_scenario("scheduled")
+    assert code == 0, out[-2000:]
+    lines = out.splitlines()
+    assert lines[0].startswith("sandbox: maintenance window sandbox: daily ") and " opens in " in lines[0]
+    assert lines[1] == "$ /idm-upgrade host01 at next-window    (as @requester, scenario scheduled)"
+    scheduled = next(i for i, line in enumerate(lines) if "*State:* 🗓️ scheduled for " in line)
+    started = next(i for i, line in enumerate(lines) if "Started: it was scheduled for " in line)
+    assert scheduled < started
+    assert RESULT.match(lines[-1]) and " host01 succeeded in " in lines[-1]
+    # the card had shown the window's opening, and the run started at that time
+    when = re.search(r"scheduled for (\w{3} \d{4}-\d\d-\d\d \d\d:\d\d UTC)", lines[scheduled]).group(1)
+    assert f"Started: it was scheduled for {when}" in lines[started]

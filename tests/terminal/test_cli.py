@@ -46,6 +46,12 @@ def test_sandbox_host_rejects_unknown_scenario(capsys):
     assert "unknown scenario 'nope'" in err and "already-current" in err
 
 
+def test_sandbox_lists_the_change_scenarios_with_the_host_scenarios(capsys):
+    assert cli.main(["sandbox", "--scenario", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown scenario 'nope'" in err and "already-current" in err and "scheduled" in err
+
+
 def every_parser(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
     """(command words, parser) for the program and each subcommand, depth first."""
     yield path, parser
