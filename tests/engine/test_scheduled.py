@@ -286,3 +286,18 @@ async def test_at_next_window_asks_for_the_next_opening_when_the_window_is_close
     open_now = Admission(config, clock=Clock())
     assert open_now.when(Request(["host01"], REQUESTER, at=NEXT_WINDOW)) == T0  # open: scheduled for now
     assert open_now.when(Request(["host03"], REQUESTER, at=NEXT_WINDOW)) == T0  # no window: now
+
+
+async def test_cancel_while_the_reboot_waits_for_its_window_stops_the_run_without_a_reboot(engine_factory, tmp_path):
+    clock = Clock()
+    engine = await engine_factory(WindowClosesAtReboot(clock), engine_kwargs=fast(clock), extra=window())
+    [run] = await engine.submit(["host01"], REQUESTER)
+    override = await held(engine, run.id)
+    reply = await engine.cancel(run.id, REQUESTER)
+    assert reply.ok
+    await asyncio.wait_for(engine.join(), 10)
+    run = engine.store.get_run(run.id)
+    assert run.state is RunState.cancelled and run.result.startswith(f"cancelled by {REQUESTER}")
+    assert engine.store.get_approval(override.id).state is ApprovalState.cancelled
+    assert FileHost(tmp_path, "host01").applies() == ["alpha", "bravo", "charlie"]
+    await engine.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -57,3 +58,23 @@ def test_card_shows_a_scheduled_time_in_its_windows_zone_and_in_utc():
         shown["text"]
         == "Connector upgrade on host01: scheduled for Sat 2026-12-05 22:00 CET (21:00 UTC) (run-0a1b2c3d)"
     )
+
+
+def test_the_thread_says_when_a_scheduled_run_moved_and_when_it_started(tmp_path):
+    from tests.support.outbox import outbox
+
+    store, _engine, progress = outbox(tmp_path)
+    due = datetime(2026, 12, 2, 9, 30, tzinfo=UTC)
+    [run] = store.create_runs(["host01"], requester=REQUESTER, plan=["alpha"], scheduled_for=due)
+    later = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    store.reschedule_run(run.id, later, why="its maintenance window night is closed")
+    store.set_run_state(run.id, RunState.running, event="run.started", detail={"scheduled_for": later.isoformat()})
+    progress.projector.project(run.id)
+    texts = [json.loads(p).get("text", "") for (p,) in store.conn.execute("SELECT payload FROM outbox ORDER BY id")]
+    replies = [t for t in texts if t.startswith("Schedule:")]
+    assert replies == [
+        "Schedule: Rescheduled: was due Wed 2026-12-02 09:30 UTC, now Thu 2026-12-03 08:00 UTC: "
+        "its maintenance window night is closed",
+        "Schedule: Started: it was scheduled for Thu 2026-12-03 08:00 UTC",
+    ]
+    store.close()
