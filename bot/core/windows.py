@@ -112,13 +112,12 @@ class MaintenanceWindow:
         return f"{day} {local:%H:%M} {local.tzname()} ({utc_day}{utc:%H:%M} UTC)"
 
 
-def describe_moment(moment: datetime, zone: ZoneInfo | None) -> str:
-    """``Sat 2026-12-05 22:00 CET (21:00 UTC)``: in ``zone`` (a window's) when there is one, else UTC only."""
-    utc = moment.astimezone(UTC)
-    local = moment.astimezone(zone) if zone is not None else utc
-    if zone is None or (local.utcoffset() == timedelta(0) and local.tzname() == "UTC"):
-        return f"{utc:%a %Y-%m-%d %H:%M} UTC"
-    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()} ({utc:%H:%M} UTC)"
+def describe_moment(moment: datetime, window: MaintenanceWindow | None) -> str:
+    """``Sat 2026-12-05 22:00 CET (21:00 UTC)`` in ``window``'s zone; with no window, or one kept in UTC,
+    ``Sat 2026-12-05 21:00 UTC`` (once, not twice)."""
+    if window is None or window.local(moment).tzname() == "UTC":
+        return f"{moment.astimezone(UTC):%a %Y-%m-%d %H:%M} UTC"
+    return window.describe_moment(moment)
 
 
 def window_for(config: Config, host: str) -> MaintenanceWindow | None:

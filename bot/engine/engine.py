@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
-from zoneinfo import ZoneInfo
 
 from bot.core.config import Config, GroupConfig
 from bot.core.errors import ExternalSystemError
@@ -267,11 +266,7 @@ class Engine:
     def when(self, run: Run) -> str:
         """A scheduled run's start in words: in its window's zone, and in UTC."""
         assert run.scheduled_for is not None
-        return describe_moment(run.scheduled_for, self._zone(run.host))
-
-    def _zone(self, host: str) -> ZoneInfo | None:
-        window = window_for(self.config, host)
-        return window.zone if window else None
+        return describe_moment(run.scheduled_for, window_for(self.config, run.host))
 
     async def _await_schedule(self, run: Run) -> Run:
         """Wait until the scheduled ``run`` is due and may start; return it as it then is (it may have been
@@ -293,7 +288,7 @@ class Engine:
                 self._publish(
                     "run.rescheduled",
                     moved,
-                    f"was due {describe_moment(run.scheduled_for, self._zone(run.host))} but "
+                    f"was due {describe_moment(run.scheduled_for, window_for(self.config, run.host))} but "
                     f"{later.why}: rescheduled for {self.when(moved)}",
                     at=iso(later.moment),
                 )
@@ -733,7 +728,7 @@ class Engine:
             return mine[-1]
         if mine and mine[-1].state is ApprovalState.open:
             await self._supersede(run, step, mine[-1], change, "the window closed again since it was asked")
-        closed_text = describe_moment(closed, self._zone(run.host))
+        closed_text = describe_moment(closed, window_for(self.config, run.host))
         evidence = {
             "what_changes": f"restart {run.host} now, OUTSIDE its maintenance window {window}, which closed at "
             f"{closed_text}; without this the reboot waits for the window's next opening",
@@ -753,7 +748,7 @@ class Engine:
     def _announce_override(
         self, run: Run, step: Step, approval: Approval, window: str, closed: datetime, opening: str
     ) -> None:
-        closed_text = describe_moment(closed, self._zone(run.host))
+        closed_text = describe_moment(closed, window_for(self.config, run.host))
         gate = REBOOT_OUTSIDE_WINDOW
         self._publish(
             "step.note",

@@ -6,13 +6,12 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.config import Config
 from bot.core.models import Run, RunState
-from bot.core.windows import window_for
+from bot.core.windows import MaintenanceWindow, window_for
 from bot.engine.approvals import ApprovalPolicy, IdentityUnknown
 from bot.engine.engine import Engine
 from bot.slack.escape import escape
@@ -107,7 +106,7 @@ class SlackContext:
             steps = await self.engine.store.call(store.steps, run_id)
             known = people(run, await self.engine.store.call(store.approvals, run_id))
             lines = [
-                f"{RUN_MARKS[run.state]} `{run.id}` {run.host}: *{state_words(run, self._zone(run))}*{ticket_note(run)}"
+                f"{RUN_MARKS[run.state]} `{run.id}` {run.host}: *{state_words(run, self._window(run))}*{ticket_note(run)}"
                 + (f" — {with_mentions(escape(run.result), known)}" if run.result else "")
             ]
             lines += [f"{MARKS[s.state]} {self.titles.get(s.step, s.step)}: {s.state.label}" for s in steps]
@@ -121,16 +120,15 @@ class SlackContext:
         if not runs:
             return "No upgrade is running."
         return "\n".join(
-            f"{RUN_MARKS[r.state]} `{r.id}` {r.host}: {state_words(r, self._zone(r))} (by <@{r.requester}>){ticket_note(r)}"
+            f"{RUN_MARKS[r.state]} `{r.id}` {r.host}: {state_words(r, self._window(r))} (by <@{r.requester}>){ticket_note(r)}"
             for r in runs
         )
 
-    def _zone(self, run: Run) -> ZoneInfo | None:
-        """The zone a scheduled run's time is shown in (its window's); None: UTC only."""
+    def _window(self, run: Run) -> MaintenanceWindow | None:
+        """The window whose zone a scheduled run's time is shown in; None: UTC only."""
         if run.state is not RunState.scheduled or run.host not in self.config.hosts:
             return None
-        window = window_for(self.config, run.host)
-        return window.zone if window else None
+        return window_for(self.config, run.host)
 
     async def history_text(self, host: str | None, *, group: str | None = None) -> str:
         if group is not None:  # `history GROUP`: the newest runs of the group's hosts, together

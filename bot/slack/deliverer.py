@@ -184,9 +184,8 @@ class OutboxDeliverer:
     def _card(self, run_id: str) -> dict[str, Any]:
         run = self.store.get_run(run_id)
         known = msg.people(run, self.store.approvals(run_id))
-        window = window_for(self.config, run.host)
-        zone = window.zone if window else None  # a scheduled run's time, in its window's zone too
-        return msg.card(run, self.store.steps(run_id), self.titles, self.config.installer.version, known, zone)
+        window = window_for(self.config, run.host)  # a scheduled run's time, in its window's zone too
+        return msg.card(run, self.store.steps(run_id), self.titles, self.config.installer.version, known, window)
 
     def _final(self, run_id: str) -> dict[str, Any]:
         run = self.store.get_run(run_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
@@ -26,7 +25,7 @@ from bot.core.config import GroupConfig, SlackConfig
 from bot.core.gates import EVIDENCE_SHOWN, gate_named
 from bot.core.models import Approval, ApprovalState, AuditEvent, Run, RunState, StepRecord, StepState
 from bot.core.signing import key_id
-from bot.core.windows import describe_moment
+from bot.core.windows import MaintenanceWindow, describe_moment
 from bot.engine.dry_run import deciders as who_decides
 from bot.engine.recap import RecapLine, recap_text
 from bot.slack.escape import escape, safe_cut
@@ -107,10 +106,10 @@ def ticket_note(run: Run) -> str:
     return f" · ticket {escape(run.ticket)}" if run.ticket else ""
 
 
-def state_words(run: Run, zone: ZoneInfo | None = None) -> str:
-    """The run's state label; a scheduled run's with its time: in its window's ``zone`` and in UTC."""
+def state_words(run: Run, window: MaintenanceWindow | None = None) -> str:
+    """The run's state label; a scheduled run's with its time: in its ``window``'s zone and in UTC."""
     if run.state is RunState.scheduled and run.scheduled_for is not None:
-        return f"{run.state.label} for {describe_moment(run.scheduled_for, zone)}"
+        return f"{run.state.label} for {describe_moment(run.scheduled_for, window)}"
     return run.state.label
 
 
@@ -120,7 +119,7 @@ def card(
     titles: dict[str, str],
     target: str,
     known: Iterable[str] = (),
-    zone: ZoneInfo | None = None,
+    window: MaintenanceWindow | None = None,
 ) -> dict[str, Any]:
     """The run card: host, versions, requester, state (one of the contract's words), step checklist."""
     preflight = next((s.facts for s in steps if s.step == "preflight"), {})
@@ -133,7 +132,7 @@ def card(
     blocks: list[Block] = [
         HeaderBlock(text=f"Connector upgrade: {run.host}"),  # plain_text: Slack shows it as it is
         section(
-            f"*State:* {RUN_MARKS[run.state]} {state_words(run, zone)}\n"
+            f"*State:* {RUN_MARKS[run.state]} {state_words(run, window)}\n"
             f"*Version:* {current} → {escape(target)}{'  (check only)' if run.check_only else ''}\n"
             f"*Requested by:* <@{run.requester}>\n*Run:* `{run.id}`"
             + (f"\n*Change ticket:* {escape(run.ticket)}" if run.ticket else "")
@@ -151,7 +150,7 @@ def card(
                 ]
             )
         )
-    text = f"Connector upgrade on {escape(run.host)}: {state_words(run, zone)} ({run.id})"
+    text = f"Connector upgrade on {escape(run.host)}: {state_words(run, window)} ({run.id})"
     return message(text, blocks)
 
 

@@ -277,17 +277,6 @@ def test_store_reschedules_only_a_scheduled_run(tmp_path):
         store.close()
 
 
-async def test_at_next_window_asks_for_the_next_opening_when_the_window_is_closed(make_config):
-    from bot.engine.admission import NEXT_WINDOW, Admission, Request
-
-    config = make_config(extra=window())
-    closed = Admission(config, clock=Clock(T0 + timedelta(hours=2)))
-    assert closed.when(Request(["host01"], REQUESTER, at=NEXT_WINDOW)) == datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
-    open_now = Admission(config, clock=Clock())
-    assert open_now.when(Request(["host01"], REQUESTER, at=NEXT_WINDOW)) == T0  # open: scheduled for now
-    assert open_now.when(Request(["host03"], REQUESTER, at=NEXT_WINDOW)) == T0  # no window: now
-
-
 async def test_cancel_while_the_reboot_waits_for_its_window_stops_the_run_without_a_reboot(engine_factory, tmp_path):
     clock = Clock()
     engine = await engine_factory(WindowClosesAtReboot(clock), engine_kwargs=fast(clock), extra=window())
