@@ -29,7 +29,7 @@ from bot.core.gates import REBOOT, REBOOT_OUTSIDE_WINDOW, Gate, change_digest, g
 from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, StepState, iso, utcnow
 from bot.core.signing import AuditSigner
 from bot.core.windows import describe_moment, window_for
-from bot.engine.admission import Admission, ChangeChecker
+from bot.engine.admission import Admission, ChangeChecker, Refused
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.checkpointer import Checkpointer
 from bot.engine.dry_run import PLAN_KEY, approvals_asked, stored_plan, summary
@@ -281,7 +281,21 @@ class Engine:
                 continue
             later = when_to_start(self.config, run.host, now)
             if later is None:
-                await self.before_scheduled_start(run)
+                try:
+                    await self.before_scheduled_start(run)
+                except Refused as exc:  # the change no longer allows it: it never starts, nor does the rest
+                    reason = f"not started: {exc}"
+                    done = await self._db(
+                        self.store.set_run_state,
+                        run.id,
+                        RunState.cancelled,
+                        event="run.cancelled",
+                        result=reason,
+                        expect=frozenset({RunState.scheduled}),
+                    )
+                    if done:
+                        await self._ended(done, reason)
+                    return await self._db(self.store.get_run, run.id)
                 return run
             moved = await self._db(self.store.reschedule_run, run.id, later.moment, why=later.why)
             if moved is not None:
@@ -294,9 +308,9 @@ class Engine:
                 )
 
     async def before_scheduled_start(self, run: Run) -> None:
-        """Hook: called just before a scheduled run starts (a change ticket's re-check at start time goes here).
-
-        Raise nothing to let it start; a check that refuses should end the run itself."""
+        """Called just before a scheduled run starts: its change ticket must still allow it now (ServiceNow,
+        when configured). Refused: the run is cancelled unstarted, with the reason."""
+        await self.admission.recheck_change(run)
 
     async def _drive(self, run: Run) -> None:
         # Queued runs wait here for a slot (and stay 'queued' on the card); a resumed run goes first.

@@ -290,3 +290,32 @@ async def test_cancel_while_the_reboot_waits_for_its_window_stops_the_run_withou
     assert engine.store.get_approval(override.id).state is ApprovalState.cancelled
     assert FileHost(tmp_path, "host01").applies() == ["alpha", "bravo", "charlie"]
     await engine.stop()
+
+
+async def test_a_scheduled_run_whose_change_no_longer_allows_it_is_cancelled_unstarted(engine_factory, tmp_path):
+    """At its time the run's ticket is checked again in ServiceNow (the stand-in, over HTTP): the change
+    ended before the run came due, so the run and the rest of its batch never start."""
+    from bot.systems.servicenow import ServiceNowChanges
+    from sandbox.servicenow import ServiceNowStandIn
+
+    async with ServiceNowStandIn() as snow:
+        snow.add("CHG0012345", start=T0 - timedelta(hours=1), end=T0 + timedelta(minutes=30))
+        client = ServiceNowChanges(snow.config(), snow.secrets())
+        try:
+            clock = Clock()
+            change = f'[change]\nticket = "required"\n[change.servicenow]\nurl = "{snow.url}"\n'
+            engine = await engine_factory(Approver(), engine_kwargs={**fast(clock), "changes": client}, extra=change)
+            first, second = await engine.submit(
+                ["host01", "host02"], REQUESTER, ticket="CHG0012345", scheduled_for=T0 + timedelta(hours=1)
+            )
+            clock.now = T0 + timedelta(hours=1)  # due, after the change's planned end
+            await asyncio.wait_for(engine.join(), 10)
+            run = engine.store.get_run(first.id)
+            assert run.state is RunState.cancelled and run.result.startswith("not started: change CHG0012345")
+            assert "planned end" in run.result
+            assert engine.store.get_run(second.id).state is RunState.cancelled
+            assert FileHost(tmp_path, "host01").applies() == [] and FileHost(tmp_path, "host02").applies() == []
+            assert "run.started" not in events_of(engine.store, first.id)
+            await engine.stop()
+        finally:
+            await client.close()
