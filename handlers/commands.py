@@ -78,7 +78,7 @@ async def _start(command: Command, user: str, deps: SlackContext, channel: str) 
     try:
         created = await engine.submit_batches(batches, user, check_only=check_only, ticket=command.ticket)
     except HostBusy as exc:
-        return f"Not started: {escape(str(exc))}. Nothing was queued."
+        return f"Not started: {escape(str(exc))}. No run of this request was created."
     what = "Dry run (check only, nothing is changed)" if check_only else "Upgrade"
     lines = []
     for runs, schedule in zip(created, schedules, strict=True):

@@ -196,7 +196,7 @@ async def test_a_busy_host_in_one_group_refuses_every_group_of_the_request(slack
     await _command(h, REQUESTER, "host03")
     [busy] = h.runs()
     reply = await _command(h, REQUESTER, "prod staging")
-    assert reply.startswith("Not started:") and "host03" in reply and "Nothing was queued" in reply
+    assert reply.startswith("Not started:") and "host03" in reply and "No run of this request was created" in reply
     assert [r.id for r in h.runs()] == [busy.id]  # prod's batch was checked with it, not created before it
 
 
