@@ -252,16 +252,15 @@ class Engine:
         for run in await self._db(self.store.batch, batch_id):
             if run.batch_position > stopped.batch_position and run.state in _NOT_STARTED:
                 reason = f"not started: {stopped.host} before it in the batch ended {stopped.state.label}"
-                done = await self._db(
-                    self.store.set_run_state,
-                    run.id,
-                    RunState.cancelled,
-                    event="run.cancelled",
-                    result=reason,
-                    expect=_NOT_STARTED,
-                )
-                if done:
-                    await self._ended(done, reason)
+                await self._cancel_unstarted(run, reason, _NOT_STARTED)
+
+    async def _cancel_unstarted(self, run: Run, reason: str, expect: frozenset[RunState]) -> None:
+        """End a run that never started (cancelled, with ``reason``), unless it has left ``expect`` meanwhile."""
+        done = await self._db(
+            self.store.set_run_state, run.id, RunState.cancelled, event="run.cancelled", result=reason, expect=expect
+        )
+        if done:
+            await self._ended(done, reason)
 
     def when(self, run: Run) -> str:
         """A scheduled run's start in words: in its window's zone, and in UTC."""
@@ -284,17 +283,7 @@ class Engine:
                 try:
                     await self.before_scheduled_start(run)
                 except Refused as exc:  # the change no longer allows it: it never starts, nor does the rest
-                    reason = f"not started: {exc}"
-                    done = await self._db(
-                        self.store.set_run_state,
-                        run.id,
-                        RunState.cancelled,
-                        event="run.cancelled",
-                        result=reason,
-                        expect=frozenset({RunState.scheduled}),
-                    )
-                    if done:
-                        await self._ended(done, reason)
+                    await self._cancel_unstarted(run, f"not started: {exc}", frozenset({RunState.scheduled}))
                     return await self._db(self.store.get_run, run.id)
                 return run
             moved = await self._db(self.store.reschedule_run, run.id, later.moment, why=later.why)
