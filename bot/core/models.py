@@ -101,6 +101,9 @@ class Run(_Record):
     ticket: str | None = None  # the change ticket that authorizes the run ([change])
     group: str | None = None  # the host group ([groups.NAME]) the run was requested as part of
     scheduled_for: datetime | None = None  # when a scheduled run is due to start
+    attempt: int = 1  # 1, then one more each time a failed run is retried (run.retried)
+    recovery: str | None = None  # "revert" while an ended run is being reverted to its snapshot
+    ended_as: RunState | None = None  # while reverting: the state the run had ended in (it ends so again)
 
 
 class StepRecord(_Record):
@@ -188,5 +191,13 @@ AUDIT_EVENTS = frozenset(
         "run.failed",
         "run.denied",
         "run.cancelled",
+        # issue 20: a failed run tried again from its failed step; an ended run reverted to its snapshot
+        "run.retried",
+        "revert.requested",
+        "revert.started",
+        "revert.reverted",
+        "revert.powered_on",
+        "revert.verified",
+        "revert.failed",
     }
 )

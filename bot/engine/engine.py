@@ -29,6 +29,7 @@ from bot.core.gates import REBOOT, REBOOT_OUTSIDE_WINDOW, Gate, change_digest, g
 from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, StepState, iso, utcnow
 from bot.core.signing import AuditSigner
 from bot.core.windows import describe_moment, window_for
+from bot.engine import recovery
 from bot.engine.admission import Admission, ChangeChecker, Refused
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.checkpointer import Checkpointer
@@ -204,6 +205,10 @@ class Engine:
     @property
     def read_only_steps(self) -> frozenset[str]:
         return frozenset(step_id for step_id, step in self.steps.items() if step.read_only)
+
+    def offers(self, run: Run, records: list[StepRecord]) -> list[str]:
+        """What an ended run offers next (bot.engine.recovery): the card's buttons, the engine's own check."""
+        return [str(o) for o in recovery.offers(run, records, self.steps)]
 
     def plan_for(self, check_only: bool) -> list[str]:
         ids = list(self.steps)

@@ -107,7 +107,12 @@ class SlackBot:
         self.runtime = Runtime.build(config, secrets, policy=self.policy, services=services, clock=clock)
         self.store, self.engine, self.services = self.runtime.store, self.runtime.engine, self.runtime.services
         self.progress = SlackProgress(
-            self.store, self.client, config, self.runtime.titles, self.runtime.engine.read_only_steps
+            self.store,
+            self.client,
+            config,
+            self.runtime.titles,
+            self.runtime.engine.read_only_steps,
+            offers=self.runtime.engine.offers,
         )
         self.engine.progress.sinks.append(self.progress)
         self.guard = RequestGuard(tokens["SLACK_SIGNING_SECRET"])

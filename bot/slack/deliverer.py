@@ -15,12 +15,14 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.config import Config
+from bot.core.models import Run, StepRecord
 from bot.core.windows import window_for
 from bot.slack import messages as msg
 from bot.slack.projector import ThreadProjector
@@ -62,9 +64,11 @@ class OutboxDeliverer:
         titles: dict[str, str],
         projector: ThreadProjector,
         wake: asyncio.Event,
+        offers: Callable[[Run, list[StepRecord]], list[str]] = lambda run, records: [],
     ):
         self.store, self.outbox, self.client, self.config = store, outbox, client, config
         self.titles, self.projector, self.wake = titles, projector, wake
+        self.offers = offers  # an ended run's buttons (bot.engine.recovery.offers, with the engine's steps)
         self.interval = 1.0 / config.slack.messages_per_second
         self.merge_backlog_seconds = MERGE_BACKLOG_SECONDS
         self.delivered = 0
@@ -185,7 +189,9 @@ class OutboxDeliverer:
         run = self.store.get_run(run_id)
         known = msg.people(run, self.store.approvals(run_id))
         window = window_for(self.config, run.host)  # a scheduled run's time, in its window's zone too
-        return msg.card(run, self.store.steps(run_id), self.titles, self.config.installer.version, known, window)
+        records = self.store.steps(run_id)
+        offers = self.offers(run, records)
+        return msg.card(run, records, self.titles, self.config.installer.version, known, window, offers)
 
     def _final(self, run_id: str) -> dict[str, Any]:
         run = self.store.get_run(run_id)

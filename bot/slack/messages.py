@@ -120,8 +120,10 @@ def card(
     target: str,
     known: Iterable[str] = (),
     window: MaintenanceWindow | None = None,
+    offers: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The run card: host, versions, requester, state (one of the contract's words), step checklist."""
+    """The run card: host, versions, requester, state (one of the contract's words), step checklist; an
+    ended run's buttons are what it ``offers`` (``bot.engine.recovery``: retry, revert)."""
     preflight = next((s.facts for s in steps if s.step == "preflight"), {})
     current = escape((preflight.get("connector") or {}).get("version") or "?")
     checklist = "\n".join(
@@ -150,8 +152,19 @@ def card(
                 ]
             )
         )
+    elif buttons := [OFFER_BUTTONS[o](run) for o in offers if o in OFFER_BUTTONS]:
+        blocks.append(ActionsBlock(elements=buttons))
     text = f"Connector upgrade on {escape(run.host)}: {state_words(run, window)} ({run.id})"
     return message(text, blocks)
+
+
+# An ended run's buttons, by offer (bot.engine.recovery.Offer); the value is the run id, as on Cancel run.
+OFFER_BUTTONS = {
+    "retry": lambda run: ButtonElement(text="Retry", action_id="retry_run", value=run.id, style="primary"),
+    "revert": lambda run: ButtonElement(
+        text="Revert to snapshot", action_id="revert_run", value=run.id, style="danger"
+    ),
+}
 
 
 def _labelled(line: str) -> str:

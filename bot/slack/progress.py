@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.config import Config
+from bot.core.models import Run, StepRecord
 from bot.engine.events import ProgressEvent
 from bot.slack.deliverer import OutboxDeliverer
 from bot.slack.projector import ThreadProjector
@@ -27,6 +29,7 @@ class SlackProgress:
         config: Config,
         titles: dict[str, str],
         read_only: frozenset[str] = frozenset(),
+        offers: Callable[[Run, list[StepRecord]], list[str]] = lambda run, records: [],
     ):
         self.store, self.titles = store, titles
         self.outbox = Outbox(store)
@@ -34,7 +37,7 @@ class SlackProgress:
         self.projector = ThreadProjector(
             store, self.outbox, config.slack.channel, titles, wake, read_only, channel_of=config.channel_of
         )
-        self.deliverer = OutboxDeliverer(store, self.outbox, client, config, titles, self.projector, wake)
+        self.deliverer = OutboxDeliverer(store, self.outbox, client, config, titles, self.projector, wake, offers)
 
     async def deliver(self, event: ProgressEvent) -> None:
         await self.projector.deliver(event)

@@ -155,6 +155,14 @@ def _change_management(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX runs_scheduled ON runs(state, scheduled_for)")
 
 
+def _recovery(db: sqlite_utils.Database) -> None:
+    # Retry and revert reopen an ended run (issue 20): which attempt it is on, whether it is reverting,
+    # and the state it had ended in before (a reverted run ends as it had: failed or denied).
+    db.execute("ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1")
+    db.execute("ALTER TABLE runs ADD COLUMN recovery TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN ended_as TEXT")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1,
     _v2,
@@ -163,5 +171,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _slack_requests,
     _audit_checkpoints,
     _change_management,
+    _recovery,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
