@@ -295,6 +295,8 @@ class VCenterConfig(_Section):
     url: str | None = None
     server_cert_validation: CertValidation = "validate"
     snapshot_timeout_seconds: float = Field(default=600, gt=0)
+    # Revert to snapshot (issue 20): how long RevertToSnapshot_Task, and then PowerOnVM_Task, may each take.
+    revert_timeout_seconds: float = Field(default=600, gt=0)
 
     @field_validator("url")
     @classmethod

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -75,6 +76,28 @@ class SnapshotTimedOut(VCenterError):
 
 class VCenterAuthError(VCenterError):
     pass
+
+
+class SnapshotGone(VCenterError):
+    """The snapshot to revert to is no longer on the VM (deleted since): nothing was reverted."""
+
+
+class RevertFailed(VCenterError):
+    """vCenter refused the revert or the power-on, or its task ended in error, or ran past its deadline."""
+
+    def __init__(self, message: str, fault: str = "", task: str | None = None):
+        self.fault, self.task = fault, task
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class PowerState:
+    vm: str
+    state: str  # vSphere's word: poweredOn, poweredOff, suspended
+
+    @property
+    def on(self) -> bool:
+        return self.state == "poweredOn"
 
 
 @dataclass(frozen=True)
@@ -179,6 +202,25 @@ class VCenterClient:
         """The newest snapshot of VM_NAME called exactly NAME, or None."""
         found = [s for s in await self.snapshots(vm_name, host=host) if s.name == name]
         return max(found, key=lambda s: s.created) if found else None
+
+    async def revert_to_snapshot(
+        self, vm_name: str, snapshot_id: str, *, deadline: float | None = None, host: str | None = None
+    ) -> PowerState:
+        """Revert VM_NAME to its snapshot SNAPSHOT_ID (RevertToSnapshot_Task) and wait, at most ``deadline``
+        seconds; return the VM's power state after it (a snapshot without memory leaves it powered off).
+
+        The snapshot is looked up in the VM's tree first: one that is gone is SnapshotGone, nothing reverted.
+        Reverting again to the same snapshot gives the same disk, so a caller may repeat it after a crash."""
+        seconds = self.config.revert_timeout_seconds if deadline is None else deadline
+        return await self._call(self._revert, vm_name, snapshot_id, seconds, host)
+
+    async def power_state(self, vm_name: str, *, host: str | None = None) -> PowerState:
+        return await self._call(self._power_state, vm_name, host)
+
+    async def power_on(self, vm_name: str, *, deadline: float | None = None, host: str | None = None) -> PowerState:
+        """PowerOnVM_Task unless the VM is already on; wait at most ``deadline`` seconds."""
+        seconds = self.config.revert_timeout_seconds if deadline is None else deadline
+        return await self._call(self._power_on, vm_name, seconds, host)
 
     async def about(self) -> str:
         """Log in (when not yet) and name the vCenter that answered; reads nothing else, changes nothing."""
@@ -450,29 +492,103 @@ class VCenterClient:
             f"but the snapshot {snapshot_id or name!r} is not in the VM's snapshot tree"
         )
 
-    def _wait(self, task_id: str, vm: _VM, name: str, started: float, ends: float, cancel: threading.Event) -> Any:
+    def _read_power(self, vm: _VM) -> PowerState:
+        def read(conn: _Conn) -> dict[str, Any]:
+            paths = ["runtime.powerState"]
+            return self._properties(conn, vim.VirtualMachine(vm.id, conn.stub), vim.VirtualMachine, paths)
+
+        state = self._session(f"reading the power state of {vm.name!r}", read).get("runtime.powerState")
+        return PowerState(vm.name, str(state) if state is not None else "unknown")
+
+    def _power_state(self, cancel: threading.Event, vm_name: str, host: str | None) -> PowerState:
+        return self._read_power(self._find_vm(vm_name, host))
+
+    def _run_task(
+        self, vm: _VM, what: str, start: Callable[[_Conn], Any], seconds: float, cancel: threading.Event
+    ) -> None:
+        """Start a task (never resent: it may have begun) and wait for it; RevertFailed naming WHAT."""
+        started = time.monotonic()
+        try:
+            task_id = self._session(what, lambda conn: start(conn)._moId, resend=False)
+        except _Refused as exc:
+            raise RevertFailed(str(exc), fault=exc.fault) from None
+        try:
+            info = self._wait(task_id, vm, "", started, started + seconds, cancel, what=what)
+        except SnapshotTimedOut as exc:
+            raise RevertFailed(str(exc), fault="timeout", task=task_id) from None
+        if info.state != vim.TaskInfo.State.success:
+            error = info.error
+            message = self._fault_message(error) if error is not None else "no reason given"
+            raise RevertFailed(
+                f"{what} failed in vCenter {self.url} (task {task_id}): {message}",
+                fault=_fault_name(error) if error is not None else "",
+                task=task_id,
+            )
+
+    def _revert(self, cancel: threading.Event, vm_name: str, snapshot_id: str, seconds: float, host: str | None):
+        vm = self._find_vm(vm_name, host)
+        node = next((n for n in self._tree(vm) if n.snapshot._moId == snapshot_id), None)
+        if node is None:
+            raise SnapshotGone(
+                f"snapshot {snapshot_id} is no longer on VM {vm.name!r} in vCenter {self.url} (deleted?); "
+                "nothing was reverted"
+            )
+        log.info("vCenter %s: reverting %r to snapshot %r (%s)", self.url, vm.name, node.name, snapshot_id)
+        self._run_task(
+            vm,
+            f"the revert of {vm.name!r} to snapshot {node.name!r} ({snapshot_id})",
+            lambda conn: vim.vm.Snapshot(snapshot_id, conn.stub).RevertToSnapshot_Task(),
+            seconds,
+            cancel,
+        )
+        return self._read_power(vm)
+
+    def _power_on(self, cancel: threading.Event, vm_name: str, seconds: float, host: str | None) -> PowerState:
+        vm = self._find_vm(vm_name, host)
+        if self._read_power(vm).on:
+            return self._read_power(vm)
+        self._run_task(
+            vm, f"powering on {vm.name!r}", lambda conn: vim.VirtualMachine(vm.id, conn.stub).PowerOnVM_Task(), seconds, cancel
+        )
+        return self._read_power(vm)
+
+    def _wait(
+        self,
+        task_id: str,
+        vm: _VM,
+        name: str,
+        started: float,
+        ends: float,
+        cancel: threading.Event,
+        what: str | None = None,
+    ) -> Any:
         """Poll the task until it ends; never past ``ends``. The task is left alone on timeout."""
+        what = what or f"the snapshot {name!r} of {vm.name!r}"
         delay = 0.1
         while True:
 
             def read(conn: _Conn) -> Any:
-                return self._properties(conn, vim.Task(task_id, conn.stub), vim.Task, ["info"])["info"]
+                # the parts read, not all of ``info``: a revert task's entity is a snapshot, which pyVmomi
+                # refuses to read as info.entity (a ManagedEntity)
+                paths = ["info.state", "info.error", "info.progress", "info.result"]
+                found = self._properties(conn, vim.Task(task_id, conn.stub), vim.Task, paths)
+                return SimpleNamespace(**{path.removeprefix("info."): found.get(path) for path in paths})
 
-            info = self._session(f"waiting for the snapshot task {task_id}", read)
+            info = self._session(f"waiting for the task {task_id} ({what})", read)
             if info.state in (vim.TaskInfo.State.success, vim.TaskInfo.State.error):
                 return info
             now = time.monotonic()
             if now >= ends:
                 progress = f", {info.progress}% done" if info.progress is not None else ""
                 raise SnapshotTimedOut(
-                    f"the snapshot {name!r} of {vm.name!r} did not finish within {ends - started:g} s "
+                    f"{what} did not finish within {ends - started:g} s "
                     f"(vCenter {self.url}, task {task_id}, {info.state}{progress}); the task was left running: "
                     "check it in the vSphere Client",
                     task=task_id,
                 )
             if self._closing.is_set():
                 raise VCenterError(
-                    f"the vCenter client was closed while waiting for the snapshot task {task_id} of {vm.name!r}; "
+                    f"the vCenter client was closed while waiting for the task {task_id} ({what}); "
                     "the task was left running"
                 )
             if cancel.wait(min(delay, ends - now)):
