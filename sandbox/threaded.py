@@ -96,6 +96,12 @@ class RunningHost:
         """Returns once the host is down."""
         self._loop.call(self.server.begin_reboot())
 
+    def power_off(self) -> None:
+        self._loop.call(self.server.power_off())
+
+    def power_on(self) -> None:
+        self._loop.call(self.server.power_on())
+
     def refuse_connections(self) -> None:
         self._loop.call(self.server.refuse_connections())
 

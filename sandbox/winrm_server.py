@@ -297,6 +297,23 @@ class WinRMHostServer:
         self._down.discard("reboot")
         await self._listen()
 
+    async def power_off(self) -> None:
+        """The VM is off (a revert to a snapshot without memory): connections refused until power_on()."""
+        self._down.add("power")
+        for shell in list(self._shells.values()):
+            self._discard_shell(shell)
+        self._kill_processes()
+        await self._listen()
+
+    async def power_on(self) -> None:
+        """The VM boots: a new boot time, services started, listening again (a reboot in progress is over)."""
+        if "power" not in self._down:
+            return
+        self.state.finish_boot()
+        self._down.discard("power")
+        self._down.discard("reboot")
+        await self._listen()
+
     async def refuse_connections(self) -> None:
         """Stop listening (a firewall drop or a stopped WinRM service); open shells survive."""
         self._down.add("refuse")
