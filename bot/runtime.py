@@ -25,6 +25,7 @@ from bot.store.store import Store
 from bot.systems.services import Services, build_services
 from steps.base import Step
 from steps.plan import upgrade_plan
+from steps.revert_check import connector_now
 
 
 def audit_signer(config: Config) -> AuditSigner | None:
@@ -78,6 +79,7 @@ class Runtime:
             signer=signer,
             changes=built.servicenow,  # the change requests behind tickets ([change.servicenow]), or None
             clock=clock,
+            revert_reader=connector_now,  # what a revert to snapshot verifies on the host
         )
         return cls(config, lease, store, built, engine)
 

@@ -86,8 +86,35 @@ STARTTLS_CONSOLE = Gate(
     question="Have you turned STARTTLS off in the console as described above, for {host}?",
 )
 
+# Revert to snapshot (issue 20): approvers allow it (not the person who asked for it, unless
+# slack.allow_self_approval), bound to the snapshot id it shows. Without vCenter (or a snapshot a person took)
+# a person then reverts the VM by hand and confirms.
+REVERT = Gate(
+    "revert",
+    GateKind.approval,
+    question="Revert {host} to its snapshot now (everything on the server since the snapshot is undone)?",
+)
+REVERT_BY_HAND = Gate(
+    "revert by hand",
+    GateKind.confirmation,
+    button_label="Reverted and powered on",
+    deny_label="Cannot do it",
+    question="Have you reverted the VM of {host} to the snapshot described above and powered it on?",
+)
+
 GATES: dict[str, Gate] = {
-    g.name: g for g in (STARTTLS, REBOOT, REBOOT_OUTSIDE_WINDOW, INSTALL, PENDING_REBOOT, SNAPSHOT, STARTTLS_CONSOLE)
+    g.name: g
+    for g in (
+        STARTTLS,
+        REBOOT,
+        REBOOT_OUTSIDE_WINDOW,
+        INSTALL,
+        PENDING_REBOOT,
+        SNAPSHOT,
+        STARTTLS_CONSOLE,
+        REVERT,
+        REVERT_BY_HAND,
+    )
 }
 
 

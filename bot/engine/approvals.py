@@ -128,7 +128,11 @@ class ApprovalPolicy:
             False, f"you are not allowed to start {what}; ask an admin to add you to {' and '.join(missing)}"
         )
 
-    async def may_decide(self, user: str, run: Run, decision: str, gate: str = "") -> Verdict:
+    async def may_decide(
+        self, user: str, run: Run, decision: str, gate: str = "", requested_by: str | None = None
+    ) -> Verdict:
+        """``requested_by``: who asked for this request (a revert's asker), else the run's requester."""
+        asker = requested_by or run.requester
         if gate_named(gate).is_confirmation:
             # Saying "I took the snapshot" is a report, not an approval: the requester may give it too.
             if user == run.requester or await self._in(user, [*self.requesters(run.host), *self.approvers(run.host)]):
@@ -143,19 +147,27 @@ class ApprovalPolicy:
             return Verdict(False, f"you are not an approver for {where}; the request stays open")
         try:
             person = await self.identities.person(user)
-            requester = await self.identities.person(run.requester)
+            requester = await self.identities.person(asker)
         except IdentityUnknown:
             if decision == "deny":
                 return Verdict(True)  # denying is the safe direction: it needs no count
             return Verdict(False, CANNOT_IDENTIFY)
         if decision == "approve" and person == requester and not self.slack.allow_self_approval:
-            account = "" if user == run.requester else f" (as <@{run.requester}>, another account of yours)"
+            account = "" if user == asker else f" (as <@{asker}>, another account of yours)"
+            what = "asked for this revert" if asker != run.requester else "started this run"
             return Verdict(
                 False,
-                f"you started this run{account}, and approving your own run is not allowed "
+                f"you {what}{account}, and approving your own {'request' if asker != run.requester else 'run'} "
+                "is not allowed "
                 "(slack.allow_self_approval = false); another approver must decide",
             )
         return Verdict(True, person=person)
+
+    async def may_revert(self, user: str, run: Run) -> Verdict:
+        """Who may ask for a revert to snapshot: the run's requester, an approver, the terminal's operator."""
+        if user == run.requester or user.startswith("cli:") or await self._in(user, self.approvers(run.host)):
+            return Verdict(True)
+        return Verdict(False, "only the person who started the run or an approver may ask for its revert")
 
     async def may_cancel(self, user: str, run: Run) -> Verdict:
         if user == run.requester or user.startswith("cli:") or await self._in(user, self.approvers(run.host)):

@@ -29,7 +29,7 @@ from bot.core.gates import REBOOT, REBOOT_OUTSIDE_WINDOW, Gate, change_digest, g
 from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, StepState, iso, utcnow
 from bot.core.signing import AuditSigner
 from bot.core.windows import describe_moment, window_for
-from bot.engine import recovery
+from bot.engine import recovery, revert
 from bot.engine.admission import Admission, ChangeChecker, Refused
 from bot.engine.approvals import ApprovalPolicy
 from bot.engine.checkpointer import Checkpointer
@@ -38,7 +38,7 @@ from bot.engine.events import ProgressEvent, SinkDispatcher
 from bot.engine.outcome import outcome_of
 from bot.engine.schedule import last_closing, when_to_start
 from bot.engine.slots import Slot, SlotPool
-from bot.store.store import BatchRequest, DecisionOutcome, Store, UnknownRecord
+from bot.store.store import BatchRequest, DecisionOutcome, HostBusy, Store, UnknownRecord
 from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed
 
 if TYPE_CHECKING:
@@ -90,7 +90,9 @@ class Engine:
         changes: ChangeChecker | None = None,
         clock: Callable[[], datetime] = utcnow,  # admission, schedules and windows go by it (tests set it)
         schedule_poll_seconds: float = SCHEDULE_POLL_SECONDS,
+        revert_reader: revert.HostReader | None = None,  # what a revert verifies (steps.revert_check)
     ):
+        self.revert_reader = revert_reader
         self.store = store
         self.clock = clock  # when scheduled runs are due and windows open (tests inject one)
         self.schedule_poll_seconds = schedule_poll_seconds
@@ -309,6 +311,9 @@ class Engine:
     async def _drive(self, run: Run) -> None:
         # Queued runs wait here for a slot (and stay 'queued' on the card); a resumed run goes first.
         async with Slot(self._slots, under_way=run.state not in _NOT_STARTED) as slot:
+            if run.recovery == "revert":  # an ended run being reverted to its snapshot (bot.engine.revert)
+                await revert.drive(self, run, slot)
+                return
             if run.state in _NOT_STARTED:
                 started = await self._db(
                     self.store.set_run_state,
@@ -876,7 +881,9 @@ class Engine:
                 f"This {approval.gate} request is already {approval.state.value} ({by}); nothing changed.",
             )
         run = await self._db(self.store.get_run, approval.run_id)
-        verdict = await self.policy.may_decide(user, run, decision, approval.gate)
+        verdict = await self.policy.may_decide(
+            user, run, decision, approval.gate, requested_by=approval.evidence.get("requested_by")
+        )
         if not verdict.allowed:
             await self._db(self.store.record_refusal, approval_id, user, verdict.reason)
             return Reply(False, f"Not accepted: {verdict.reason}.")
@@ -908,6 +915,47 @@ class Engine:
                 user=user,
             )
         return Reply(ok, messages[result.outcome])
+
+    async def revert(self, run_id: str, user: str, why: str | None = None) -> Reply:
+        """Ask for the revert of an ended run to its snapshot (bot.engine.revert); refused: nothing written."""
+        run = await self._db(self.store.find_run, run_id)
+        if run is None:
+            return Reply(False, f"There is no run {run_id!r}. `/idm-upgrade status` lists active runs.")
+        if run.recovery == "revert":
+            return Reply(False, f"Run {run_id} is already being reverted; its thread shows where it is.")
+        if run.state.active:
+            return Reply(
+                False,
+                f"Run {run_id} is still {run.state.label}; only a run that ended failed or denied can be reverted.",
+            )
+        records = await self._db(self.store.steps, run_id)
+        if recovery.Offer.revert not in recovery.offers(run, records, self.steps):
+            snapshot = recovery.snapshot_taken(records)
+            if run.state not in (RunState.failed, RunState.denied) or run.check_only:
+                why_not = f"it ended {run.state.label}; only a failed or denied upgrade can be reverted"
+            elif snapshot is None:
+                why_not = "its snapshot step took no snapshot, so there is nothing to revert to"
+            else:
+                why_not = (
+                    "nothing on the host was changed (the installer did not run, no reboot), so nothing needs a revert"
+                )
+            return Reply(False, f"Run {run_id} cannot be reverted: {why_not}. Nothing was changed.")
+        verdict = await self.policy.may_revert(user, run)
+        if not verdict.allowed:
+            return Reply(False, f"Not accepted: {verdict.reason}.")
+        snapshot = recovery.snapshot_taken(records) or {}
+        try:
+            reverting = await self._db(self.store.begin_revert, run_id, user, why=why, snapshot=snapshot)
+        except HostBusy as exc:
+            return Reply(False, f"Not accepted: {exc}. Nothing was reverted.")
+        if reverting is None:
+            return Reply(False, f"Run {run_id} is already being reverted or was reopened; nothing was changed.")
+        self._publish("revert.requested", reverting, f"revert to snapshot '{snapshot.get('name')}' asked by {user}")
+        self._spawn(reverting.batch_id)
+        return Reply(
+            True,
+            f"Revert of {run.host} to snapshot '{snapshot.get('name')}' asked; approvers decide in the run's thread.",
+        )
 
     async def cancel(self, run_id: str, user: str) -> Reply:
         run = await self._db(self.store.find_run, run_id)

@@ -440,6 +440,76 @@ class Store:
             audit.append(conn, "run.rescheduled", actor="bot", run_id=run_id, detail=detail)
         return self.get_run(run_id)
 
+    def begin_revert(self, run_id: str, actor: str, *, why: str | None, snapshot: dict[str, Any]) -> Run | None:
+        """An ended run goes back to running to be reverted to its snapshot (recovery "revert", ended_as its
+        end state), with revert.requested, in one transaction; None (nothing changed) unless it is still
+        ended and not reverting. Another active run on the host: HostBusy (the one-active-run index)."""
+        try:
+            with self.transaction("revert.requested") as conn:
+                run = self.get_run(run_id)
+                if run.state.active or run.recovery is not None:
+                    return None
+                self.db.table("runs").update(
+                    run_id,
+                    {
+                        "state": RunState.running.value,
+                        "recovery": "revert",
+                        "ended_as": run.state.value,
+                        "finished_at": None,
+                        "updated_at": iso(utcnow()),
+                    },
+                )
+                detail = {"ended_as": run.state.value, "snapshot": snapshot, **({"why": cap_text(why)} if why else {})}
+                audit.append(conn, "revert.requested", actor=actor, run_id=run_id, detail=detail)
+        except sqlite3.IntegrityError as exc:
+            if "runs.host" not in str(exc):
+                raise
+            host = self.get_run(run_id).host
+            raise HostBusy(host, self.active_host_run(host)) from None
+        return self.get_run(run_id)
+
+    def revert_event(self, run_id: str, event: str, detail: dict[str, Any]) -> None:
+        """One step of a revert (revert.started, .reverted, .powered_on, .verified), before what it describes."""
+        with self.transaction(event) as conn:
+            audit.append(conn, event, actor="bot", run_id=run_id, detail=cap_strings(detail))
+
+    def end_revert(
+        self, run_id: str, *, result: str, reverted: bool, failed: str | None = None, actor: str = "bot"
+    ) -> Run | None:
+        """The revert is over: the run ends again as it had (ended_as), recovery cleared, with ``result``;
+        ``failed``: the cause, audited as revert.failed first, in the same transaction."""
+        now = iso(utcnow())
+        with self.transaction("revert.failed" if failed else "revert.ended") as conn:
+            run = self.get_run(run_id)
+            if run.recovery != "revert" or run.ended_as is None:
+                return None
+            state = RunState(run.ended_as)
+            if failed:
+                audit.append(conn, "revert.failed", actor="bot", run_id=run_id, detail={"reason": cap_text(failed)})
+            self.db.table("runs").update(
+                run_id,
+                {
+                    "state": state.value,
+                    "recovery": None,
+                    "ended_as": None,
+                    "result": cap_text(result),
+                    "finished_at": now,
+                    "updated_at": now,
+                },
+            )
+            conn.execute(
+                "UPDATE approvals SET state = ?, decided_at = ? WHERE run_id = ? AND state = 'open'",
+                (ApprovalState.cancelled.value, now, run_id),
+            )
+            audit.append(
+                conn,
+                f"run.{state.value}",
+                actor=actor,
+                run_id=run_id,
+                detail={"result": cap_text(result), "reverted": reverted},
+            )
+        return self.get_run(run_id)
+
     def request_cancel(self, run_id: str, actor: str) -> Run:
         """Record who asked to cancel; the engine stops the run at its next safe point."""
         with self.transaction("run.cancel_requested"):
@@ -541,7 +611,11 @@ class Store:
                     "digest": digest,
                 }
             )
-            self.db.table("steps").update((run_id, step), {"state": StepState.waiting_approval.value})
+            # a revert's request belongs to no step of the plan: no row to update then
+            conn.execute(
+                "UPDATE steps SET state = ? WHERE run_id = ? AND step = ?",
+                (StepState.waiting_approval.value, run_id, step),
+            )
             self.db.table("runs").update(run_id, {"state": RunState.waiting_approval.value, "updated_at": iso(now)})
             audit.append(
                 conn,

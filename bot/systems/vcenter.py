@@ -525,7 +525,9 @@ class VCenterClient:
                 task=task_id,
             )
 
-    def _revert(self, cancel: threading.Event, vm_name: str, snapshot_id: str, seconds: float, host: str | None):
+    def _revert(
+        self, cancel: threading.Event, vm_name: str, snapshot_id: str, seconds: float, host: str | None
+    ) -> PowerState:
         vm = self._find_vm(vm_name, host)
         node = next((n for n in self._tree(vm) if n.snapshot._moId == snapshot_id), None)
         if node is None:
@@ -548,7 +550,11 @@ class VCenterClient:
         if self._read_power(vm).on:
             return self._read_power(vm)
         self._run_task(
-            vm, f"powering on {vm.name!r}", lambda conn: vim.VirtualMachine(vm.id, conn.stub).PowerOnVM_Task(), seconds, cancel
+            vm,
+            f"powering on {vm.name!r}",
+            lambda conn: vim.VirtualMachine(vm.id, conn.stub).PowerOnVM_Task(),
+            seconds,
+            cancel,
         )
         return self._read_power(vm)
 

@@ -27,10 +27,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 class TerminalPolicy(ApprovalPolicy):
     """At the terminal the operator present decides; Slack's approver list does not apply there."""
 
-    async def may_decide(self, user: str, run: Run, decision: str, gate: str = "") -> Verdict:
+    async def may_decide(
+        self, user: str, run: Run, decision: str, gate: str = "", requested_by: str | None = None
+    ) -> Verdict:
         if user == terminal_actor():
             return Verdict(True)
-        return await super().may_decide(user, run, decision, gate)
+        return await super().may_decide(user, run, decision, gate, requested_by)
 
 
 async def run_from_terminal(
