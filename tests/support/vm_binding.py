@@ -134,14 +134,17 @@ class VMBinding:
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
 
-            def do_POST(self) -> None:
+            def do_GET(self) -> None:  # SmartConnect's version probe (vimServiceVersions.xml)
+                self.do_POST("GET")
+
+            def do_POST(self, verb: str = "POST") -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 method, args = _call(body)
                 with binding._lock:  # one call at a time: what the host went through stays in order
                     reverted = binding.before(method, args)
                     connection = http.client.HTTPConnection(binding.target.hostname, binding.target.port, timeout=60)
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                    connection.request("POST", self.path, body, headers)
+                    connection.request(verb, self.path, body if verb == "POST" else None, headers)
                     answer = connection.getresponse()
                     data = answer.read()
                     status, answer_headers = answer.status, answer.getheaders()
