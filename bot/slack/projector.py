@@ -215,6 +215,8 @@ class ThreadProjector:
                 )
                 rows.append(("reply", msg.message(text, [msg.context(text)]), None))
             return rows
+        if event.event.startswith("revert."):
+            return [("reply", msg.note(_revert_text(event), "Revert to snapshot"), None)]
         if event.event in RUN_ENDS:
             plan = stored_plan(steps.values()) if run.check_only else None
             if plan is not None:  # the dry run's answer, in the thread, before its end
@@ -241,6 +243,28 @@ def _skips_together(events: list[AuditEvent]) -> list[list[AuditEvent]]:
         else:
             groups.append([event])
     return groups
+
+
+def _revert_text(event: AuditEvent) -> str:
+    """A revert.* event in words (bot.engine.revert); the snapshot by name and id, as its approval shows it."""
+    detail = event.detail
+    snapshot = detail.get("snapshot") or {}
+    named = f"'{snapshot.get('name')}'" + (f" ({snapshot['id']})" if snapshot.get("id") else "")
+    if event.event == "revert.requested":
+        why = f": {detail['why']}" if detail.get("why") else ""
+        return f"asked by {event.actor} for snapshot {named}{why}; an approver decides"
+    if event.event == "revert.started":
+        return f"reverting VM {detail.get('vm')} to snapshot {named}" + (" by hand" if detail.get("by_hand") else "")
+    if event.event == "revert.reverted":
+        by = f" by {detail['by']}" if detail.get("by") else ""
+        power = f"; the VM is {detail['power_state']}" if detail.get("power_state") else ""
+        return f"VM reverted to snapshot {named}{by}{power}"
+    if event.event == "revert.powered_on":
+        return f"VM powered on ({detail.get('power_state')}); waiting for WinRM"
+    if event.event == "revert.verified":
+        host = detail.get("host") or {}
+        return f"verified: connector {host.get('version')}, service {host.get('service')}"
+    return f"FAILED: {detail.get('reason', '')}"
 
 
 def _utc(text: str | None) -> str:
