@@ -110,6 +110,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--ticket", metavar="ID", help="the change ticket that authorizes the run ([change])")
 
+    revert = with_config(
+        _command(
+            sub,
+            "revert",
+            "revert a failed or denied run's VM to its snapshot (approval at the prompt)",
+            "Revert the VM of a run that ended failed or denied, after its installer ran or its server rebooted, "
+            "to the snapshot the run took: the revert approval is asked at the prompt, then vCenter reverts and "
+            "powers the VM on (without vCenter a person does it and confirms), and the bot checks the connector "
+            "is back at its version before the run and its service Running.",
+            "  idm-upgrade revert run-4e263407\n  idm-upgrade revert run-4e263407 --why 'wrong build installed'",
+        )
+    )
+    revert.add_argument("run_id", metavar="RUN")
+    revert.add_argument("--why", metavar="TEXT", help="why the revert is asked (audited, shown in the request)")
+
     sandbox = _command(
         sub,
         "sandbox",
@@ -474,6 +489,16 @@ def _main(argv: Sequence[str] | None) -> int:
             )
         except KeyboardInterrupt:
             sys.stderr.write("\ninterrupted: every run stays as recorded; `idm-upgrade run HOST` resumes it\n")
+            return EXIT_FAILED
+    if args.command == "revert":
+        import asyncio
+
+        from bot.terminal.revert import revert_from_terminal
+
+        try:
+            return asyncio.run(revert_from_terminal(config, args.run_id, why=args.why))
+        except KeyboardInterrupt:
+            sys.stderr.write("\ninterrupted: the revert stays as recorded; `idm-upgrade revert RUN` resumes it\n")
             return EXIT_FAILED
     if args.audit_command == "keygen":
         if config.audit.signing_key_file is None:

@@ -52,6 +52,7 @@ class Revert:
         if not self.by_hand:
             env |= {"VCENTER_USERNAME": self.sim["username"], "VCENTER_PASSWORD": self.sim["password"]}
         secrets = Secrets.from_env(env)
+        self.config, self.secrets = config, secrets
         services = build_services(config, secrets)
         services.winrm.close()
         services.winrm = WinRMExecutor(config, secrets, retry_delays=(0.1, 0.2))
@@ -70,10 +71,23 @@ class Revert:
         return self
 
     async def __aexit__(self, *exc):
-        await self.runtime.stop()
-        self.runtime.store.close()
+        await self.stop()
         self._binding.__exit__(None, None, None)
         self._host.__exit__(None, None, None)
+
+    async def stop(self):
+        """Stop this runtime (its lease too), so another front end may drive the database."""
+        if self.runtime is None:
+            return
+        runtime, self.runtime = self.runtime, None
+        await runtime.stop()
+        runtime.store.close()
+
+    def services(self):
+        services = build_services(self.config, self.secrets)
+        services.winrm.close()
+        services.winrm = WinRMExecutor(self.config, self.secrets, retry_delays=(0.1, 0.2))
+        return services
 
     def events(self, prefix=""):
         return [e.event for e in self.engine.store.audit_events(self.run.id) if e.event.startswith(prefix)]
