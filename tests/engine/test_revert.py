@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from bot.core.config import Secrets
 from bot.engine.approvals import ApprovalPolicy
 from bot.runtime import Runtime
