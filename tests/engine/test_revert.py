@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.core.config import Secrets
 from bot.engine.approvals import ApprovalPolicy
 from bot.runtime import Runtime
@@ -80,6 +82,20 @@ class Revert:
         runtime, self.runtime = self.runtime, None
         await runtime.stop()
         runtime.store.close()
+
+    def restarted(self):
+        """A new runtime on the same database (after a crash): its engine resumes what is recorded."""
+        self.clicker = Clicker("approve")
+        self.runtime = Runtime.build(
+            self.config,
+            self.secrets,
+            policy=ApprovalPolicy(self.config.slack),
+            sinks=[self.clicker],
+            services=self.services(),
+            approval_poll_seconds=0.05,
+        )
+        self.engine = self.clicker.engine = self.runtime.engine
+        return self.engine
 
     def services(self):
         services = build_services(self.config, self.secrets)
@@ -230,3 +246,48 @@ async def test_without_vcenter_a_person_reverts_by_hand_then_the_bot_verifies(tm
         assert gates == ["revert", "revert by hand"]
         assert r.events("revert.") == ["revert.requested", "revert.started", "revert.reverted", "revert.verified"]
         assert "reverted to snapshot" in run.result
+
+
+class Crash(Exception):
+    """The process died here (raised from the store's commit hook, after the transition is durable)."""
+
+
+class CrashAfter:
+    def __init__(self, transition: str):
+        self.transition, self.crashed = transition, False
+
+    def before_commit(self, transition: str) -> None:
+        pass
+
+    def after_commit(self, transition: str) -> None:
+        if transition == self.transition and not self.crashed:
+            self.crashed = True
+            raise Crash(transition)
+
+
+@pytest.mark.parametrize("transition", ["approval.requested", "revert.started", "revert.reverted"])
+async def test_a_crash_mid_revert_resumes_from_what_is_recorded(tmp_path, vcsim, transition):
+    async with Revert(tmp_path, vcsim) as r:
+        hooks = r.engine.store.hooks = CrashAfter(transition)
+        reply = await r.engine.revert(r.run.id, REQUESTER)
+        assert reply.ok
+        await r.engine.join()
+        assert hooks.crashed
+        assert r.engine.store.get_run(r.run.id).recovery == "revert"  # still reverting, as recorded
+        await r.stop()
+
+        engine = r.restarted()
+        await engine.start()
+        await engine.join()
+        run = engine.store.get_run(r.run.id)
+        assert run.state.value == "failed" and run.recovery is None and "reverted to snapshot" in run.result
+        assert r.events("revert.") == [
+            "revert.requested",
+            "revert.started",
+            "revert.reverted",
+            "revert.powered_on",
+            "revert.verified",
+        ]
+        assert len([a for a in engine.store.approvals(run.id) if a.gate == "revert"]) == 1
+        assert r.binding.calls.count("RevertToSnapshot_Task") == 1
+        assert r.host.state.connector.version == "19.03.0.0" and r.binding.vm.runtime.powerState == "poweredOn"
