@@ -963,6 +963,12 @@ class Engine:
             return Reply(False, f"There is no run {run_id!r}. `/idm-upgrade status` lists active runs.")
         if not run.state.active:
             return Reply(False, f"Run {run_id} already ended ({run.state.label}); nothing to cancel.")
+        if run.recovery == "revert":  # bot.engine.revert has no safe point to stop at once the VM is reverting
+            return Reply(
+                False,
+                f"Run {run_id} is being reverted to its snapshot, which cannot be cancelled; an approver may deny "
+                "its revert request while it is open. Nothing was changed.",
+            )
         verdict = await self.policy.may_cancel(user, run)
         if not verdict.allowed:
             return Reply(False, f"Not accepted: {verdict.reason}.")

@@ -18,13 +18,13 @@ USAGE = (
     "Usage: `/idm-upgrade HOST|GROUP... [ticket:CHG…] [at next-window|at 2026-12-05T22:00+01:00]` upgrade "
     "(a group's hosts one after another; several groups side by side) · `/idm-upgrade check HOST|GROUP...` "
     "dry run: the plan, nothing changed · `/idm-upgrade status [RUN|GROUP]` · `/idm-upgrade history [HOST|GROUP]` · "
-    "`/idm-upgrade cancel RUN` · `/idm-upgrade help`"
+    "`/idm-upgrade cancel RUN` · `/idm-upgrade revert RUN` (to its snapshot) · `/idm-upgrade help`"
 )
 
 
 @dataclass(frozen=True)
 class Command:
-    verb: str  # upgrade, check, status, history, cancel, help
+    verb: str  # upgrade, check, status, history, cancel, revert, help
     hosts: tuple[str, ...] = ()  # every host, a named group's hosts in the group's order
     run_id: str | None = None
     ticket: str | None = None  # as typed after `ticket:`; checked against [change] by the handler
@@ -56,9 +56,9 @@ def parse(text: str, known_hosts: list[str], max_hosts: int, groups: dict[str, l
         return Command("help")
     if verb == "status" and len(rest) == 1 and rest[0].lower() in groups:
         return Command("status", groups=(rest[0].lower(),))
-    if verb in ("status", "cancel"):
-        if len(rest) > 1 or (verb == "cancel" and not rest):
-            what = "one run id" if verb == "cancel" else "at most one run id or group"
+    if verb in ("status", "cancel", "revert"):
+        if len(rest) > 1 or (verb in ("cancel", "revert") and not rest):
+            what = "at most one run id or group" if verb == "status" else "one run id"
             raise CommandError(f"`{verb}` takes {what}. {USAGE}")
         if rest and not RUN_ID.fullmatch(rest[0]):
             raise CommandError(f"`{_show(rest[0])}` is not a run id (they look like `run-1a2b3c4d`).")

@@ -20,6 +20,7 @@ from tests.vcsim import vcsim_fixture
 
 VM = "DC0_H0_VM0"
 vcsim = vcsim_fixture()
+vcsim_stuck = vcsim_fixture(hang_snapshot=["DC0_H0_VM1"])
 
 
 def wrong_build(state) -> None:
@@ -30,7 +31,8 @@ def wrong_build(state) -> None:
 class Revert:
     """A failed upgrade of host01 (its VM bound to vcsim), its runtime kept alive to revert it."""
 
-    def __init__(self, tmp_path, sim, *, restores=True, by_hand=False, extra="", decisions=None):
+    def __init__(self, tmp_path, sim, *, restores=True, by_hand=False, extra="", decisions=None, stuck_on=""):
+        self.stuck_on = stuck_on
         self.tmp_path, self.sim, self.restores, self.by_hand, self.extra = tmp_path, sim, restores, by_hand, extra
         self.clicker = Clicker("approve", decisions or {})
 
@@ -38,7 +40,7 @@ class Revert:
         self._host = running_host("default")
         self.host = self._host.__enter__()
         wrong_build(self.host.state)
-        self._binding = bound_vm(self.sim, VM, self.host, restores=self.restores)
+        self._binding = bound_vm(self.sim, VM, self.host, restores=self.restores, stuck_on=self.stuck_on)
         self.binding = self._binding.__enter__()
         config = sandbox_config(
             self.host,
@@ -179,6 +181,8 @@ async def test_the_asker_may_not_approve_their_own_revert(tmp_path, vcsim):
                 break
             await asyncio.sleep(0.01)
         assert approval is not None
+        cancel = await r.engine.cancel(r.run.id, REQUESTER)
+        assert not cancel.ok and "cannot be cancelled" in cancel.message
         own = await r.engine.decide(approval.id, APPROVER, "approve")
         assert not own.ok and "you asked for this revert" in own.message
         assert r.engine.store.get_approval(approval.id).state.value == "open"
@@ -291,3 +295,13 @@ async def test_a_crash_mid_revert_resumes_from_what_is_recorded(tmp_path, vcsim,
         assert len([a for a in engine.store.approvals(run.id) if a.gate == "revert"]) == 1
         assert r.binding.calls.count("RevertToSnapshot_Task") == 1
         assert r.host.state.connector.version == "19.03.0.0" and r.binding.vm.runtime.powerState == "poweredOn"
+
+
+async def test_a_revert_task_past_its_deadline_ends_revert_failed_and_powers_nothing_on(tmp_path, vcsim_stuck):
+    async with Revert(tmp_path, vcsim_stuck, extra="vcenter: revert_timeout_seconds = 1", stuck_on="DC0_H0_VM1") as r:
+        reply, run = await r.revert()
+        assert reply.ok
+        assert run.state.value == "failed" and run.recovery is None
+        assert r.events("revert.") == ["revert.requested", "revert.started", "revert.failed"]
+        assert "did not finish within 1 s" in run.result and "the task was left running" in run.result
+        assert "PowerOnVM_Task" not in r.binding.calls

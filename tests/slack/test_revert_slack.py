@@ -64,3 +64,27 @@ async def test_the_card_button_asks_a_revert_that_an_approver_grants_and_the_thr
     assert "revert: granted" in thread and "revert by hand: granted" in thread
     card_now = next(m for m in h.slack.messages(OPS_CHANNEL) if m.ts == card.ts)
     assert "reverted to snapshot" in str(card_now.blocks)
+
+
+def test_the_slash_command_parses_revert_with_one_run_id():
+    import pytest
+
+    from bot.slack.parse import CommandError, parse
+
+    assert parse("revert run-1a2b3c4d", ["host01"], 10).run_id == "run-1a2b3c4d"
+    assert parse("revert run-1a2b3c4d", ["host01"], 10).verb == "revert"
+    with pytest.raises(CommandError, match="`revert` takes one run id"):
+        parse("revert", ["host01"], 10)
+    with pytest.raises(CommandError, match="is not a run id"):
+        parse("revert host01", ["host01"], 10)
+
+
+async def test_slash_revert_of_a_run_that_offers_none_is_refused_and_changes_nothing(slack_bot):
+    h = await slack_bot("already-current", ws1=False)
+    assert (await h.sender.send_slash_command(REQUESTER, "host01")).status == 200
+    [run] = await eventually(h.runs, what="the run")
+    await h.settle(run.id, approver=APPROVER)
+    before = len(h.store.audit_events(run.id))
+    answer = await h.reply(await h.sender.send_slash_command(REQUESTER, f"revert {run.id}"))
+    assert "cannot be reverted" in answer["text"] and "Nothing was changed" in answer["text"]
+    assert len(h.store.audit_events(run.id)) == before

@@ -11,6 +11,8 @@ every SOAP call unchanged) and plays the hypervisor for one VM:
 - ``PowerOnVM_Task`` on the VM: the host boots (new boot time, services started) and answers again.
 
 ``restores=False`` models a revert that does not bring the disk back (the verify must catch it).
+``stuck_on="VM"`` models a revert task vCenter never finishes: the revert is not forwarded; its answer is a
+task the simulator keeps running (a snapshot task of VM, a simulator started with ``hang_snapshot=[VM]``).
 """
 
 from __future__ import annotations
@@ -69,8 +71,10 @@ def _call(body: bytes) -> tuple[str, dict[str, str]]:
 
 
 class VMBinding:
-    def __init__(self, sim: dict[str, Any], vm_name: str, host: RunningHost, *, restores: bool = True):
-        self.sim, self.vm_name, self.host, self.restores = sim, vm_name, host, restores
+    def __init__(
+        self, sim: dict[str, Any], vm_name: str, host: RunningHost, *, restores: bool = True, stuck_on: str = ""
+    ):
+        self.sim, self.vm_name, self.host, self.restores, self.stuck_on = sim, vm_name, host, restores, stuck_on
         self.target = urlsplit(sim["url"])
         self.saved: dict[str, HostState] = {}  # snapshot name -> the host as it was
         self.calls: list[str] = []  # the bound VM's calls seen, in order
@@ -82,6 +86,7 @@ class VMBinding:
         view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
         try:
             self.vm = next(vm for vm in view.view if vm.name == vm_name)
+            self.stuck_vm = next((vm for vm in view.view if vm.name == stuck_on), None)
         finally:
             view.Destroy()
         self.vm_id = self.vm._moId
@@ -140,6 +145,10 @@ class VMBinding:
             def do_POST(self, verb: str = "POST") -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 method, args = _call(body)
+                if method == "RevertToSnapshot_Task" and binding.stuck_vm is not None:
+                    binding.calls.append(method)
+                    self._answer(200, [("Content-Type", "text/xml; charset=utf-8")], binding.stuck_task())
+                    return
                 with binding._lock:  # one call at a time: what the host went through stays in order
                     reverted = binding.before(method, args)
                     connection = http.client.HTTPConnection(binding.target.hostname, binding.target.port, timeout=60)
@@ -151,6 +160,9 @@ class VMBinding:
                     connection.close()
                     if status == 200:
                         binding.after(method, args, reverted)
+                self._answer(status, answer_headers, data)
+
+            def _answer(self, status: int, answer_headers: list[tuple[str, str]], data: bytes) -> None:
                 self.send_response(status)
                 for key, value in answer_headers:
                     if key.lower() not in ("transfer-encoding", "content-length", "connection"):
@@ -160,6 +172,19 @@ class VMBinding:
                 self.wfile.write(data)
 
         return Forward
+
+    def stuck_task(self) -> bytes:
+        """A RevertToSnapshot_Task answer naming a task that never ends."""
+        assert self.stuck_vm is not None
+        task = self.stuck_vm.CreateSnapshot_Task(name="stuck", description="", memory=False, quiesce=False)
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+            'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+            'xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+            '<soapenv:Body><RevertToSnapshot_TaskResponse xmlns="urn:vim25">'
+            f'<returnval type="Task">{task._moId}</returnval>'
+            "</RevertToSnapshot_TaskResponse></soapenv:Body></soapenv:Envelope>"
+        ).encode()
 
     def start(self) -> VMBinding:
         self._thread.start()
