@@ -147,6 +147,7 @@ class SlackContext:
         lines = []
         for r in runs:
             line = f"{RUN_MARKS[r.state]} {r.created_at:%Y-%m-%d %H:%M} `{r.id}` {r.host}: {r.state.label}"
+            line += f" (attempt {r.attempt})" if r.attempt > 1 else ""
             line += ticket_note(r)
             if r.result and not r.state.active:
                 # the cause only (the first line): a history lists runs, the card has the rest

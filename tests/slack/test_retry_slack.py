@@ -74,6 +74,10 @@ async def test_slash_command_retry_with_a_why_and_its_refusals(slack_bot):
     assert "Retrying run" in (await h.reply(ok))["text"]
     await h.settle(run.id, approver=APPROVER)
     assert h.store.get_run(run.id).state is RunState.succeeded
+    status = await h.sender.send_slash_command(REQUESTER, f"status {run.id}")
+    assert "(attempt 2)" in (await h.reply(status))["text"]
+    history = await h.sender.send_slash_command(REQUESTER, "history host01")
+    assert "succeeded (attempt 2)" in (await h.reply(history))["text"]
     [retried] = [e for e in h.store.audit_events(run.id) if e.event == "run.retried"]
     assert retried.detail["why"] == "the <!channel> MSI log was read"
     channel = h.slack.render_channel(OPS_CHANNEL)
