@@ -8,7 +8,9 @@ new installer, and succeeds; the steps that succeeded before are not applied aga
 from __future__ import annotations
 
 from bot.core.models import ApprovalState, RunState, StepState
-from tests.support.configs import APPROVER, REQUESTER
+from tests.engine.test_engine import Approver
+from tests.support.configs import APPROVER, GROUP_MEMBER, REQUESTER
+from tests.support.fake_steps import FileHost
 
 STRANGER = "U0STRANGER1"
 
@@ -102,3 +104,25 @@ async def test_retrying_a_succeeded_run_is_refused(upgrade):
         assert len(engine.store.audit_events()) == events
 
     await upgrade("default", then=refuse)
+
+
+async def test_only_the_retried_run_goes_on_the_rest_of_its_batch_stays_cancelled(engine_factory, tmp_path):
+    engine = await engine_factory(Approver(), fail={"charlie": "apply"})
+    first, second = await engine.submit(["host01", "host02"], REQUESTER)
+    await engine.join()
+    store = engine.store
+    assert store.get_run(first.id).state is RunState.failed
+    assert store.get_run(second.id).state is RunState.cancelled
+
+    engine.steps["charlie"].fail = None  # the cause is fixed
+    reply = await engine.retry(first.id, GROUP_MEMBER, "fixed")  # an approver, by their user group
+    assert reply.ok and "stays cancelled (host02)" in reply.message, reply.message
+    await engine.join()
+    assert store.get_run(first.id).state is RunState.succeeded and store.get_run(first.id).attempt == 2
+    assert store.get_run(second.id).state is RunState.cancelled
+    assert FileHost(tmp_path, "host02").applies() == []
+    # alpha, bravo once; charlie's failed apply and its new one; delta once
+    assert FileHost(tmp_path, "host01").applies() == ["alpha", "bravo", "charlie", "charlie", "delta"]
+    # bravo's STARTTLS, granted in attempt 1, is not asked again (bravo succeeded); delta's reboot, first
+    # reached in attempt 2, is asked in it
+    assert [(a.gate, a.attempt) for a in store.approvals(first.id)] == [("STARTTLS", 1), ("reboot", 2)]
