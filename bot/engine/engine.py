@@ -969,8 +969,9 @@ class Engine:
         run = await self._db(self.store.find_run, run_id)
         if run is None:
             return Reply(False, f"There is no run {run_id!r}. `/idm-upgrade history` lists the recent runs.")
-        if refusal := retry_refusal(run):
-            return Reply(False, refusal)
+        records = await self._db(self.store.steps, run_id)
+        if recovery.Offer.retry not in recovery.offers(run, records, self.steps):  # the card's rule, in words
+            return Reply(False, retry_refusal(run) or f"Run {run_id} cannot be retried.")
         verdict = await self.policy.may_retry(user, run)
         if not verdict.allowed:
             return Reply(False, f"Not accepted: {verdict.reason}.")
