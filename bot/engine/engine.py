@@ -746,7 +746,12 @@ class Engine:
         change = {"host": run.host, "step": step.id, "override": True, "window": window, "closed_at": iso(closed)}
         digest = change_digest(change)
         gate = REBOOT_OUTSIDE_WINDOW
-        mine = [a for a in await self._db(self.store.approvals, run.id, step.id) if a.gate == gate.name]
+        attempt = (await self._db(self.store.get_run, run.id)).attempt  # an earlier attempt's override covers none
+        mine = [
+            a
+            for a in await self._db(self.store.approvals, run.id, step.id)
+            if a.gate == gate.name and a.attempt == attempt
+        ]
         if mine and mine[-1].digest == digest:
             return mine[-1]
         if mine and mine[-1].state is ApprovalState.open:

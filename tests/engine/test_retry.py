@@ -37,6 +37,10 @@ async def test_a_failed_install_retried_after_the_fault_is_cleared_succeeds_from
         busy = await engine.retry(run.id, REQUESTER, "fixed")
         assert not busy.ok and other.id in busy.message and "unchanged" in busy.message
         store.set_run_state(other.id, RunState.cancelled, event="run.cancelled", result="test: out of the way")
+        store.db.table("runs").update(run.id, {"recovery": "revert"})  # as the revert part marks a run it reverts
+        reverting = await engine.retry(run.id, REQUESTER, "fixed")
+        assert not reverting.ok and "being reverted" in reverting.message
+        store.db.table("runs").update(run.id, {"recovery": None})
         assert len(store.audit_events()) == events_before + 2  # other's run.requested and run.cancelled only
         assert store.get_run(run.id).state is RunState.failed
 
