@@ -48,6 +48,8 @@ async def _run(command: Command, user: str, deps: SlackContext, channel: str = "
         return await _start(command, user, deps, channel)
     if command.verb == "cancel" and command.run_id is not None:
         return (await engine.cancel(command.run_id, user)).message
+    if command.verb == "retry" and command.run_id is not None:
+        return escape((await engine.retry(command.run_id, user, command.why)).message)
     if command.verb == "revert" and command.run_id is not None:
         return (await engine.revert(command.run_id, user)).message
     group = command.groups[0] if command.groups else None

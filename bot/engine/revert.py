@@ -54,7 +54,7 @@ def progress(store: Any, run_id: str) -> tuple[set[str], dict[str, Any]]:
     if start is None:
         return set(), {}
     asked = events[start]
-    return {e.event for e in events[start + 1 :]}, {**asked.detail, "asker": asked.actor}
+    return {e.event for e in events[start + 1 :]}, {**asked.detail, "asker": asked.actor, "seq": asked.seq}
 
 
 async def drive(engine: Engine, run: Run, slot: Slot) -> None:
@@ -151,6 +151,8 @@ async def _granted(
             "snapshot_id": current.get("id"),
             "snapshot_name": current["name"],
             "run": run.id,
+            # which revert this is (the seq of its revert.requested): a grant covers only the revert it was asked for
+            "revert_request": asked.get("seq"),
         }
         shown = f"'{current['name']}'" + (f" ({current['id']})" if current.get("id") else "")
         evidence = {
@@ -183,7 +185,14 @@ async def _granted(
 async def _confirmed(
     engine: Engine, run: Run, slot: Slot, snapshot: dict[str, Any], vm: str, asked: dict[str, Any]
 ) -> str | None:
-    change = {"host": run.host, "vm": vm, "snapshot_name": snapshot["name"], "run": run.id, "by_hand": True}
+    change = {
+        "host": run.host,
+        "vm": vm,
+        "snapshot_name": snapshot["name"],
+        "run": run.id,
+        "by_hand": True,
+        "revert_request": asked.get("seq"),
+    }
     evidence = {
         "what_to_do": f"in the vSphere Client, revert VM {vm} to snapshot '{snapshot['name']}', power it on, "
         "then click Reverted and powered on",
@@ -218,7 +227,11 @@ async def _ask(
 ) -> Approval:
     """The request for ``gate`` bound to ``change`` (one already asked for it is reused), decided."""
     store, digest = engine.store, change_digest(change)
-    mine = [a for a in await engine._db(store.approvals, run.id, REVERT_STEP) if a.gate == gate.name]
+    mine = [
+        a
+        for a in await engine._db(store.approvals, run.id, REVERT_STEP)
+        if a.gate == gate.name and a.change.get("revert_request") == change["revert_request"]
+    ]
     latest = mine[-1] if mine else None
     if latest is not None and latest.state in (ApprovalState.open, ApprovalState.granted) and latest.digest != digest:
         why = "it showed another snapshot than the one found now"

@@ -45,7 +45,7 @@ from bot.slack.origin import SlackIdentity
 from bot.slack.progress import SlackProgress
 from bot.slack.socket import SocketLink
 from bot.systems.services import Services
-from handlers import actions, commands, revert
+from handlers import actions, commands, retry, revert
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ class SlackBot:
         self.app.use(self.intake.middleware)
         deps = SlackContext(self.engine, config, self.policy, self.progress.titles, self.intake)
         commands.register(self.app, deps)
+        retry.register(self.app, deps)  # before actions: its catch-all answers any button not registered first
         revert.register(self.app, deps)  # before actions: its catch-all answers any button left
         actions.register(self.app, deps)
         self._runner: web.AppRunner | None = None

@@ -133,6 +133,7 @@ async def test_a_failed_upgrade_is_reverted_to_its_snapshot_and_verified(tmp_pat
             "snapshot_id": snapshot["id"],
             "snapshot_name": snapshot["name"],
             "run": run.id,
+            "revert_request": next(e.seq for e in r.engine.store.audit_events(run.id) if e.event == "revert.requested"),
         }
         assert approval.evidence["requested_by"] == REQUESTER and snapshot["id"] in approval.evidence["what_changes"]
         assert approval.state.value == "granted"
@@ -305,3 +306,13 @@ async def test_a_revert_task_past_its_deadline_ends_revert_failed_and_powers_not
         assert r.events("revert.") == ["revert.requested", "revert.started", "revert.failed"]
         assert "did not finish within 1 s" in run.result and "the task was left running" in run.result
         assert "PowerOnVM_Task" not in r.binding.calls
+
+
+async def test_a_second_revert_asks_its_own_approval(tmp_path, vcsim):
+    async with Revert(tmp_path, vcsim) as r:
+        await r.revert()
+        reply, run = await r.revert(why="once more")
+        assert reply.ok, reply.message
+        revert_requests = [a for a in r.engine.store.approvals(run.id) if a.gate == "revert"]
+        assert len(revert_requests) == 2 and len([a for a in r.clicker.asked if a["gate"] == "revert"]) == 2
+        assert r.events("revert.").count("revert.verified") == 2
