@@ -20,6 +20,7 @@ from bot.slack.home import CONFIRM, TICKET_BLOCK, TICKET_INPUT
 from handlers.actions import clicker
 from handlers.commands import start_from_text
 
+
 def typed_ticket(view: dict[str, Any]) -> str | None:
     values = ((view.get("state") or {}).get("values") or {}).get(TICKET_BLOCK) or {}
     value = (values.get(TICKET_INPUT) or {}).get("value")

@@ -147,5 +147,7 @@ async def submit_modal(
     result = await sender.replay(sender.build({"payload": json.dumps(payload)}), sent_payload=payload)
     errors: dict[str, str] = {}
     if result.status == 200:
-        errors = apply_view_answer(sender.standin, view_id, answer_body(result.body, result.headers.get("Content-Type", "")))
+        errors = apply_view_answer(
+            sender.standin, view_id, answer_body(result.body, result.headers.get("Content-Type", ""))
+        )
     return result, errors

@@ -84,7 +84,7 @@ def origin_problem(
         return "idm-upgrade could not confirm its own Slack workspace (auth.test failed); try again in a minute"
     command = kind == "command"
     flat = command or kind == "event_callback"  # ids as top-level strings, not objects as in a payload
-    user = body.get("user") if isinstance(body.get("user"), dict) else {}
+    user: dict[str, Any] = body["user"] if isinstance(body.get("user"), dict) else {}
     team = _id(body.get("team_id") if flat else body.get("team")) or _id(user.get("team_id"))
     enterprise = _id(body.get("enterprise_id") if flat else body.get("enterprise"))
     app = body.get("api_app_id")

@@ -3,8 +3,10 @@ chat.getPermalink on the Slack stand-in, runs against the simulated hosts."""
 
 from __future__ import annotations
 
+import json
+
 from bot.core.models import RunState
-from sandbox.slack_state import APPROVER, OPS_CHANNEL, OUTSIDER, REQUESTER
+from sandbox.slack_state import APPROVER, OUTSIDER, REQUESTER
 from sandbox.slack_views import (
     click_home,
     home_of,
@@ -173,3 +175,10 @@ async def test_many_hosts_are_paged_within_slacks_block_limit(slack_bot):
     await click_home(h.sender, REQUESTER, "home_page_next", "1")
     await eventually(lambda: "Page 2 of 2" in home_text(h, REQUESTER))
     assert "*host50*" in home_text(h, REQUESTER)
+
+
+async def test_a_submission_without_a_view_is_refused_at_the_door(slack_bot):
+    h = await slack_bot("default")
+    bad = {"type": "view_submission", "user": {"id": REQUESTER}, "api_app_id": "A0SANDBOX1", "trigger_id": "1.2.3"}
+    result = await h.sender.replay(h.sender.build({"payload": json.dumps(bad)}))
+    assert result.status == 400 and h.runs() == []
