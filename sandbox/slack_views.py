@@ -17,6 +17,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from sandbox.slack_render import flatten_blocks, readable
 from sandbox.slack_sender import SignedRequest, SlackHttpResult, _user, answer_body, view_submission_payload
 from sandbox.slack_state import APP_ID, TEAM_DOMAIN, TEAM_ID, VERIFICATION_TOKEN, View, find_button
 
@@ -151,3 +152,14 @@ async def submit_modal(
             sender.standin, view_id, answer_body(result.body, result.headers.get("Content-Type", ""))
         )
     return result, errors
+
+
+def render_home(standin: SlackStandIn, user: str) -> str:
+    """`user`'s published Home tab as text, as the sandbox prints it (``--home``)."""
+    view = home_of(standin, user)
+    if view is None:
+        return f"(no Home published for {user})"
+    name = standin.workspace.user_name(user)
+    lines = [f"App Home of @{name} (idm-upgrade)"]
+    lines += [f"    {readable(line, standin.workspace)}" for line in flatten_blocks(view.view.get("blocks") or [])]
+    return "\n".join(lines)
