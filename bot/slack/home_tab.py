@@ -75,8 +75,9 @@ class HomeTab:
         while True:
             await self._changed.wait()
             self._changed.clear()
+            rows = await self.store.call(fleet_rows, self.store, list(self.config.hosts))  # once for everyone
             for user in list(self.viewers):
-                await self.publish(user)
+                await self.publish(user, rows)
             await asyncio.sleep(self.refresh_seconds)  # the debounce: changes meanwhile go out together
 
     # -- a person's side ---------------------------------------------------------------------------
@@ -96,8 +97,9 @@ class HomeTab:
             self.viewers[user] = 0
         await self.publish(user)
 
-    async def publish(self, user: str) -> bool:
-        rows = await self.store.call(fleet_rows, self.store, list(self.config.hosts))
+    async def publish(self, user: str, rows: list[HostRow] | None = None) -> bool:
+        if rows is None:
+            rows = await self.store.call(fleet_rows, self.store, list(self.config.hosts))
         page = min(self.viewers.get(user, 0), page_count(rows, self.config) - 1)
         links = await self._links(page_hosts(rows, self.config, page))
         view = home_view(rows, self.config, self.clock(), links=links, page=page, notice=self.notices.get(user))
