@@ -86,6 +86,8 @@ class HomeTab:
         """They opened the Home tab (or turned its page): remember them and publish theirs now."""
         current = self.viewers.pop(user, 0)
         self.viewers[user] = current if page is None else page
+        if page is None:  # opened anew: the answer to an earlier click has been read
+            self.notices.pop(user, None)
         while len(self.viewers) > MAX_VIEWERS:
             self.viewers.popitem(last=False)
         await self.publish(user)

@@ -9,6 +9,7 @@ from bot.core.models import RunState
 from sandbox.slack_state import APPROVER, OUTSIDER, REQUESTER
 from sandbox.slack_views import (
     click_home,
+    home_click_payload,
     home_of,
     home_opened_event,
     modals_of,
@@ -182,3 +183,38 @@ async def test_a_submission_without_a_view_is_refused_at_the_door(slack_bot):
     bad = {"type": "view_submission", "user": {"id": REQUESTER}, "api_app_id": "A0SANDBOX1", "trigger_id": "1.2.3"}
     result = await h.sender.replay(h.sender.build({"payload": json.dumps(bad)}))
     assert result.status == 400 and h.runs() == []
+
+
+async def test_a_replayed_home_click_acts_once_and_another_apps_click_is_refused(slack_bot):
+    h = await slack_bot("default")
+    await open_home(h.sender, REQUESTER)
+    await eventually(lambda: home_of(h.slack, REQUESTER))
+    payload = home_click_payload(h.slack, REQUESTER, "home_check", "host01")
+    foreign = {**payload, "api_app_id": "A0OTHERAPP", "trigger_id": payload["trigger_id"] + "x"}
+    assert (await h.sender.replay(h.sender.build({"payload": json.dumps(foreign)}))).status == 200
+    await eventually(lambda: "another Slack app" in home_text(h, REQUESTER), what="the refusal atop the Home")
+    assert h.runs() == []
+    first = await h.sender.replay(h.sender.build({"payload": json.dumps(payload)}))
+    [run] = await eventually(h.runs, what="the check run")
+    copy = await h.sender.replay(first.request)  # the same bytes again: Slack's retry or a captured copy
+    assert copy.status == 200 and copy.body == ""
+    assert [r.id for r in h.runs()] == [run.id]
+    assert any(e.event == "request.refused" for e in h.store.audit_events())
+
+
+async def test_a_required_ticket_is_asked_in_the_modal_and_checked_at_submission(slack_bot):
+    h = await slack_bot("default", tables='[change]\nticket = "required"\n')
+    await open_home(h.sender, REQUESTER)
+    await eventually(lambda: home_of(h.slack, REQUESTER))
+    await click_home(h.sender, REQUESTER, "home_upgrade", "host01")
+    [modal] = await eventually(lambda: modals_of(h.slack, REQUESTER))
+    assert "Change ticket (required)" in str(modal.view["blocks"])
+    await submit_modal(h.sender, REQUESTER, modal.id)
+    await eventually(lambda: "Not started" in home_text(h, REQUESTER) and "ticket" in home_text(h, REQUESTER))
+    assert h.runs() == []
+    await click_home(h.sender, REQUESTER, "home_upgrade", "host01")
+    [modal] = await eventually(lambda: modals_of(h.slack, REQUESTER))
+    await submit_modal(h.sender, REQUESTER, modal.id, {"ticket": {"ticket": "CHG0001234"}})
+    [run] = await eventually(h.runs, what="the upgrade with its ticket")
+    assert run.ticket == "CHG0001234" and not run.check_only
+    await h.bot.engine.cancel(run.id, REQUESTER)
