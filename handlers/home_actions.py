@@ -1,5 +1,6 @@
-"""The Home tab's buttons: Check (a dry run, as `/idm-upgrade check HOST`), Upgrade (the confirmation modal with
-the dry-run plan; the upgrade itself starts at its submission, handlers/home_submit.py) and the page buttons.
+"""The Home tab's buttons: Check (a dry run, as `/idm-upgrade check HOST`), Upgrade (for those who may start one,
+the confirmation modal with the dry-run plan; the upgrade starts at its submission, handlers/home_submit.py) and
+the page buttons.
 
 A click on the Home has no channel and no response_url: the answer goes atop the person's Home. Ack first.
 """
@@ -68,8 +69,12 @@ def register(app: AsyncApp, deps: SlackContext) -> None:
             if host is None:
                 await tell(user, f"Not started: `{escape(action.get('value'))}` is not a configured host.")
                 return
-            # The trigger_id is good for 3 s: only the store is read before the modal opens. Who may start the
-            # upgrade is decided at the submission, which is where it starts.
+            # The trigger_id is good for 3 s: only the policy (group members are cached) and the store are asked
+            # before the modal opens. The submission asks the policy again, and admission, before it starts.
+            verdict = await deps.policy.may_request(user, [host])
+            if not verdict.allowed:
+                await tell(user, f"Not started: {verdict.reason}.")
+                return
             store = deps.engine.store
             found = await store.call(last_plan, store, host)
             checked = (found[0].id, found[0].finished_at, found[1]) if found else None

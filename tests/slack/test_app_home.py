@@ -97,15 +97,21 @@ async def test_upgrade_opens_the_plan_and_its_submission_starts_the_run_for_requ
     for user in (OUTSIDER, REQUESTER):
         await open_home(h.sender, user)
         await eventually(lambda u=user: home_of(h.slack, u))
-    # no dry run yet: the modal says so and lists the steps and who each gate asks
+    # a person who may not start upgrades clicks Upgrade: refused, no modal
     await click_home(h.sender, OUTSIDER, "home_upgrade", "host01")
-    [modal] = await eventually(lambda: modals_of(h.slack, OUTSIDER), what="the confirmation modal")
+    await eventually(lambda: "Not started" in home_text(h, OUTSIDER), what="the refusal atop the Home")
+    assert modals_of(h.slack, OUTSIDER) == []
+    # no dry run yet: the modal says so and lists the steps and who each gate asks
+    await click_home(h.sender, REQUESTER, "home_upgrade", "host01")
+    [modal] = await eventually(lambda: modals_of(h.slack, REQUESTER), what="the confirmation modal")
     shown = str(modal.view["blocks"])
     assert "No dry run of host01 yet" in shown and f"<@{APPROVER}>" in shown and "reboot" in shown
     assert modal.view["callback_id"] == "home_upgrade_confirm" and modal.view["private_metadata"] == "host01"
-    # a person who may not start upgrades submits: refused, nothing created
+    # submitted by a person who may not start upgrades (a captured modal): refused at submission, nothing created
+    await open_home(h.sender, OUTSIDER)  # a fresh Home: the earlier answer is gone
+    await eventually(lambda: "Not started" not in home_text(h, OUTSIDER))
     result, errors = await submit_modal(h.sender, OUTSIDER, modal.id)
-    assert result.status == 200 and errors == {} and modals_of(h.slack, OUTSIDER) == []  # the ack closed it
+    assert result.status == 200 and errors == {} and modals_of(h.slack, REQUESTER) == []  # the ack closed it
     await eventually(lambda: "Not started" in home_text(h, OUTSIDER), what="the refusal atop the Home")
     assert h.runs() == []
     # after a dry run, the modal shows its plan and its age; the requester's submission starts the upgrade
