@@ -110,6 +110,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--ticket", metavar="ID", help="the change ticket that authorizes the run ([change])")
 
+    retry = with_config(
+        _command(
+            sub,
+            "retry",
+            "try a failed run again from its failed step (approvals at the prompt)",
+            "Try a failed run again from its failed step, as its next attempt: that step checks the host again, "
+            "asks again for any approval it needs, and the steps that succeeded are not repeated. Driven at the "
+            "terminal like `run`; the rest of its batch stays cancelled. Exit 0 succeeded, 1 not, 2 refused.",
+            "  idm-upgrade retry run-1a2b3c4d\n  idm-upgrade retry run-1a2b3c4d --why 'disk freed on C:'",
+        )
+    )
+    retry.add_argument("run_id", metavar="RUN", help="the failed run's id (run-…)")
+    retry.add_argument("--why", metavar="TEXT", help="why it is tried again (recorded in the audit trail)")
+
     sandbox = _command(
         sub,
         "sandbox",
@@ -480,6 +494,16 @@ def _main(argv: Sequence[str] | None) -> int:
             )
         except KeyboardInterrupt:
             sys.stderr.write("\ninterrupted: every run stays as recorded; `idm-upgrade run HOST` resumes it\n")
+            return EXIT_FAILED
+    if args.command == "retry":
+        import asyncio
+
+        from bot.terminal.retry import retry_from_terminal
+
+        try:
+            return asyncio.run(retry_from_terminal(config, args.run_id, why=args.why))
+        except KeyboardInterrupt:
+            sys.stderr.write("\ninterrupted: the run stays as recorded; `idm-upgrade run HOST` resumes it\n")
             return EXIT_FAILED
     if args.audit_command == "keygen":
         if config.audit.signing_key_file is None:

@@ -62,6 +62,8 @@ async def _run(command: Command, user: str, deps: SlackContext, channel: str = "
         return await _start(command, user, deps, channel)
     if command.verb == "cancel" and command.run_id is not None:
         return (await engine.cancel(command.run_id, user)).message
+    if command.verb == "retry" and command.run_id is not None:
+        return escape((await engine.retry(command.run_id, user, command.why)).message)
     group = command.groups[0] if command.groups else None
     if command.verb == "status":
         return await deps.status_text(command.run_id, group=group)

@@ -185,7 +185,8 @@ class Install(Step):
         attempt = 0
         while True:
             attempt += 1
-            token = f"{ctx.run.id}-{attempt}"
+            # A retried run (attempt 2…) starts the installer anew: its first attempt's state file says done.
+            token = f"{ctx.run.id}-{attempt}" if ctx.run.attempt == 1 else f"{ctx.run.id}-a{ctx.run.attempt}-{attempt}"
             log = work_path(ctx, f"install-{token}.log")
             state_file = work_path(ctx, f"install-{token}.json")
             arguments = config.arguments.format(installer=installer_path(ctx), log=log)

@@ -147,6 +147,7 @@ class Approval(_Record):
     digest: str | None = None  # None on requests stored before changes were bound: they bind to nothing
     decided_at: datetime | None = None
     decisions: list[Decision] = Field(default_factory=list)
+    attempt: int = 1  # the run's attempt it was asked in (Run.attempt): it covers nothing in a later one
 
     @property
     def approvers(self) -> list[str]:

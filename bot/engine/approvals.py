@@ -161,3 +161,10 @@ class ApprovalPolicy:
         if user == run.requester or user.startswith("cli:") or await self._in(user, self.approvers(run.host)):
             return Verdict(True)
         return Verdict(False, "only the person who started the run or an approver may cancel it")
+
+    async def may_retry(self, user: str, run: Run) -> Verdict:
+        """A failed run tried again: its requester or an approver of its host (its group's own, else
+        slack.approvers); at the terminal, the operator. Retrying asks every approval again."""
+        if user == run.requester or user.startswith("cli:") or await self._in(user, self.approvers(run.host)):
+            return Verdict(True)
+        return Verdict(False, "only the person who asked for the run or an approver of its host may retry it")

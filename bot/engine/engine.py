@@ -38,7 +38,7 @@ from bot.engine.events import ProgressEvent, SinkDispatcher
 from bot.engine.outcome import outcome_of
 from bot.engine.schedule import last_closing, when_to_start
 from bot.engine.slots import Slot, SlotPool
-from bot.store.store import BatchRequest, DecisionOutcome, Store, UnknownRecord
+from bot.store.store import BatchRequest, DecisionOutcome, HostBusy, NotRetriable, Store, UnknownRecord
 from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed
 
 if TYPE_CHECKING:
@@ -213,6 +213,19 @@ class Engine:
     def plan_for(self, check_only: bool) -> list[str]:
         ids = list(self.steps)
         return ids[:1] if check_only else ids
+
+    def _spawn_after(self, batch_id: str) -> None:
+        """Drive ``batch_id`` again once its task (ending after a run's end) has returned: a retried run."""
+        before = self._batches.get(batch_id)
+        if before is None or before.done():
+            self._spawn(batch_id)
+            return
+
+        async def after() -> None:
+            await asyncio.gather(before, return_exceptions=True)
+            await self._run_batch(batch_id)
+
+        self._batches[batch_id] = asyncio.get_running_loop().create_task(after(), name=f"batch {batch_id}")
 
     def _spawn(self, batch_id: str) -> None:
         if batch_id not in self._batches or self._batches[batch_id].done():
@@ -574,13 +587,15 @@ class Engine:
 
     async def _do_step(self, run: Run, step: Step, slot: Slot, records: dict[str, StepRecord]) -> None:
         await self._stop_if_cancelled(run, step.id)
+        # A pending step that was checked before is a retried run's failed step: a new attempt, not a restart.
+        retried = records[step.id].state is StepState.pending and records[step.id].attempts > 0
         record = records[step.id] = await self._db(
             self.store.update_step,
             run.id,
             step.id,
             StepState.checking,
             event="step.started",
-            detail={"title": step.title},
+            detail={"title": step.title, **({"retried": True} if retried else {})},
         )
         self._publish("step.started", run, f"{step.title}: checking", step.id, attempt=record.attempts)
         ctx = self._context(run, step, slot, records)
@@ -731,7 +746,12 @@ class Engine:
         change = {"host": run.host, "step": step.id, "override": True, "window": window, "closed_at": iso(closed)}
         digest = change_digest(change)
         gate = REBOOT_OUTSIDE_WINDOW
-        mine = [a for a in await self._db(self.store.approvals, run.id, step.id) if a.gate == gate.name]
+        attempt = (await self._db(self.store.get_run, run.id)).attempt  # an earlier attempt's override covers none
+        mine = [
+            a
+            for a in await self._db(self.store.approvals, run.id, step.id)
+            if a.gate == gate.name and a.attempt == attempt
+        ]
         if mine and mine[-1].digest == digest:
             return mine[-1]
         if mine and mine[-1].state is ApprovalState.open:
@@ -794,7 +814,14 @@ class Engine:
         reused only when it was bound to the same change; else it is superseded and a new one asked.
         """
         digest = change_digest(change)
-        asked = [a for a in await self._db(self.store.approvals, run.id, step.id) if a.gate == gate.name]
+        # Only this attempt's requests: a grant covers what a person decided for the attempt it was asked in,
+        # so a retried run's gate asks again (Store.retry_run).
+        attempt = (await self._db(self.store.get_run, run.id)).attempt
+        asked = [
+            a
+            for a in await self._db(self.store.approvals, run.id, step.id)
+            if a.gate == gate.name and a.attempt == attempt
+        ]
         latest = asked[-1] if asked else None
         kind = gate.kind.value
         if (
@@ -939,6 +966,64 @@ class Engine:
             f"Cancelling run {run_id} on {run.host}: it stops at the next safe point "
             "(now if it waits for approval, otherwise when the current step ends).",
         )
+
+    async def retry(self, run_id: str, user: str, why: str | None = None) -> Reply:
+        """Try a failed run again from its failed step (check → gate → apply → verify; the steps that
+        succeeded are not repeated), as its next attempt. Only this run: the rest of its batch, abandoned
+        when it failed, stays cancelled. Every refusal changes nothing."""
+        run = await self._db(self.store.find_run, run_id)
+        if run is None:
+            return Reply(False, f"There is no run {run_id!r}. `/idm-upgrade history` lists the recent runs.")
+        records = await self._db(self.store.steps, run_id)
+        if recovery.Offer.retry not in recovery.offers(run, records, self.steps):  # the card's rule, in words
+            return Reply(False, retry_refusal(run) or f"Run {run_id} cannot be retried.")
+        verdict = await self.policy.may_retry(user, run)
+        if not verdict.allowed:
+            return Reply(False, f"Not accepted: {verdict.reason}.")
+        try:
+            retried = await self._db(self.store.retry_run, run_id, user, why or "no reason given")
+        except HostBusy as exc:
+            return Reply(False, f"Not retried: {exc}. Run {run_id} is unchanged.")
+        except NotRetriable as exc:  # it changed between the look above and the transaction
+            return Reply(False, f"Not retried: {exc}.")
+        step = next((s for s in await self._db(self.store.steps, run_id) if s.state is StepState.pending), None)
+        title = self.steps[step.step].title if step and step.step in self.steps else "the failed step"
+        self._publish("run.retried", retried, f"retried by {user} (attempt {retried.attempt})")
+        self._spawn_after(retried.batch_id)
+        rest = [
+            r.host
+            for r in await self._db(self.store.batch, run.batch_id)
+            if r.batch_position > run.batch_position and r.state is RunState.cancelled
+        ]
+        later = (
+            f" The rest of its batch stays cancelled ({', '.join(rest)}): start {'it' if len(rest) == 1 else 'them'}"
+            " again with a new request once this run has succeeded."
+            if rest
+            else ""
+        )
+        return Reply(
+            True,
+            f"Retrying run {run_id} on {run.host} (attempt {retried.attempt}) from its step “{title}”: it checks the host "
+            f"again, asks again for any approval it needs, and the steps that succeeded are not repeated.{later}",
+        )
+
+
+def retry_refusal(run: Run) -> str | None:
+    """Why ``run`` may not be retried (bot.engine.recovery's rule, in words), or None."""
+    if run.check_only:
+        return f"Run {run.id} was a dry run; it changed nothing. Ask for a new check instead."
+    if run.recovery is not None:
+        return f"Run {run.id} is being reverted to its snapshot; it cannot be retried meanwhile."
+    if run.state is RunState.denied:
+        return (
+            f"Run {run.id} was denied: a person refused one of its approvals, so retrying would only ask them "
+            "again; ask for a new run instead."
+        )
+    if run.state.active:
+        return f"Run {run.id} is still {run.state.label}; only a failed run can be retried."
+    if run.state is not RunState.failed:
+        return f"Run {run.id} ended {run.state.label}; only a failed run can be retried."
+    return None
 
 
 # Runs that have not started: cancelled at once, and abandoned with the rest of their batch.

@@ -46,7 +46,7 @@ from bot.slack.origin import SlackIdentity
 from bot.slack.progress import SlackProgress
 from bot.slack.socket import SocketLink
 from bot.systems.services import Services
-from handlers import actions, commands, home, home_actions, home_submit
+from handlers import actions, commands, home, home_actions, home_submit, retry
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ class SlackBot:
         self.app.use(self.intake.middleware)
         deps = SlackContext(self.engine, config, self.policy, self.progress.titles, self.intake, home=self.home)
         commands.register(self.app, deps)
-        for listeners in (home, home_actions, home_submit):  # before actions: its catch-all button goes last
+        retry.register(self.app, deps)  # before actions: its catch-all answers any button not registered first
+        for listeners in (home, home_actions, home_submit):  # before actions too
             listeners.register(self.app, deps)
         actions.register(self.app, deps)
         self._runner: web.AppRunner | None = None

@@ -110,7 +110,9 @@ class SlackContext:
             steps = await self.engine.store.call(store.steps, run_id)
             known = people(run, await self.engine.store.call(store.approvals, run_id))
             lines = [
-                f"{RUN_MARKS[run.state]} `{run.id}` {run.host}: *{state_words(run, self._window(run))}*{ticket_note(run)}"
+                f"{RUN_MARKS[run.state]} `{run.id}` {run.host}: *{state_words(run, self._window(run))}*"
+                + (f" (attempt {run.attempt})" if run.attempt > 1 else "")
+                + ticket_note(run)
                 + (f" — {with_mentions(escape(run.result), known)}" if run.result else "")
             ]
             lines += [f"{MARKS[s.state]} {self.titles.get(s.step, s.step)}: {s.state.label}" for s in steps]
@@ -149,6 +151,7 @@ class SlackContext:
         lines = []
         for r in runs:
             line = f"{RUN_MARKS[r.state]} {r.created_at:%Y-%m-%d %H:%M} `{r.id}` {r.host}: {r.state.label}"
+            line += f" (attempt {r.attempt})" if r.attempt > 1 else ""
             line += ticket_note(r)
             if r.result and not r.state.active:
                 # the cause only (the first line): a history lists runs, the card has the rest

@@ -134,7 +134,9 @@ def card(
     blocks: list[Block] = [
         HeaderBlock(text=f"Connector upgrade: {run.host}"),  # plain_text: Slack shows it as it is
         section(
-            f"*State:* {RUN_MARKS[run.state]} {state_words(run, window)}\n"
+            f"*State:* {RUN_MARKS[run.state]} {state_words(run, window)}"
+            + (f" (attempt {run.attempt})" if run.attempt > 1 else "")
+            + "\n"
             f"*Version:* {current} → {escape(target)}{'  (check only)' if run.check_only else ''}\n"
             f"*Requested by:* <@{run.requester}>\n*Run:* `{run.id}`"
             + (f"\n*Change ticket:* {escape(run.ticket)}" if run.ticket else "")

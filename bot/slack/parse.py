@@ -18,18 +18,20 @@ USAGE = (
     "Usage: `/idm-upgrade HOST|GROUP... [ticket:CHG…] [at next-window|at 2026-12-05T22:00+01:00]` upgrade "
     "(a group's hosts one after another; several groups side by side) · `/idm-upgrade check HOST|GROUP...` "
     "dry run: the plan, nothing changed · `/idm-upgrade status [RUN|GROUP]` · `/idm-upgrade history [HOST|GROUP]` · "
-    "`/idm-upgrade cancel RUN` · `/idm-upgrade help`"
+    "`/idm-upgrade cancel RUN` · `/idm-upgrade retry RUN [why…]` a failed run, from its failed step · "
+    "`/idm-upgrade help`"
 )
 
 
 @dataclass(frozen=True)
 class Command:
-    verb: str  # upgrade, check, status, history, cancel, help
+    verb: str  # upgrade, check, status, history, cancel, retry, help
     hosts: tuple[str, ...] = ()  # every host, a named group's hosts in the group's order
     run_id: str | None = None
     ticket: str | None = None  # as typed after `ticket:`; checked against [change] by the handler
     at: datetime | str | None = None  # when to start: an aware datetime, or NEXT_WINDOW
     groups: tuple[str, ...] = ()  # the groups named (their hosts are in ``hosts``)
+    why: str | None = None  # retry: the words after the run id, as typed
 
     def batches(self, groups: dict[str, list[str]]) -> list[tuple[str | None, list[str]]]:
         """One batch per named group (its hosts in order), then the hosts named on their own as one batch."""
@@ -63,6 +65,12 @@ def parse(text: str, known_hosts: list[str], max_hosts: int, groups: dict[str, l
         if rest and not RUN_ID.fullmatch(rest[0]):
             raise CommandError(f"`{_show(rest[0])}` is not a run id (they look like `run-1a2b3c4d`).")
         return Command(verb, run_id=rest[0] if rest else None)
+    if verb == "retry":
+        if not rest:
+            raise CommandError(f"`retry` needs the failed run's id: `/idm-upgrade retry run-1a2b3c4d why…`. {USAGE}")
+        if not RUN_ID.fullmatch(rest[0]):
+            raise CommandError(f"`{_show(rest[0])}` is not a run id (they look like `run-1a2b3c4d`).")
+        return Command("retry", run_id=rest[0], why=" ".join(rest[1:]) or None)
     if verb == "history":
         if len(rest) > 1:
             raise CommandError(f"`history` takes at most one host or group. {USAGE}")

@@ -20,6 +20,7 @@ from bot.engine.dry_run import stored_plan
 from bot.engine.events import ProgressEvent
 from bot.engine.recap import batch_recap
 from bot.slack import messages as msg
+from bot.slack.escape import escape
 from bot.store import checkpoints
 from bot.store.outbox import Outbox
 from bot.store.store import Store
@@ -148,7 +149,9 @@ class ThreadProjector:
                     rows.append(("reply", msg.steps_skipped(titles, group[0].detail.get("reason") or ""), None))
                     continue
                 [event] = group
-                if event.event == "step.started" and event.detail.get("attempt", 1) == 1:
+                if event.event == "step.started" and (
+                    event.detail.get("attempt", 1) == 1 or event.detail.get("retried")
+                ):
                     continue  # the card shows the step in progress; a restart's second start gets a line
                 rows.extend(self._rows_for(event, run, steps))
             if not self._card_update_queued(conn, run_id) and not any(kind == "card" for kind, _, _ in rows):
@@ -196,6 +199,12 @@ class ThreadProjector:
                 f"{event.detail.get('why', '')}"
             )
             return [("reply", msg.note(text, "Schedule"), None)]
+        if event.event == "run.retried":  # the card shows the new attempt; the thread says who and why
+            why = escape(event.detail.get("why") or "")
+            text = f"🔁 retried by <@{event.actor}> (attempt {event.detail.get('attempt')})" + (
+                f": {why}" if why else ""
+            )
+            return [("reply", msg.message(text, [msg.section(text)]), None)]
         if event.event.startswith("step."):
             return [("reply", msg.step_reply(event, steps.get(event.step or ""), title), None)]
         if event.event == "approval.requested":

@@ -163,6 +163,12 @@ def _recovery(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN ended_as TEXT")
 
 
+def _approval_attempt(db: sqlite_utils.Database) -> None:
+    # The run attempt a request was asked in (runs.attempt then): a grant covers what a person decided for
+    # that attempt; a retried run's gate asks again. Requests from before: attempt 1, as their runs were.
+    db.execute("ALTER TABLE approvals ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1,
     _v2,
@@ -172,5 +178,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _audit_checkpoints,
     _change_management,
     _recovery,
+    _approval_attempt,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

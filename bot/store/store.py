@@ -63,6 +63,15 @@ class UnknownRecord(StoreError):
     pass
 
 
+class NotRetriable(StoreError):
+    """A run that cannot be tried again (Store.retry_run): it did not fail, or it is being reverted."""
+
+    def __init__(self, run: Run, why: str | None = None):
+        self.run = run
+        state = f"it is {run.state.label}" + (" and being reverted" if run.recovery else "")
+        super().__init__(f"run {run.id} cannot be retried: {why or state}")
+
+
 # Forward-only migrations; PRAGMA user_version records how many have been applied.
 def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
@@ -440,6 +449,53 @@ class Store:
             audit.append(conn, "run.rescheduled", actor="bot", run_id=run_id, detail=detail)
         return self.get_run(run_id)
 
+    def retry_run(self, run_id: str, actor: str, why: str) -> Run:
+        """A failed run tried again from its failed step, in one transaction (audit run.retried): that step
+        back to pending (its reason and facts cleared, its attempts and applies kept; what it had found is
+        in the event's detail), the later steps as they are (pending), the run ``queued`` on its next attempt.
+
+        Raises UnknownRecord, NotRetriable (not failed, reverting, no failed step) or HostBusy (another run
+        is active on the host: the unique index refuses it); then nothing is written."""
+        try:
+            with self.transaction("run.retried") as conn:
+                run = self.get_run(run_id)
+                if run.state is not RunState.failed or run.recovery is not None or run.check_only:
+                    raise NotRetriable(run)
+                failed = next((s for s in self.steps(run_id) if s.state is StepState.failed), None)
+                if failed is None:
+                    raise NotRetriable(run, "it has no failed step to try again")
+                attempt = run.attempt + 1
+                step_changes = {"state": StepState.pending.value, "reason": None, "facts": "{}"}
+                self.db.table("steps").update(
+                    (run_id, failed.step), {**step_changes, "started_at": None, "finished_at": None}
+                )
+                self.db.table("runs").update(
+                    run_id,
+                    {
+                        "state": RunState.queued.value,
+                        "attempt": attempt,
+                        "result": None,
+                        "finished_at": None,
+                        "cancel_requested_by": None,
+                        "scheduled_for": None,  # tried again now: its start is not the schedule's any more
+                        "updated_at": iso(utcnow()),
+                    },
+                )
+                detail = {
+                    "why": cap_text(why),
+                    "attempt": attempt,
+                    "from_step": failed.step,
+                    "previous_result": run.result,
+                    # what the failed attempt found, readable in the trail once the step starts anew
+                    "failed_step": {"reason": failed.reason, "attempts": failed.attempts, "facts": failed.facts},
+                }
+                audit.append(conn, "run.retried", actor=actor, run_id=run_id, detail=cap_strings(detail))
+        except sqlite3.IntegrityError as exc:
+            if "runs.host" not in str(exc):
+                raise
+            raise HostBusy(run.host, self.active_host_run(run.host)) from None
+        return self.get_run(run_id)
+
     def request_cancel(self, run_id: str, actor: str) -> Run:
         """Record who asked to cancel; the engine stops the run at its next safe point."""
         with self.transaction("run.cancel_requested"):
@@ -526,9 +582,11 @@ class Store:
         digest = change_digest(change)  # of the change as the step made it: the engine compares exactly that
         evidence = cap_strings(evidence)
         with self.transaction("approval.requested") as conn:
+            (attempt,) = conn.execute("SELECT attempt FROM runs WHERE id = ?", (run_id,)).fetchone()
             self.db.table("approvals").insert(
                 {
                     "id": approval_id,
+                    "attempt": attempt,
                     "run_id": run_id,
                     "step": step,
                     "gate": gate,

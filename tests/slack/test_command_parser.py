@@ -24,6 +24,8 @@ HOSTS = ["host01", "host02", "host03"]
         ("cancel run-0a1b2c3d", Command("cancel", run_id="run-0a1b2c3d")),
         ("help", Command("help")),
         ("  host01   ", Command("upgrade", ("host01",))),
+        ("retry run-0a1b2c3d", Command("retry", run_id="run-0a1b2c3d")),
+        ("retry run-0a1b2c3d disk   freed", Command("retry", run_id="run-0a1b2c3d", why="disk freed")),
     ],
 )
 def test_accepted(text, expected):
@@ -46,6 +48,9 @@ def test_accepted(text, expected):
         ("cancel 42", "is not a run id"),
         ("status run-1 run-2", "at most one run id"),
         ("check", "needs at least one host"),
+        ("retry", "needs the failed run's id"),
+        ("retry host01", "is not a run id"),
+        ("retry <@U123> run-0a1b2c3d", "is not a run id"),
         ("x" * 5000, "5000 characters"),
         ("<@U123>", "is not a host name"),
     ],

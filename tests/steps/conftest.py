@@ -131,10 +131,19 @@ def upgrade(tmp_path):
     cleanups = []
 
     async def go(
-        scenario="default", *, decision="approve", extra="", check_only=False, tweak=None, ws1=None, vcenter=None
+        scenario="default",
+        *,
+        decision="approve",
+        extra="",
+        check_only=False,
+        tweak=None,
+        ws1=None,
+        vcenter=None,
+        then=None,
     ):
         """ws1: a running WorkspaceOneStandIn (STARTTLS through the API), or None (console by hand);
-        vcenter: a running vCenter simulator (tests.vcsim), or None (snapshot by hand)."""
+        vcenter: a running vCenter simulator (tests.vcsim), or None (snapshot by hand); then: an async
+        callable (engine, host, clicker, run) run after the run ended, before the engine stops."""
         reboot_timeout = 3 if scenario == "reboot-never-returns" else 20
         context = running_host(scenario)
         host = context.__enter__()
@@ -178,6 +187,9 @@ def upgrade(tmp_path):
         engine = clicker.engine = runtime.engine
         [run] = await engine.submit(["host01"], REQUESTER, check_only=check_only)
         await engine.join()
+        if then is not None:  # more to do with the same engine after the run ended (a retry, say)
+            await then(engine, host, clicker, engine.store.get_run(run.id))
+            await engine.join()
         await runtime.stop()
         return engine, host, clicker, engine.store.get_run(run.id)
 

@@ -2,7 +2,8 @@
 [approve|deny|none] [WHEN]`.
 
 `start` queues host01 and drives it; `resume` only resumes what the database holds; `schedule` schedules
-host01 for WHEN (an ISO time) and waits for it. Every approval
+host01 for WHEN (an ISO time) and waits for it; `retry` retries the database's one failed run (as REQUESTER).
+IDM_UPGRADE_TEST_FAIL=STEP:PHASE makes that fake step fail in that phase (check, apply, verify). Every approval
 request is answered by APPROVER (`approve`, `deny`, or `none`: nobody answers), as a person would click.
 The parent kills this process with IDM_UPGRADE_KILL_AT set, then runs it again with `resume`.
 """
@@ -10,6 +11,7 @@ The parent kills this process with IDM_UPGRADE_KILL_AT set, then runs it again w
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from datetime import datetime
 
@@ -36,6 +38,8 @@ class ClickingApprover:
 async def main(config_path: str, host_dir: str, mode: str, decision: str, when: str | None = None) -> int:
     config = load_config(config_path)
     approver = ClickingApprover(decision)
+    step, _, phase = os.environ.get("IDM_UPGRADE_TEST_FAIL", "").partition(":")
+    fail = {step: phase} if step else {}
     # The runtime injects IDM_UPGRADE_KILL_AT / IDM_UPGRADE_TRACE from the parent as the store's hooks.
     runtime = Runtime.build(
         config,
@@ -46,7 +50,7 @@ async def main(config_path: str, host_dir: str, mode: str, decision: str, when: 
         services=Services(
             winrm=WinRMExecutor(config, Secrets.from_env({"WINRM_USERNAME": "-", "WINRM_PASSWORD": "-"}))
         ),
-        plan=gated_plan(host_dir),
+        plan=gated_plan(host_dir, **fail),
         approval_poll_seconds=0.05,
     )
     engine = approver.engine = runtime.engine
@@ -55,6 +59,10 @@ async def main(config_path: str, host_dir: str, mode: str, decision: str, when: 
         await engine.submit(["host01"], REQUESTER)
     if mode == "schedule" and when:
         await engine.submit(["host01"], REQUESTER, scheduled_for=datetime.fromisoformat(when))
+    if mode == "retry":
+        [failed] = [r for r in runtime.store.runs() if r.state.value == "failed"]
+        reply = await engine.retry(failed.id, REQUESTER, "crash test")
+        assert reply.ok, reply.message
     await engine.join()
     await runtime.close()
     return 0
