@@ -154,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     # one usage per form: the `host` subcommand is a form of its own, not an argument of the first one
     sandbox.usage = (
         "idm-upgrade sandbox [--hosts N] [--scenario NAME] [--approve auto|prompt] [--database PATH] "
-        "[--servicenow]\n"
+        "[--servicenow] [--home]\n"
         "       idm-upgrade sandbox host --name NAME --port PORT [--scenario NAME]"
     )
     sandbox.add_argument("--hosts", type=int, default=1, metavar="N", help="hosts to upgrade, one after another (1-50)")
@@ -176,6 +176,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help='tickets required ([change] ticket = "required"), checked in a ServiceNow stand-in that has change '
         "CHG0012345 approved, in Implement and in its planned dates; the command carries ticket:CHG0012345",
+    )
+    sandbox.add_argument(
+        "--home",
+        action="store_true",
+        help="after the scenario, print the App Home (the fleet at a glance) as Slack shows it",
     )
     # listed in the usage and the description above, not as an argument of the first form
     sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", help=argparse.SUPPRESS)
@@ -466,6 +471,7 @@ def _main(argv: Sequence[str] | None) -> int:
                     args.approve,
                     database=_absolute(args.database),
                     servicenow=args.servicenow,
+                    home=args.home,
                 )
             )
         except KeyboardInterrupt:

@@ -40,6 +40,20 @@ def register(app: AsyncApp, deps: SlackContext) -> None:
             await respond(text=reply, response_type="ephemeral")
 
 
+async def start_from_text(text: str, user: str, deps: SlackContext) -> str:
+    """A start made elsewhere (the Home tab's Check, its Upgrade modal) exactly as `/idm-upgrade TEXT` makes it:
+    the same parsing, policy, admission and answers; from no channel (the Home has none)."""
+    config = deps.config
+    groups = {name: group.hosts for name, group in config.groups.items()}
+    try:
+        parsed = parse(text, list(config.hosts), config.slack.max_hosts_per_request, groups)
+    except CommandError as exc:
+        return f"Not started: {exc}"
+    if parsed.verb not in ("upgrade", "check"):
+        return f"Not started: `{escape(text)}` does not start a run."
+    return await _start(parsed, user, deps, "")
+
+
 async def _run(command: Command, user: str, deps: SlackContext, channel: str = "") -> str:
     engine = deps.engine
     if command.verb == "help":

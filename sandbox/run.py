@@ -37,6 +37,7 @@ from sandbox.screen import HOLD_UNPLACED_DRAWINGS, make_screen
 from sandbox.servicenow import ServiceNowStandIn
 from sandbox.slack import SlackStandIn
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
+from sandbox.slack_views import home_of, open_home, render_home
 from sandbox.winrm_server import WinRMHostServer, start_hosts
 from sandbox.workspace_one import WorkspaceOneStandIn, default_directories
 
@@ -239,6 +240,7 @@ async def run_sandbox(
     database: str | None = None,
     terminal: bool | None = None,
     servicenow: bool = False,
+    home: bool = False,
 ) -> int:
     """Exit 0 when every run succeeded and the audit holds; 1 otherwise, or when the sandbox gave up waiting.
 
@@ -252,7 +254,7 @@ async def run_sandbox(
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signals off the main thread
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
-    options = _Options(hosts, scenario, approve, out, stdin or sys.stdin, timeout, database, terminal, servicenow)
+    options = _Options(hosts, scenario, approve, out, stdin or sys.stdin, timeout, database, terminal, servicenow, home)
     try:
         return await _run_sandbox(options, started, interrupted)
     finally:
@@ -271,6 +273,7 @@ class _Options:
     database: str | None
     terminal: bool | None
     servicenow: bool = False
+    home: bool = False  # --home: print the App Home after the scenario
 
 
 async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.Event) -> int:
@@ -358,6 +361,13 @@ async def _run_sandbox(options: _Options, started: float, interrupted: asyncio.E
             for _ in range(HOLD_UNPLACED_DRAWINGS + 1):
                 await draw()
         screen.final(slack.render_channel(OPS_CHANNEL))
+        if options.home:  # @requester opens the bot's Home tab
+            await open_home(sender, REQUESTER)
+            for _ in range(200):  # the event is handled after its ack: up to 10 s for the published view
+                if home_of(slack, REQUESTER) is not None:
+                    break
+                await asyncio.sleep(0.05)
+            out.write("\n" + render_home(slack, REQUESTER) + "\n")
         runs = await bot.store.call(bot.store.runs)
         if not finished:
             still = [r for r in sorted(runs, key=lambda r: r.batch_position) if r.state.active]

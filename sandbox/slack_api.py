@@ -33,6 +33,7 @@ from sandbox.slack_state import (
 )
 
 MAX_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100
 SECTION_TEXT_LIMIT = 3000
 FIELD_TEXT_LIMIT = 2000
 MAX_FIELDS = 10
@@ -78,11 +79,12 @@ def _text_of(obj: Any) -> str:
     return obj.get("text", "") if isinstance(obj, dict) else ""
 
 
-def block_errors(blocks: list[Any]) -> list[str]:
-    """Why Slack would refuse these blocks with invalid_blocks (empty when it would accept them)."""
+def block_errors(blocks: list[Any], limit: int = MAX_BLOCKS) -> list[str]:
+    """Why Slack would refuse these blocks with invalid_blocks (empty when it would accept them); ``limit``:
+    50 in a message, 100 in a view (a modal or the Home tab)."""
     errors: list[str] = []
-    if len(blocks) > MAX_BLOCKS:
-        errors.append(f"must provide at most {MAX_BLOCKS} items [json-pointer:/blocks]")
+    if len(blocks) > limit:
+        errors.append(f"must provide at most {limit} items [json-pointer:/blocks]")
     seen: set[str] = set()
     for i, block in enumerate(blocks):
         where = f"[json-pointer:/blocks/{i}"
@@ -324,7 +326,7 @@ def _view_param(p: Params) -> dict[str, Any]:
     view = json_field(p.get("view"), "invalid_arguments")
     if not isinstance(view, dict) or view.get("type") not in ("modal", "home"):
         raise ApiError("invalid_arguments")
-    if errors := block_errors(view.get("blocks") or []):
+    if errors := block_errors(view.get("blocks") or [], MAX_VIEW_BLOCKS):
         raise ApiError("invalid_arguments", response_metadata={"messages": errors})
     return copy.deepcopy(view)
 

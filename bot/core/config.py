@@ -118,6 +118,9 @@ class SlackConfig(_Section):
     app_id: str | None = None
     # May /idm-upgrade be used in a direct message with the bot? Otherwise only in `channel`.
     allow_direct_messages: bool = False
+    # The App Home tab: republished to the people who opened it at most once per this many seconds while runs
+    # change state (bot/slack/home_tab.py).
+    home_refresh_seconds: float = Field(default=5.0, gt=0, le=3600)
 
     @field_validator("app_id")
     @classmethod

@@ -40,12 +40,13 @@ from bot.slack.door import (
     stranger_cap,
 )
 from bot.slack.guard import RequestGuard
+from bot.slack.home_tab import HomeTab
 from bot.slack.intake import SHUTDOWN_GRACE_SECONDS, Intake, TrackedApp
 from bot.slack.origin import SlackIdentity
 from bot.slack.progress import SlackProgress
 from bot.slack.socket import SocketLink
 from bot.systems.services import Services
-from handlers import actions, commands, retry, revert
+from handlers import actions, commands, home, home_actions, home_submit, retry, revert
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ class SlackBot:
             offers=self.runtime.engine.offers,
         )
         self.engine.progress.sinks.append(self.progress)
+        self.home = HomeTab(self.store, self.client, config, clock=clock)
+        self.engine.progress.sinks.append(self.home)
         self.guard = RequestGuard(tokens["SLACK_SIGNING_SECRET"])
         self.app = TrackedApp(
             client=self.client, signing_secret=tokens["SLACK_SIGNING_SECRET"], process_before_response=False
@@ -124,10 +127,12 @@ class SlackBot:
             self.store, SlackIdentity(self.client, config.slack.app_id), config.slack, group_channels
         )
         self.app.use(self.intake.middleware)
-        deps = SlackContext(self.engine, config, self.policy, self.progress.titles, self.intake)
+        deps = SlackContext(self.engine, config, self.policy, self.progress.titles, self.intake, home=self.home)
         commands.register(self.app, deps)
         retry.register(self.app, deps)  # before actions: its catch-all answers any button not registered first
         revert.register(self.app, deps)  # before actions: its catch-all answers any button left
+        for listeners in (home, home_actions, home_submit):  # before actions too
+            listeners.register(self.app, deps)
         actions.register(self.app, deps)
         self._runner: web.AppRunner | None = None
         self._socket: SocketLink | None = None
@@ -151,6 +156,7 @@ class SlackBot:
         """Socket Mode, or HTTP on `host` (default `http.bind`, 127.0.0.1 unless configured) and `port`."""
         await self.engine.start()
         self.progress.start()
+        self.home.start()
         await self.progress.catch_up()
         # who the bot is in Slack, asked now so the first request's ack does not wait for it (asked again then
         # if Slack cannot answer now)
@@ -312,4 +318,5 @@ class SlackBot:
             logging.getLogger("asyncio").removeFilter(self._accept_errors)
             logging.getLogger("aiohttp.server").removeFilter(self._bad_requests)
         await self.progress.stop()
+        await self.home.stop()
         await self.runtime.close()

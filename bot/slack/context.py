@@ -21,6 +21,8 @@ from bot.slack.messages import MARKS, RUN_MARKS, people, state_words, ticket_not
 if TYPE_CHECKING:
     from slack_bolt.async_app import AsyncBoltContext
 
+    from bot.slack.home_tab import HomeTab
+
 
 class SlackGroups:
     """Slack user group members (usergroups.users.list), cached briefly so clicks stay fast."""
@@ -92,6 +94,8 @@ class SlackContext:
     # The origin checks, replay refusal and shutdown tracking (bot.slack.intake): SlackBot always wires it;
     # the in-process handler tests run the listeners without it.
     intake: Intake | None = None
+    # The App Home of whoever opened it (bot.slack.home_tab); SlackBot wires it.
+    home: HomeTab | None = None
 
     def handling(self, context: AsyncBoltContext) -> Handling:
         return Handling(self.intake, context)

@@ -30,6 +30,9 @@ def slack_shaped(body: str) -> bool:
         return False
     if not isinstance(payload, dict):
         return False
+    if payload.get("type") == "view_submission":  # a modal's submission (the Home's Upgrade confirmation)
+        view = payload.get("view")
+        return isinstance(payload.get("user"), dict) and isinstance(view, dict) and isinstance(view.get("id"), str)
     if payload.get("type") != "block_actions":
         return True
     actions, user = payload.get("actions"), payload.get("user")

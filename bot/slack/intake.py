@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 # How long a shutdown waits for acknowledged requests to finish before it leaves them for the next start.
 SHUTDOWN_GRACE_SECONDS = 20.0
-KINDS = ("command", "block_actions")  # what people send; other payloads (events, views) pass untouched
+# What people send (a Home tab's clicks are block_actions too), and the events the bot subscribes to
+# (app_home_opened): each checked for its origin and taken once. Anything else passes untouched.
+KINDS = ("command", "block_actions", "view_submission", "event_callback")
 _RESUMED = "idm_upgrade_resumed"  # context key: a request handled again at start-up, admitted long ago
 
 
@@ -49,6 +51,8 @@ def request_kind(body: dict[str, Any]) -> str | None:
 def request_user(body: dict[str, Any]) -> str | None:
     user = body.get("user")
     user_id = user.get("id") if isinstance(user, dict) else body.get("user_id")
+    if user_id is None and isinstance(body.get("event"), dict):  # an event (app_home_opened): its person
+        user_id = body["event"].get("user")
     return user_id if isinstance(user_id, str) else None
 
 

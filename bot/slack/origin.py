@@ -83,8 +83,10 @@ def origin_problem(
     if me is None:
         return "idm-upgrade could not confirm its own Slack workspace (auth.test failed); try again in a minute"
     command = kind == "command"
-    team = _id(body.get("team_id") if command else body.get("team")) or _id((body.get("user") or {}).get("team_id"))
-    enterprise = _id(body.get("enterprise_id") if command else body.get("enterprise"))
+    flat = command or kind == "event_callback"  # ids as top-level strings, not objects as in a payload
+    user: dict[str, Any] = body["user"] if isinstance(body.get("user"), dict) else {}
+    team = _id(body.get("team_id") if flat else body.get("team")) or _id(user.get("team_id"))
+    enterprise = _id(body.get("enterprise_id") if flat else body.get("enterprise"))
     app = body.get("api_app_id")
     if app != me.app_id:
         return "this request was made for another Slack app, not idm-upgrade; use idm-upgrade's own command and buttons"

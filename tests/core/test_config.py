@@ -41,6 +41,7 @@ messages_per_second = 0.5
 max_hosts_per_request = 5
 app_id = "A0APP00001"
 allow_direct_messages = true
+home_refresh_seconds = 2.5
 [preflight]
 min_free_disk_gb = 7.5
 pending_reboot = "ask"
@@ -141,6 +142,7 @@ def test_every_key_is_parsed():
         "max_hosts_per_request": 5,
         "app_id": "A0APP00001",
         "allow_direct_messages": True,
+        "home_refresh_seconds": 2.5,
     }
     assert config.preflight.min_free_disk_gb == 7.5 and config.preflight.pending_reboot == "ask"
     assert config.policy.approve_install is False

@@ -112,3 +112,14 @@ def test_sandbox_already_current_succeeds_with_nothing_to_do():
     assert proc.returncode == 0, out[-2000:] + err[-2000:]
     assert out.strip().splitlines()[-1].startswith("sandbox: host01 succeeded in ")
     assert "nothing to do: the connector is already at 19.03.0.1" in out
+
+
+def test_sandbox_prints_the_app_home():
+    proc = sandbox("--hosts", "2", "--home")
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    home = out[out.index("App Home of @requester") :]
+    assert "the fleet at a glance" in home and "2 hosts · 0 in flight" in home
+    for host in ("host01", "host02"):
+        assert f"*{host}* · connector 19.03.0.1 (seen by verify" in home
+    assert "succeeded" in home and "[Check] [Upgrade]" in home

@@ -613,3 +613,49 @@ def test_running_in_a_thread_for_synchronous_code():
         slack.up()
         assert client.auth_test()["ok"]
         assert "from a thread" in slack.standin.render_channel()
+
+
+def _home(blocks: int) -> dict:
+    return {"type": "home", "blocks": [{"type": "divider"} for _ in range(blocks)]}
+
+
+async def test_views_publish_validates_like_slack(slack):
+    client = client_for(slack)
+    answer = await client.views_publish(user_id=REQUESTER, view=_home(100))  # a view holds 100 blocks
+    assert answer["view"]["type"] == "home" and len(answer["view"]["blocks"]) == 100
+    again = await client.views_publish(user_id=REQUESTER, view=_home(1))  # the same Home view, replaced
+    assert again["view"]["id"] == answer["view"]["id"] and len(again["view"]["blocks"]) == 1
+    for user, view, error in [
+        (REQUESTER, _home(101), "invalid_arguments"),
+        ("U0NOBODY00", _home(1), "user_not_found"),
+        (REQUESTER, {"type": "modal", "blocks": []}, "invalid_arguments"),
+    ]:
+        with pytest.raises(SlackApiError) as refused:
+            await client.views_publish(user_id=user, view=view)
+        assert refused.value.response["error"] == error
+
+
+async def test_views_open_needs_a_fresh_trigger_and_home_clicks_carry_the_view(slack, serve):
+    from sandbox.slack_views import apply_view_answer, home_click_payload
+
+    client = client_for(slack)
+    home = {"type": "home", "blocks": [approval_blocks("ap-1")[-1].to_dict()]}
+    await client.views_publish(user_id=APPROVER, view=home)
+    click = home_click_payload(slack, APPROVER, "approve")
+    assert click["container"]["type"] == "view" and "channel" not in click and "response_url" not in click
+    modal = {"type": "modal", "title": {"type": "plain_text", "text": "Sure?"}, "blocks": []}
+    stale = slack.workspace.new_trigger_id(APPROVER)
+    issued, user = slack.workspace.triggers[stale]
+    slack.workspace.triggers[stale] = (issued - 4, user)  # Slack's trigger_ids last 3 s
+    for trigger, error in [(stale, "expired_trigger_id"), ("1.2.nope", "invalid_trigger_id")]:
+        with pytest.raises(SlackApiError) as refused:
+            await client.views_open(trigger_id=trigger, view=modal)
+        assert refused.value.response["error"] == error
+    opened = await client.views_open(trigger_id=click["trigger_id"], view=modal)
+    with pytest.raises(SlackApiError):  # each trigger opens one view
+        await client.views_open(trigger_id=click["trigger_id"], view=modal)
+    view_id = opened["view"]["id"]
+    assert apply_view_answer(slack, view_id, {"response_action": "errors", "errors": {"b": "no"}}) == {"b": "no"}
+    assert view_id in slack.workspace.views
+    apply_view_answer(slack, view_id, None)  # an empty ack closes the modal
+    assert view_id not in slack.workspace.views

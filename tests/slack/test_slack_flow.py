@@ -29,6 +29,10 @@ SCOPE_OF = {
     "conversations.replies": "channels:history",
     # check-config --probe: is the bot a member of slack.channel
     "conversations.info": "channels:read",
+    # the App Home: views need no scope; a card's permalink neither
+    "views.publish": None,
+    "views.open": None,
+    "chat.getPermalink": None,
 }
 # conversations.* in a private channel need groups:history (groups:read for conversations.info) instead.
 # Not a method's scope: it adds profile.email to users.info, which identifies one person's accounts.
@@ -39,6 +43,9 @@ def test_manifest_is_valid_and_asks_for_what_the_bot_uses():
     manifest = yaml.safe_load((ROOT / "manifest.yml").read_text())
     assert manifest["settings"]["socket_mode_enabled"] is True
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    # the App Home: its tab, and the event that says someone opened it
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
     [command] = manifest["features"]["slash_commands"]
     assert command["command"] == "/idm-upgrade"
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
