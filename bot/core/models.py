@@ -102,7 +102,8 @@ class Run(_Record):
     group: str | None = None  # the host group ([groups.NAME]) the run was requested as part of
     scheduled_for: datetime | None = None  # when a scheduled run is due to start
     attempt: int = 1  # 1, then one more each time a failed run is retried (run.retried)
-    recovery: str | None = None  # "revert" while an ended run is being reverted to its snapshot
+    # "revert" while an ended run is being reverted to its snapshot; "reverted" once that was verified
+    recovery: str | None = None
     ended_as: RunState | None = None  # while reverting: the state the run had ended in (it ends so again)
 
 

@@ -950,6 +950,11 @@ class Engine:
             return Reply(False, f"There is no run {run_id!r}. `/idm-upgrade status` lists active runs.")
         if run.recovery == "revert":
             return Reply(False, f"Run {run_id} is already being reverted; its thread shows where it is.")
+        if run.recovery == "reverted":
+            return Reply(
+                False,
+                f"Run {run_id} was already reverted to its snapshot and verified; nothing to revert. Nothing was changed.",
+            )
         if run.state.active:
             return Reply(
                 False,
@@ -1066,6 +1071,11 @@ def retry_refusal(run: Run) -> str | None:
     """Why ``run`` may not be retried (bot.engine.recovery's rule, in words), or None."""
     if run.check_only:
         return f"Run {run.id} was a dry run; it changed nothing. Ask for a new check instead."
+    if run.recovery == "reverted":
+        return (
+            f"Run {run.id} was reverted to its snapshot: the host is as it was before the run, so there is "
+            "nothing to resume. Ask for a new run instead."
+        )
     if run.recovery is not None:
         return f"Run {run.id} is being reverted to its snapshot; it cannot be retried meanwhile."
     if run.state is RunState.denied:

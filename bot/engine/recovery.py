@@ -5,6 +5,7 @@ click the rule does not allow, whatever button it came from):
 
 - retry: a run that *failed* (not denied: a person refused, trying again would only ask them again; not
   cancelled) and is not reverting. The same run resumes from its failed step's check.
+- neither, once a revert was verified (``recovery == "reverted"``): the host is as it was before the run.
 - revert: a run that ended *failed or denied* after its snapshot step took a snapshot (by vCenter or by a
   person) and a step that changes the host itself (install, reboot) changed something. Nothing else is
   undone by a revert (``bot.engine.outcome``), so without such a change there is nothing to offer.

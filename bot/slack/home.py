@@ -129,8 +129,10 @@ def host_line(row: HostRow, now: datetime, link: str | None) -> str:
     last = f"{RUN_MARKS[run.state]} {words} · `{run.id}`"
     if run.attempt > 1:
         last += f" · attempt {run.attempt}"
-    if run.recovery:
-        last += f" · {escape(run.recovery)} in progress"
+    if run.recovery == "revert":
+        last += " · revert in progress"
+    elif run.recovery == "reverted":
+        last += " · reverted to its snapshot"
     if run.ticket:
         last += f" · ticket {escape(run.ticket)}"
     if row.waiting:

@@ -68,7 +68,7 @@ class NotRetriable(StoreError):
 
     def __init__(self, run: Run, why: str | None = None):
         self.run = run
-        state = f"it is {run.state.label}" + (" and being reverted" if run.recovery else "")
+        state = f"it is {run.state.label}" + (f" ({run.recovery})" if run.recovery else "")
         super().__init__(f"run {run.id} cannot be retried: {why or state}")
 
 
@@ -546,7 +546,9 @@ class Store:
                 run_id,
                 {
                     "state": state.value,
-                    "recovery": None,
+                    # "reverted" stays on the run: the host is as before it, its steps describe what is gone,
+                    # so it offers neither a retry nor another revert (bot.engine.recovery)
+                    "recovery": "reverted" if reverted else None,
                     "ended_as": None,
                     "result": cap_text(result),
                     "finished_at": now,

@@ -138,7 +138,8 @@ async def test_a_failed_upgrade_is_reverted_to_its_snapshot_and_verified(tmp_pat
         assert approval.evidence["requested_by"] == REQUESTER and snapshot["id"] in approval.evidence["what_changes"]
         assert approval.state.value == "granted"
 
-        assert run.state.value == "failed" and run.recovery is None and run.ended_as is None
+        assert run.state.value == "failed" and run.recovery == "reverted" and run.ended_as is None
+        assert r.engine.offers(run, r.engine.store.steps(run.id)) == []  # nothing left to retry or revert
         assert f"reverted to snapshot '{snapshot['name']}'" in run.result
         assert "connector 19.03.0.0 (as before the run), service Running" in run.result
         assert r.host.state.connector.version == "19.03.0.0" and r.host.state.service.state == "Running"
@@ -285,7 +286,7 @@ async def test_a_crash_mid_revert_resumes_from_what_is_recorded(tmp_path, vcsim,
         await engine.start()
         await engine.join()
         run = engine.store.get_run(r.run.id)
-        assert run.state.value == "failed" and run.recovery is None and "reverted to snapshot" in run.result
+        assert run.state.value == "failed" and run.recovery == "reverted" and "reverted to snapshot" in run.result
         assert r.events("revert.") == [
             "revert.requested",
             "revert.started",
@@ -308,11 +309,24 @@ async def test_a_revert_task_past_its_deadline_ends_revert_failed_and_powers_not
         assert "PowerOnVM_Task" not in r.binding.calls
 
 
-async def test_a_second_revert_asks_its_own_approval(tmp_path, vcsim):
-    async with Revert(tmp_path, vcsim) as r:
-        await r.revert()
+async def test_a_second_revert_after_a_failed_one_asks_its_own_approval(tmp_path, vcsim):
+    async with Revert(tmp_path, vcsim, restores=False) as r:
+        _reply, failed = await r.revert()
+        assert failed.recovery is None and "revert" in r.engine.offers(failed, r.engine.store.steps(failed.id))
+        r.binding.restores = True
         reply, run = await r.revert(why="once more")
         assert reply.ok, reply.message
         revert_requests = [a for a in r.engine.store.approvals(run.id) if a.gate == "revert"]
         assert len(revert_requests) == 2 and len([a for a in r.clicker.asked if a["gate"] == "revert"]) == 2
-        assert r.events("revert.").count("revert.verified") == 2
+        assert r.events("revert.").count("revert.verified") == 1 and run.recovery == "reverted"
+
+
+async def test_a_verified_revert_is_not_reverted_again_nor_retried(tmp_path, vcsim):
+    async with Revert(tmp_path, vcsim) as r:
+        await r.revert()
+        before = r.events()
+        reply, run = await r.revert(why="once more")
+        assert not reply.ok and "already reverted" in reply.message
+        retried = await r.engine.retry(run.id, REQUESTER, "again")
+        assert not retried.ok and "nothing to resume" in retried.message
+        assert r.events() == before  # nothing written
