@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
 from bot.core.models import ApprovalState
+from bot.engine.engine import Reply
 from bot.slack.context import SlackContext
 from bot.slack.origin import click_problem
 
@@ -40,6 +42,33 @@ async def misplaced(deps: SlackContext, approval_id: str, body: dict[str, Any], 
     return problem
 
 
+RunAction = Callable[[str, str], Awaitable[Reply]]
+
+
+def run_button(deps: SlackContext, act: RunAction) -> Callable[..., Awaitable[None]]:
+    """A listener for a button on the run card whose value is the run id (cancel_run, retry_run, revert_run):
+    ack first, check the value and the origin, then ``act(run_id, user)``; the engine's reply goes to the
+    clicker only. Built by bot code from ids and configured names: nothing in it to escape."""
+
+    async def listener(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    ) -> None:
+        async with deps.handling(context) as handled:
+            await ack()
+            value, user = str(action.get("value", "")), clicker(body)
+            if not RUN_ID.fullmatch(value) or user is None:
+                await tell(respond, "This button does not belong to an idm-upgrade run.")
+                return
+            if refusal := context.get("refusal"):  # another workspace, app or channel (bot.slack.origin)
+                await tell(respond, f"Not accepted: {refusal}.")
+                return
+            reply = await act(value, user)
+            await handled.done()
+            await tell(respond, reply.message)
+
+    return listener
+
+
 def register(app: AsyncApp, deps: SlackContext) -> None:
     async def decide(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
@@ -62,22 +91,7 @@ def register(app: AsyncApp, deps: SlackContext) -> None:
     for action_id in ("approve", "deny", "snapshot_taken"):
         app.action(action_id)(decide)
 
-    @app.action("cancel_run")
-    async def cancel_run(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
-    ) -> None:
-        async with deps.handling(context) as handled:
-            await ack()
-            value, user = str(action.get("value", "")), clicker(body)
-            if not RUN_ID.fullmatch(value) or user is None:
-                await tell(respond, "This button does not belong to an idm-upgrade run.")
-                return
-            if refusal := context.get("refusal"):
-                await tell(respond, f"Not accepted: {refusal}.")
-                return
-            reply = await deps.engine.cancel(value, user)
-            await handled.done()
-            await tell(respond, reply.message)
+    app.action("cancel_run")(run_button(deps, deps.engine.cancel))
 
     @app.action(re.compile(".*"))
     async def unknown_button(ack: AsyncAck, respond: AsyncRespond, context: AsyncBoltContext) -> None:

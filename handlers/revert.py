@@ -7,28 +7,11 @@ goes to the clicker only. The revert itself is an approval the run's thread show
 
 from __future__ import annotations
 
-from typing import Any
-
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.async_app import AsyncApp
 
 from bot.slack.context import SlackContext
-from handlers.actions import RUN_ID, clicker, tell
+from handlers.actions import run_button
 
 
 def register(app: AsyncApp, deps: SlackContext) -> None:
-    @app.action("revert_run")
-    async def revert_run(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
-    ) -> None:
-        async with deps.handling(context) as handled:
-            await ack()
-            value, user = str(action.get("value", "")), clicker(body)
-            if not RUN_ID.fullmatch(value) or user is None:
-                await tell(respond, "This button does not belong to an idm-upgrade run.")
-                return
-            if refusal := context.get("refusal"):
-                await tell(respond, f"Not accepted: {refusal}.")
-                return
-            reply = await deps.engine.revert(value, user)
-            await handled.done()
-            await tell(respond, reply.message)
+    app.action("revert_run")(run_button(deps, lambda run_id, user: deps.engine.revert(run_id, user)))
