@@ -6,12 +6,10 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from bot.core.config import Config, Secrets
+from bot.core.config import Config
 from bot.core.models import RunState
-from bot.runtime import Runtime
-from bot.store.lease import EngineBusy
 from bot.systems.services import Services
-from bot.terminal.run import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TerminalPolicy
+from bot.terminal.run import EXIT_FAILED, EXIT_OK, EXIT_USAGE, terminal_runtime
 from bot.terminal.view import TerminalView, terminal_actor
 
 
@@ -27,15 +25,10 @@ async def retry_from_terminal(
     """Exit 0 when the run then succeeds, 1 when it ends otherwise, 2 when the retry is refused (nothing changed)."""
     out = out or sys.stdout
     view = TerminalView(out, stdin=stdin or sys.stdin)
-    try:
-        runtime = Runtime.build(
-            config, Secrets.from_env(), policy=TerminalPolicy(config.slack), sinks=[view], services=services
-        )
-    except (EngineBusy, ValueError) as exc:
-        sys.stderr.write(f"idm-upgrade: {exc}\n")
+    runtime = terminal_runtime(config, view, services, sys.stderr)
+    if runtime is None:
         return EXIT_USAGE
     store, engine = runtime.store, runtime.engine
-    view.engine = engine
     try:
         await engine.start()
         reply = await engine.retry(run_id, terminal_actor(), why or "idm-upgrade retry at the terminal")

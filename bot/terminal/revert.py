@@ -11,11 +11,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from bot.core.config import Config, Secrets
-from bot.runtime import Runtime
-from bot.store.lease import EngineBusy
+from bot.core.config import Config
 from bot.systems.services import Services
-from bot.terminal.run import EXIT_FAILED, EXIT_OK, EXIT_USAGE, TerminalPolicy
+from bot.terminal.run import EXIT_FAILED, EXIT_OK, EXIT_USAGE, terminal_runtime
 from bot.terminal.view import TerminalView, terminal_actor
 
 
@@ -30,15 +28,10 @@ async def revert_from_terminal(
 ) -> int:
     out, err = out or sys.stdout, sys.stderr
     view = TerminalView(out, stdin=stdin or sys.stdin)
-    try:
-        runtime = Runtime.build(
-            config, Secrets.from_env(), policy=TerminalPolicy(config.slack), sinks=[view], services=services
-        )
-    except (EngineBusy, ValueError) as exc:
-        err.write(f"idm-upgrade: {exc}\n")
+    runtime = terminal_runtime(config, view, services, err)
+    if runtime is None:
         return EXIT_USAGE
     store, engine = runtime.store, runtime.engine
-    view.engine = engine
     try:
         resumed = {r.id for r in await engine.start()}
         run = store.find_run(run_id)

@@ -35,6 +35,20 @@ class TerminalPolicy(ApprovalPolicy):
         return await super().may_decide(user, run, decision, gate, requested_by)
 
 
+def terminal_runtime(config: Config, view: TerminalView, services: Services | None, err: TextIO) -> Runtime | None:
+    """The runtime a terminal command drives, its approvals asked at ``view``'s prompt; None (the reason
+    written to ``err``) when another process holds the database or the configuration is unusable."""
+    try:
+        runtime = Runtime.build(
+            config, Secrets.from_env(), policy=TerminalPolicy(config.slack), sinks=[view], services=services
+        )
+    except (EngineBusy, ValueError) as exc:
+        err.write(f"idm-upgrade: {exc}\n")
+        return None
+    view.engine = runtime.engine
+    return runtime
+
+
 async def run_from_terminal(
     config: Config,
     hosts: list[str],
@@ -62,15 +76,10 @@ async def run_from_terminal(
         )
         return EXIT_USAGE
     view = TerminalView(out, auto_yes=yes, stdin=stdin or sys.stdin)
-    try:
-        runtime = Runtime.build(
-            config, Secrets.from_env(), policy=TerminalPolicy(config.slack), sinks=[view], services=services
-        )
-    except (EngineBusy, ValueError) as exc:
-        err.write(f"idm-upgrade: {exc}\n")
+    runtime = terminal_runtime(config, view, services, err)
+    if runtime is None:
         return EXIT_USAGE
     store, engine = runtime.store, runtime.engine
-    view.engine = engine
     try:
         resumed = await engine.start()
         mine = {r.host: r for r in resumed if r.host in hosts}

@@ -80,7 +80,7 @@ def test_sandbox_help_shows_both_forms_and_no_phantom_argument():
     usage = done.stdout.split("\n\n")[0]
     assert usage.splitlines() == [
         "usage: idm-upgrade sandbox [--hosts N] [--scenario NAME] [--approve auto|prompt] [--database PATH] "
-        "[--servicenow]",
+        "[--servicenow] [--home]",
         "       idm-upgrade sandbox host --name NAME --port PORT [--scenario NAME]",
     ]
     assert "positional arguments" not in done.stdout and "host ..." not in done.stdout
