@@ -61,7 +61,7 @@ def queue_card(conn: sqlite3.Connection, fleet_id: str, channel: str, besides: I
     sending = tuple(besides)
     row = conn.execute(
         "SELECT 1 FROM outbox WHERE thread_key = ? AND channel = ? AND kind = 'fleet_update' AND state = 'pending' "
-        f"AND id NOT IN ({','.join('?' * len(sending)) or 'NULL'})",
+        f"AND id NOT IN ({','.join('?' * len(sending)) or '-1'})",
         (fleet_id, channel, *sending),
     ).fetchone()
     if row is None:

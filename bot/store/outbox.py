@@ -160,7 +160,7 @@ class Outbox:
         sending = (besides,) if isinstance(besides, int) else tuple(besides)
         row = conn.execute(
             "SELECT 1 FROM outbox WHERE run_id = ? AND kind = 'card_update' AND state = 'pending' "
-            f"AND id NOT IN ({','.join('?' * len(sending)) or 'NULL'})",
+            f"AND id NOT IN ({','.join('?' * len(sending)) or '-1'})",
             (run_id, *sending),
         ).fetchone()
         return row is not None
