@@ -3,8 +3,6 @@ the outbox's pace at Slack's real limits (real slack_sdk against the stand-in)."
 
 from __future__ import annotations
 
-import json
-
 from bot.core.models import RunState
 from sandbox.slack_state import APPROVER, OPS_CHANNEL, REQUESTER
 from tests.support.waiting import eventually
