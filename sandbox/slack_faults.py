@@ -68,9 +68,7 @@ class ApiFaults:
         """Slack's own limits, answered 429 with Retry-After beyond them: chat.postMessage about 1 a second
         per channel, chat.update Tier 3 (50 a minute, per workspace), no burst allowance assumed."""
         with self.lock:
-            self._real = (
-                {"chat.postMessage": (1.0, 1, True), "chat.update": (50.0 / 60.0, 1, False)} if on else {}
-            )
+            self._real = {"chat.postMessage": (1.0, 1, True), "chat.update": (50.0 / 60.0, 1, False)} if on else {}
             self._buckets.clear()
 
     def clear(self) -> None:

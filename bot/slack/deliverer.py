@@ -1,6 +1,8 @@
 """Outbox → Slack: each channel's rows in id order (so each thread stays in order), paced, retried.
 
-At most ``slack.messages_per_second``; 429 (Retry-After), 5xx and connection errors are retried without
+Posts (chat.postMessage) at most ``slack.messages_per_second`` per channel; edits (chat.update: the cards, a
+decided request) on a lane of their own at ``slack.updates_per_minute`` (Slack's Tier 3), each pending edit of
+one message folded into one call (``slack.fleet_progress = "threads"``: one lane for both, as before). 429 (Retry-After), 5xx and connection errors are retried without
 end, so a Slack outage delays the thread but never loses it and never stops a run. A message whose
 sending was interrupted by a crash after Slack accepted it is sent again: at most one duplicate per
 crash. The card is one message updated in place; its content is rendered when it is sent, so any number
