@@ -173,15 +173,18 @@ class Outbox:
             + (f"AND o.kind IN ({','.join('?' * len(only))}) " if only else "")
             # A thread that waits for a person goes first (in its own order), so approval requests are not
             # stuck behind other runs' progress when a large fleet fills the paced queue.
-            + "ORDER BY o.run_id IN (SELECT run_id FROM outbox WHERE state = 'pending' AND kind = 'approval') DESC, "
+            # A fleet's card first of all: once per channel, and the one place the whole fleet is seen.
+            + "ORDER BY o.kind = 'fleet_card' DESC, "
+            "o.run_id IN (SELECT run_id FROM outbox WHERE state = 'pending' AND kind = 'approval') DESC, "
             "o.id LIMIT 1",
             only,
         ).fetchone()
         return PendingEntry(*row) if row is not None else None
 
     def next_edit(self) -> PendingEntry | None:
-        """The next edit (chat.update) whose message is posted or will never be: a decided request first (its
-        buttons go), then in id order. An edit of a message still pending waits for it."""
+        """The next edit (chat.update) whose message is posted or will never be, in id order: an edit sent is
+        queued again behind the others, so no message's edits (a fleet's decisions, its card) starve the rest.
+        An edit of a message still pending waits for it."""
         row = self.conn.execute(
             f"SELECT {_ENTRY} WHERE o.state = 'pending' AND o.kind IN ({','.join('?' * len(EDITS))}) "
             "AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state = 'pending' AND p.id < o.id AND ("
@@ -189,7 +192,7 @@ class Outbox:
             "(o.kind = 'approval_update' AND p.kind = 'approval' AND p.approval_id = o.approval_id) OR "
             "(o.kind = 'fleet_update' AND p.kind = 'fleet_card' AND p.thread_key = o.thread_key "
             "AND p.channel = o.channel))) "
-            "ORDER BY o.kind = 'approval_update' DESC, o.id LIMIT 1",
+            "ORDER BY o.id LIMIT 1",
             EDITS,
         ).fetchone()
         return PendingEntry(*row) if row is not None else None
