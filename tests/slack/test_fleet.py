@@ -37,3 +37,16 @@ async def test_a_three_host_request_gets_one_fleet_card_updated_in_place_and_lea
         assert any(t.startswith("install: ") for t in texts), texts  # its approval request (decided)
         assert not any(": done" in t or ": started" in t or ": skipped" in t for t in texts), texts
         assert h.store.get_run(run.id).state is RunState.succeeded
+
+
+async def test_a_single_host_request_keeps_its_full_thread_and_gets_no_fleet_card(slack_bot):
+    h = await slack_bot("physical", extra="policy: approve_install = false")
+    response = await h.sender.send_slash_command(REQUESTER, "host01")
+    assert response.status == 200
+    [run] = await eventually(h.runs, what="the run")
+    await h.settle(run.id, approver=APPROVER)
+    assert h.store.conn.execute("SELECT fleet_id FROM runs WHERE id = ?", (run.id,)).fetchone() == (None,)
+    assert _fleet_cards(h) == []
+    [card] = [m for m in h.slack.top_level(OPS_CHANNEL) if "Connector upgrade" in m.text]
+    texts = [m.text for m in h.slack.thread(OPS_CHANNEL, card.ts)[1:]]
+    assert any(t.startswith("Preflight checks: done") for t in texts), texts  # step by step, as before
