@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import ack_latency, audit_scale, fleet, per_run, stranger_load
+from bench import ack_latency, audit_scale, fleet, fleet_pace, per_run, stranger_load
 
 
 def machine() -> str:
@@ -41,6 +41,10 @@ def main(argv: list[str]) -> int:
     sections.append(("Per-run overhead (zero-time host, approvals clicked at once)", per_run.report(one)))
     fleets = asyncio.run(fleet.run((2, 3), time_scale=0.02) if smoke else fleet.run())
     sections.append(("Fleet, pace and thread lag", fleet.report(fleets)))
+    paced = asyncio.run(fleet_pace.run((2,), time_scale=0.02, after_end=1.0) if smoke else fleet_pace.run())
+    sections.append(
+        ("Fleet progress at Slack's real pace (fleet card against per-run threads)", fleet_pace.report(paced))
+    )
     strangers = asyncio.run(stranger_load.run(20, 6, 10, time_scale=0.02) if smoke else stranger_load.run())
     sections.append(
         ("Stranger load (signed requests and a run under 1,000 hostile connections)", stranger_load.report(strangers))

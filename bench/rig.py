@@ -142,6 +142,8 @@ def bot_config(
     max_parallel: int = 20,
     messages_per_second: float = 10,
     poll_seconds: float = 0.2,
+    slack_extra: str = "",
+    tables_extra: str = "",
 ) -> Path:
     tables = "".join(
         f'[hosts.{name}]\naddress = "127.0.0.1"\nport = {urlsplit(h.endpoint).port}\n'
@@ -155,6 +157,7 @@ approvers = ["{APPROVER}"]
 approval_timeout_minutes = 60
 messages_per_second = {messages_per_second}
 max_hosts_per_request = 200
+{slack_extra}
 [database]
 path = "{path.with_suffix(".db")}"
 [installer]
@@ -171,7 +174,7 @@ connect_timeout_seconds = 2
 timeout_seconds = 300
 [workspace_one]
 url = "{ws1_url}"
-{tables}""")
+{tables}{tables_extra}""")
     return path
 
 

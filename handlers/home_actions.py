@@ -17,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.slack.context import SlackContext
 from bot.slack.escape import escape
 from bot.slack.home import CHECK, PAGE, UPGRADE, upgrade_modal
-from bot.store.fleet import last_plan
+from bot.store.host_overview import last_plan
 from handlers.actions import clicker
 from handlers.commands import start_from_text
 

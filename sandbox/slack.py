@@ -191,6 +191,10 @@ class SlackStandIn:
     ) -> None:
         self.faults.pace_limit(per_second, burst, methods)
 
+    def real_pace(self, on: bool = True) -> None:
+        """Answer 429 (Retry-After) beyond Slack's real pace (ApiFaults.real_pace)."""
+        self.faults.real_pace(on)
+
     def clear_faults(self) -> None:
         self.faults.clear()
 

@@ -45,6 +45,7 @@ class ApiFaults:
         self._server_methods: frozenset[str] | None = None
         self._pace: tuple[float, int, frozenset[str]] | None = None
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # (method, channel) -> (tokens, at)
+        self._real: dict[str, tuple[float, int, bool]] = {}  # method -> (per second, burst, per channel)
 
     def rate_limit(self, count: int, retry_after: int = 1, methods: Iterable[str] | None = None) -> None:
         with self.lock:
@@ -63,10 +64,18 @@ class ApiFaults:
             self._pace = (per_second, burst, frozenset(methods)) if per_second else None
             self._buckets.clear()
 
+    def real_pace(self, on: bool = True) -> None:
+        """Slack's own limits, answered 429 with Retry-After beyond them: chat.postMessage about 1 a second
+        per channel, chat.update Tier 3 (50 a minute, per workspace), no burst allowance assumed."""
+        with self.lock:
+            self._real = {"chat.postMessage": (1.0, 1, True), "chat.update": (50.0 / 60.0, 1, False)} if on else {}
+            self._buckets.clear()
+
     def clear(self) -> None:
         with self.lock:
             self._rate_limited = self._server_errors = 0
             self._pace = None
+            self._real = {}
             self.latency = 0.0
 
     def take(self, method: str, params: dict[str, Any]) -> Answer | None:
@@ -80,9 +89,12 @@ class ApiFaults:
                 self.server_error_count += 1
                 error = "service_unavailable" if self._server_status == 503 else "fatal_error"
                 return self._server_status, {"ok": False, "error": error}, {}
-            if self._pace is not None and method in self._pace[2]:
-                per_second, burst, _ = self._pace
-                key = (method, str(params.get("channel")))
+            rule: tuple[float, int, bool] | None = self._real.get(method)
+            if rule is None and self._pace is not None and method in self._pace[2]:
+                rule = (self._pace[0], self._pace[1], True)
+            if rule is not None:
+                per_second, burst, per_channel = rule
+                key = (method, str(params.get("channel")) if per_channel else "*")
                 now = time.monotonic()
                 tokens, at = self._buckets.get(key, (float(burst), now))
                 tokens = min(float(burst), tokens + (now - at) * per_second)

@@ -113,6 +113,11 @@ class SlackConfig(_Section):
     min_approvals: int = Field(default=1, ge=1, le=10)
     approval_timeout_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
     messages_per_second: float = Field(default=1.0, gt=0, le=10)
+    # chat.update is Slack's Tier 3 (about 50 a minute, per workspace): edits are paced on their own budget.
+    updates_per_minute: float = Field(default=50.0, gt=0, le=600)
+    # A request of several hosts: "card" (one fleet card per channel; host threads carry only what a person
+    # must see) or "threads" (every run its own full thread, every call on the channel's one pace: as before).
+    fleet_progress: Literal["card", "threads"] = "card"
     max_hosts_per_request: int = Field(default=20, ge=1, le=200)
     # The Slack app's id (A…); when unset the bot learns it from Slack (auth.test, bots.info).
     app_id: str | None = None

@@ -1,6 +1,6 @@
 """The App Home view (the fleet at a glance) and the Upgrade confirmation modal, built with slack_sdk's models.
 
-Pure functions of what the store says (bot.store.fleet). Every string from outside the bot (a host's reported
+Pure functions of what the store says (bot.store.host_overview). Every string from outside the bot (a host's reported
 version, a ticket, a plan's reasons) is escaped as it is put in. A view holds at most 100 blocks: a fleet that
 needs more is shown a page at a time, and the view says so.
 """
@@ -28,7 +28,7 @@ from bot.core.models import RunState
 from bot.engine.dry_run import deciders, plan_lines
 from bot.slack.escape import escape
 from bot.slack.messages import RUN_MARKS, context, section
-from bot.store.fleet import HostRow
+from bot.store.host_overview import HostRow
 
 VIEW_BLOCKS = 100  # Slack's limit for a Home tab or a modal
 CHECK, UPGRADE, PAGE = "home_check", "home_upgrade", "home_page"

@@ -26,7 +26,7 @@ from bot.core.config import Config
 from bot.core.models import utcnow
 from bot.engine.events import ProgressEvent
 from bot.slack.home import home_view, page_count, page_hosts
-from bot.store.fleet import HostRow, fleet_rows
+from bot.store.host_overview import HostRow, host_rows
 from bot.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class HomeTab:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            rows = await self.store.call(fleet_rows, self.store, list(self.config.hosts))  # once for everyone
+            rows = await self.store.call(host_rows, self.store, list(self.config.hosts))  # once for everyone
             for user in list(self.viewers):
                 await self.publish(user, rows)
             await asyncio.sleep(self.refresh_seconds)  # the debounce: changes meanwhile go out together
@@ -101,7 +101,7 @@ class HomeTab:
 
     async def publish(self, user: str, rows: list[HostRow] | None = None) -> bool:
         if rows is None:
-            rows = await self.store.call(fleet_rows, self.store, list(self.config.hosts))
+            rows = await self.store.call(host_rows, self.store, list(self.config.hosts))
         page = min(self.viewers.get(user, 0), page_count(rows, self.config) - 1)
         links = await self._links(page_hosts(rows, self.config, page))
         view = home_view(rows, self.config, self.clock(), links=links, page=page, notice=self.notices.get(user))

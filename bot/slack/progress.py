@@ -35,7 +35,14 @@ class SlackProgress:
         self.outbox = Outbox(store)
         wake = asyncio.Event()
         self.projector = ThreadProjector(
-            store, self.outbox, config.slack.channel, titles, wake, read_only, channel_of=config.channel_of
+            store,
+            self.outbox,
+            config.slack.channel,
+            titles,
+            wake,
+            read_only,
+            channel_of=config.channel_of,
+            fleets=config.slack.fleet_progress == "card",
         )
         self.deliverer = OutboxDeliverer(store, self.outbox, client, config, titles, self.projector, wake, offers)
 

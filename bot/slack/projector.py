@@ -21,7 +21,8 @@ from bot.engine.events import ProgressEvent
 from bot.engine.recap import batch_recap
 from bot.slack import messages as msg
 from bot.slack.escape import escape
-from bot.store import checkpoints
+from bot.slack.fleet import fleet_recap, fleet_rows
+from bot.store import checkpoints, fleet
 from bot.store.outbox import Outbox
 from bot.store.store import Store
 
@@ -44,13 +45,15 @@ class ThreadProjector:
         wake: asyncio.Event,
         read_only: frozenset[str] = frozenset(),
         channel_of: Callable[[str], str] | None = None,
+        fleets: bool = False,
     ):
         # ``channel``: slack.channel, for what belongs to no run (checkpoints); a run's thread and its batch's
         # recap go to ``channel_of(host)``: its host group's channel ([groups.NAME] channel), else the same
         self.store, self.outbox, self.channel, self.titles, self.wake = store, outbox, channel, titles, wake
         self.channel_of = channel_of or (lambda _host: channel)
         self.read_only = read_only  # steps that only read: "ok" in a batch's recap
-        self.sending = -1  # the outbox row the deliverer is sending (both run on the store's thread)
+        self.fleets = fleets  # slack.fleet_progress = "card": a fleet's threads carry what a person must see
+        self.sending: set[int] = set()  # the outbox rows the deliverer is sending (both on the store's thread)
         # Runs with audit events not projected yet, in the order their events came: a batch's cards are
         # posted in the batch's order (a set popped them in hash order: host01, host03, host02).
         self._dirty: dict[str, None] = {}
@@ -103,6 +106,8 @@ class ThreadProjector:
     def _project_then_note(self, run_id: str, step: str, text: str) -> None:
         self._dirty.pop(run_id, None)
         self.project(run_id)
+        if self.fleets and fleet.fleet_of(self.store.conn, run_id):
+            return  # a fleet's host thread has no progress notes: its card shows the step in progress
         with self.store.transaction("slack.note") as conn:
             if channel := self.outbox.thread_channel(conn, run_id):
                 self.outbox.insert(conn, run_id, channel, "reply", msg.note(text, self.titles.get(step, step)), None)
@@ -142,7 +147,18 @@ class ThreadProjector:
             if not events:
                 return 0
             steps = {s.step: s for s in self.store.steps(run_id)}
-            rows: list[Row] = []
+            fleet_id = fleet.fleet_of(conn, run_id) if self.fleets else None
+            if fleet_id is not None:  # first: a new fleet's card goes out before any host's
+                fleet.queue_card(conn, fleet_id, channel, self.sending)
+                pairs = [(e, self._rows_for(e, run, steps)) for e in events]
+                rows = fleet_rows(pairs, fleet.card_queued(conn, run_id))
+                if rows or fleet.card_queued(conn, run_id):
+                    self._finish_rows(conn, run_id, channel, rows)
+                self.outbox.advance(conn, run_id, events[-1].seq)
+                if any(e.event in RUN_ENDS for e in events):
+                    self._queue_recap(conn, run)
+                return len(rows)
+            rows = []
             for group in _skips_together(events):
                 if len(group) > 1:  # the rest of the plan skipped for one reason: one reply, not one each
                     titles = [self.titles.get(e.step or "", e.step or "") for e in group]
@@ -154,14 +170,18 @@ class ThreadProjector:
                 ):
                     continue  # the card shows the step in progress; a restart's second start gets a line
                 rows.extend(self._rows_for(event, run, steps))
-            if not self._card_update_queued(conn, run_id) and not any(kind == "card" for kind, _, _ in rows):
-                rows.append(("card_update", None, None))
-            for kind, payload, approval_id in rows:
-                self.outbox.insert(conn, run_id, channel, kind, payload, approval_id)
+            self._finish_rows(conn, run_id, channel, rows)
             self.outbox.advance(conn, run_id, events[-1].seq)
             if any(e.event in RUN_ENDS for e in events):
                 self._queue_recap(conn, run)
         return len(rows)
+
+    def _finish_rows(self, conn: sqlite3.Connection, run_id: str, channel: str, rows: list[Row]) -> None:
+        """The rows, then a card update unless the card is among them or an update is pending."""
+        if not self._card_update_queued(conn, run_id) and not any(kind == "card" for kind, _, _ in rows):
+            rows.append(("card_update", None, None))
+        for kind, payload, approval_id in rows:
+            self.outbox.insert(conn, run_id, channel, kind, payload, approval_id)
 
     def _queue_recap(self, conn: sqlite3.Connection, run: Run) -> None:
         """After a batch's last run's end is projected: its recap, once, at the top of the channel (its first
@@ -171,13 +191,21 @@ class ThreadProjector:
         runs are not all ended and projected yet gets it when the last of them is.
         """
         batch = self.store.batch(run.batch_id)
+        key, fleet_id = run.batch_id, fleet.fleet_of(conn, run.id) if self.fleets else None
+        if fleet_id is not None:  # a fleet of several batches: one recap per channel, of its hosts there
+            channel = self.outbox.thread_channel(conn, run.id) or self.channel_of(run.host)
+            here = [self.store.get_run(r) for r in fleet.runs_of(conn, fleet_id)]
+            here = [r for r in here if (self.outbox.thread_channel(conn, r.id) or self.channel_of(r.host)) == channel]
+            if len({r.batch_id for r in here}) > 1:
+                batch, key = here, f"{fleet_id}:{channel}"
         if len(batch) < 2 or any(r.state.active for r in batch):
             return
-        if any(self.outbox.owes_projection(conn, r.id) for r in batch) or self.outbox.recap_queued(conn, run.batch_id):
+        if any(self.outbox.owes_projection(conn, r.id) for r in batch) or self.outbox.recap_queued(conn, key):
             return
         lines = batch_recap(batch, {r.id: self.store.steps(r.id) for r in batch}, self.read_only)
         channel = self.outbox.thread_channel(conn, batch[0].id) or self.channel_of(batch[0].host)
-        self.outbox.insert_recap(conn, run.batch_id, channel, msg.batch_recap(run.batch_id, lines))
+        recap = msg.batch_recap(key, lines) if key == run.batch_id else fleet_recap(key, lines)
+        self.outbox.insert_recap(conn, key, channel, recap)
 
     def _card_update_queued(self, conn: sqlite3.Connection, run_id: str) -> bool:
         # A pending card update renders the card when it is sent, so it shows these events too; one already

@@ -1,89 +1,86 @@
-"""What the App Home shows of each host, read in one go on the store's thread (``store.call(fleet_rows, ...)``).
+"""Every query of a fleet (a request of several hosts) and of its cards (``runs.fleet_id``, ``slack_fleets``).
 
-Per host: its last run, its open requests, the connector version as last seen (the newest preflight or verify
-facts of any of its runs) and where its thread is (``slack_threads``: channel and card ts, for the permalink).
-A check run's stored plan is read separately (``last_plan``), only when someone asks to upgrade that host.
+A fleet reports in each channel its hosts' runs report in: one fleet card per (fleet, channel), updated in
+place. Its outbox rows belong to no run: ``thread_key`` is the fleet id, ``channel`` the card's channel.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterable
 
-from bot.core.models import ApprovalState, Run
-from bot.store.store import Store
-
-PLAN_KEY = "plan"  # bot.engine.dry_run.PLAN_KEY (the store may not import the engine)
-CHECK_RUNS_LOOKED_AT = 20  # a dry run older than the host's last 20 runs is too old to show as its plan
+from bot.core.models import iso, utcnow
 
 
-@dataclass(frozen=True)
-class SeenVersion:
-    version: str | None  # None: the host had no connector installed
-    step: str  # preflight or verify
-    at: datetime | None
-    run_id: str
-
-
-@dataclass(frozen=True)
-class HostRow:
-    host: str
-    run: Run | None  # the host's last run
-    waiting: tuple[str, ...] = ()  # the gates of its open requests
-    seen: SeenVersion | None = None
-    channel: str | None = None  # the last run's thread
-    card_ts: str | None = None
-
-
-_SEEN_SQL = """
-    SELECT s.step, COALESCE(s.finished_at, s.started_at) AS at, s.run_id,
-           json_extract(s.facts, '$.connector.version'), json_extract(s.facts, '$.connector.installed'),
-           json_extract(s.facts, '$.version'), json_extract(s.facts, '$.installed')
-    FROM steps s JOIN runs r ON r.id = s.run_id
-    WHERE r.host = ? AND ((s.step = 'preflight' AND json_extract(s.facts, '$.connector.installed') IS NOT NULL)
-                          OR (s.step = 'verify' AND json_extract(s.facts, '$.installed') IS NOT NULL))
-    ORDER BY at DESC LIMIT 1
-"""
-
-
-def _seen(store: Store, host: str) -> SeenVersion | None:
-    row = store.conn.execute(_SEEN_SQL, (host,)).fetchone()
-    if row is None:
+def assign(conn: sqlite3.Connection, run_ids: list[str]) -> str | None:
+    """The runs of one request: several are a fleet (one id for all of them); one run is not."""
+    if len(run_ids) < 2:
         return None
-    step, at, run_id, pre_version, pre_installed, version, installed = row
-    if step == "preflight":
-        version, installed = pre_version, pre_installed
-    return SeenVersion(
-        str(version) if installed and version else None, step, datetime.fromisoformat(at) if at else None, run_id
+    fleet_id = f"fleet-{secrets.token_hex(4)}"
+    conn.executemany("UPDATE runs SET fleet_id = ? WHERE id = ?", [(fleet_id, run_id) for run_id in run_ids])
+    return fleet_id
+
+
+def fleet_of(conn: sqlite3.Connection, run_id: str) -> str | None:
+    row = conn.execute("SELECT fleet_id FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return row[0] if row else None
+
+
+def runs_of(conn: sqlite3.Connection, fleet_id: str) -> list[str]:
+    """The fleet's run ids, in the request's order (its batches, each in its order)."""
+    rows = conn.execute("SELECT id FROM runs WHERE fleet_id = ? ORDER BY created_at, rowid", (fleet_id,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def card_known(conn: sqlite3.Connection, fleet_id: str, channel: str) -> bool:
+    """The fleet's card in this channel was queued (its row in slack_fleets exists)."""
+    row = conn.execute("SELECT 1 FROM slack_fleets WHERE fleet_id = ? AND channel = ?", (fleet_id, channel)).fetchone()
+    return row is not None
+
+
+def card_ts(conn: sqlite3.Connection, fleet_id: str, channel: str) -> str | None:
+    row = conn.execute(
+        "SELECT card_ts FROM slack_fleets WHERE fleet_id = ? AND channel = ?", (fleet_id, channel)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def set_card_ts(conn: sqlite3.Connection, fleet_id: str, channel: str, ts: str) -> None:
+    conn.execute("UPDATE slack_fleets SET card_ts = ? WHERE fleet_id = ? AND channel = ?", (ts, fleet_id, channel))
+
+
+def queue_card(conn: sqlite3.Connection, fleet_id: str, channel: str, besides: Iterable[int]) -> None:
+    """The fleet card's next row: the card itself the first time, then an update unless one is pending (a
+    pending update renders the card when it is sent, so it shows this change too; one being sent does not)."""
+    if not card_known(conn, fleet_id, channel):
+        conn.execute("INSERT INTO slack_fleets (fleet_id, channel) VALUES (?, ?)", (fleet_id, channel))
+        _insert(conn, fleet_id, channel, "fleet_card")
+        return
+    sending = tuple(besides)
+    row = conn.execute(
+        "SELECT 1 FROM outbox WHERE thread_key = ? AND channel = ? AND kind = 'fleet_update' AND state = 'pending' "
+        f"AND id NOT IN ({','.join('?' * len(sending)) or '-1'})",
+        (fleet_id, channel, *sending),
+    ).fetchone()
+    if row is None:
+        _insert(conn, fleet_id, channel, "fleet_update")
+
+
+def _insert(conn: sqlite3.Connection, fleet_id: str, channel: str, kind: str) -> None:
+    conn.execute(
+        "INSERT INTO outbox (run_id, channel, thread_key, kind, payload, created_at) VALUES (NULL, ?, ?, ?, ?, ?)",
+        (channel, fleet_id, kind, json.dumps({}), iso(utcnow())),
     )
 
 
-def fleet_rows(store: Store, hosts: list[str]) -> list[HostRow]:
-    """One row per configured host, in the order given."""
-    rows = []
-    for host in hosts:
-        last = store.runs(host=host, limit=1)
-        run = last[0] if last else None
-        waiting: tuple[str, ...] = ()
-        channel = card_ts = None
-        if run is not None:
-            waiting = tuple(a.gate for a in store.approvals(run.id) if a.state is ApprovalState.open)
-            thread = store.conn.execute(
-                "SELECT channel, card_ts FROM slack_threads WHERE run_id = ?", (run.id,)
-            ).fetchone()
-            if thread is not None:
-                channel, card_ts = thread[0], thread[1]
-        rows.append(HostRow(host, run, waiting, _seen(store, host), channel, card_ts))
-    return rows
+def card_queued(conn: sqlite3.Connection, run_id: str) -> bool:
+    """A fleet run's own card was queued (in a fleet a run's card is posted when it starts, not when queued)."""
+    row = conn.execute("SELECT 1 FROM outbox WHERE run_id = ? AND kind = 'card'", (run_id,)).fetchone()
+    return row is not None
 
 
-def last_plan(store: Store, host: str) -> tuple[Run, dict[str, Any]] | None:
-    """The host's newest check run that stored a plan (its dry run), with that plan."""
-    for run in store.runs(host=host, limit=CHECK_RUNS_LOOKED_AT):
-        if not run.check_only:
-            continue
-        for record in store.steps(run.id):
-            if isinstance(plan := record.facts.get(PLAN_KEY), dict):
-                return run, plan
-    return None
+def recap_queued(conn: sqlite3.Connection, key: str) -> bool:
+    row = conn.execute("SELECT 1 FROM outbox WHERE kind = 'recap' AND thread_key = ?", (key,)).fetchone()
+    return row is not None

@@ -169,6 +169,18 @@ def _approval_attempt(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE approvals ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1")
 
 
+def _fleets(db: sqlite_utils.Database) -> None:
+    # A request of several hosts is a fleet (issue 20): its runs share a fleet id, and each channel the fleet
+    # reports in has one fleet card (bot.store.fleet), updated in place.
+    db.execute("ALTER TABLE runs ADD COLUMN fleet_id TEXT")
+    db.execute("CREATE INDEX runs_fleet ON runs(fleet_id)")
+    db.execute(
+        """CREATE TABLE slack_fleets (
+            fleet_id TEXT NOT NULL, channel TEXT NOT NULL, card_ts TEXT, PRIMARY KEY (fleet_id, channel))"""
+    )
+    db.execute("CREATE INDEX outbox_thread_key ON outbox(thread_key, kind, state)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1,
     _v2,
@@ -179,5 +191,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _change_management,
     _recovery,
     _approval_attempt,
+    _fleets,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

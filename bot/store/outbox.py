@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,15 @@ from bot.store.store import Store
 # (requester cli:…) never had a thread, unless one was started for them.
 _OWES_THREAD = "(t.run_id IS NOT NULL OR r.requester NOT LIKE 'cli:%')"
 _PAST_CURSOR = "(SELECT MAX(seq) FROM audit a WHERE a.run_id = r.id) > COALESCE(t.projected_seq, 0)"
+
+
+# chat.update rows: paced on their own budget (Slack's Tier 3), apart from the channel's posts.
+EDITS = ("card_update", "approval_update", "fleet_update")
+_ENTRY = (
+    "o.id, o.run_id, o.channel, o.kind, o.payload, o.approval_id, COALESCE(t.card_ts, f.card_ts), o.thread_key "
+    "FROM outbox o LEFT JOIN slack_threads t ON t.run_id = o.run_id "
+    "LEFT JOIN slack_fleets f ON o.run_id IS NULL AND f.fleet_id = o.thread_key AND f.channel = o.channel"
+)
 
 
 @dataclass(frozen=True)
@@ -36,10 +46,11 @@ class PendingEntry:
     id: int
     run_id: str
     channel: str
-    kind: str  # card, card_update, reply, approval, approval_update, final, checkpoint, recap
+    kind: str  # card, card_update, reply, approval, approval_update, final, checkpoint, recap, fleet_card, fleet_update
     payload: str
     approval_id: str | None
-    card_ts: str | None
+    card_ts: str | None  # the run's card, or for a fleet row (run_id NULL) the fleet card in this channel
+    thread_key: str | None = None  # a fleet row's fleet id, a recap's batch
     merged: tuple[int, ...] = ()  # the rows sent together as this one message, when merged
 
     @property
@@ -144,25 +155,65 @@ class Outbox:
         ).fetchone()
         return row is not None
 
-    def card_update_pending(self, conn: sqlite3.Connection, run_id: str, *, besides: int) -> bool:
-        """A pending card update other than row ``besides`` (the one being sent)."""
+    def card_update_pending(self, conn: sqlite3.Connection, run_id: str, *, besides: int | Iterable[int]) -> bool:
+        """A pending card update other than the rows ``besides`` (those being sent)."""
+        sending = (besides,) if isinstance(besides, int) else tuple(besides)
         row = conn.execute(
-            "SELECT 1 FROM outbox WHERE run_id = ? AND kind = 'card_update' AND state = 'pending' AND id != ?",
-            (run_id, besides),
+            "SELECT 1 FROM outbox WHERE run_id = ? AND kind = 'card_update' AND state = 'pending' "
+            f"AND id NOT IN ({','.join('?' * len(sending)) or '-1'})",
+            (run_id, *sending),
         ).fetchone()
         return row is not None
 
-    def next_pending(self) -> PendingEntry | None:
+    def next_pending(self, kinds: Iterable[str] | None = None) -> PendingEntry | None:
+        """The next row to post (of ``kinds``; None: every kind, in one order, as before edits had a lane)."""
+        only = tuple(kinds) if kinds is not None else ()
         row = self.conn.execute(
-            "SELECT o.id, o.run_id, o.channel, o.kind, o.payload, o.approval_id, t.card_ts "
-            "FROM outbox o LEFT JOIN slack_threads t ON t.run_id = o.run_id "
-            "WHERE o.state = 'pending' "
+            f"SELECT {_ENTRY} WHERE o.state = 'pending' "
+            + (f"AND o.kind IN ({','.join('?' * len(only))}) " if only else "")
             # A thread that waits for a person goes first (in its own order), so approval requests are not
             # stuck behind other runs' progress when a large fleet fills the paced queue.
-            "ORDER BY o.run_id IN (SELECT run_id FROM outbox WHERE state = 'pending' AND kind = 'approval') DESC, "
-            "o.id LIMIT 1"
+            # A fleet's card first of all: once per channel, and the one place the whole fleet is seen.
+            + "ORDER BY o.kind = 'fleet_card' DESC, "
+            "o.run_id IN (SELECT run_id FROM outbox WHERE state = 'pending' AND kind = 'approval') DESC, "
+            "o.id LIMIT 1",
+            only,
         ).fetchone()
         return PendingEntry(*row) if row is not None else None
+
+    def next_edit(self) -> PendingEntry | None:
+        """The next edit (chat.update) whose message is posted or will never be, in id order: an edit sent is
+        queued again behind the others, so no message's edits (a fleet's decisions, its card) starve the rest.
+        An edit of a message still pending waits for it."""
+        row = self.conn.execute(
+            f"SELECT {_ENTRY} WHERE o.state = 'pending' AND o.kind IN ({','.join('?' * len(EDITS))}) "
+            "AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state = 'pending' AND p.id < o.id AND ("
+            "(o.kind = 'card_update' AND p.kind = 'card' AND p.run_id = o.run_id) OR "
+            "(o.kind = 'approval_update' AND p.kind = 'approval' AND p.approval_id = o.approval_id) OR "
+            "(o.kind = 'fleet_update' AND p.kind = 'fleet_card' AND p.thread_key = o.thread_key "
+            "AND p.channel = o.channel))) "
+            "ORDER BY o.id LIMIT 1",
+            EDITS,
+        ).fetchone()
+        return PendingEntry(*row) if row is not None else None
+
+    def same_edits(self, entry: PendingEntry) -> tuple[int, ...]:
+        """The pending rows that edit the same message as ``entry`` (it included): the edit renders the
+        message's latest state, so one chat.update covers them all."""
+        params: tuple[str | None, ...]
+        if entry.kind == "approval_update":
+            where, params = "approval_id = ?", (entry.approval_id,)
+        elif entry.kind == "fleet_update":
+            where, params = "thread_key = ? AND channel = ?", (entry.thread_key, entry.channel)
+        else:  # the card (a card_update, or the card itself: posted with the latest state)
+            where, params = "run_id = ?", (entry.run_id,)
+        kind = "fleet_update" if entry.kind in ("fleet_card", "fleet_update") else entry.kind
+        if entry.kind == "card":
+            kind = "card_update"
+        rows = self.conn.execute(
+            f"SELECT id FROM outbox WHERE state = 'pending' AND kind = ? AND {where} ORDER BY id", (kind, *params)
+        ).fetchall()
+        return tuple(dict.fromkeys((entry.id, *(r[0] for r in rows))))
 
     def pending_in_channel(self, channel: str) -> int:
         [(pending,)] = self.conn.execute(

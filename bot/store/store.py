@@ -38,7 +38,7 @@ from bot.core.models import (
     utcnow,
 )
 from bot.core.signing import AuditSigner
-from bot.store import audit, checkpoints
+from bot.store import audit, checkpoints, fleet
 from bot.store.files import create_private, database_files, tighten
 from bot.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
@@ -322,6 +322,7 @@ class Store:
             with self.transaction("run.requested") as conn:
                 for batch in batches:
                     created.append(self._insert_batch(conn, batch, now, requester, plan, check_only, ticket))
+                fleet.assign(conn, [run_id for ids in created for run_id in ids])  # several hosts: a fleet
         except sqlite3.IntegrityError as exc:
             if "runs.host" not in str(exc):
                 raise

@@ -38,6 +38,8 @@ allow_self_approval = true
 min_approvals = 2
 approval_timeout_minutes = 15
 messages_per_second = 0.5
+updates_per_minute = 30
+fleet_progress = "threads"
 max_hosts_per_request = 5
 app_id = "A0APP00001"
 allow_direct_messages = true
@@ -139,6 +141,8 @@ def test_every_key_is_parsed():
         "min_approvals": 2,
         "approval_timeout_minutes": 15,
         "messages_per_second": 0.5,
+        "updates_per_minute": 30,
+        "fleet_progress": "threads",
         "max_hosts_per_request": 5,
         "app_id": "A0APP00001",
         "allow_direct_messages": True,

@@ -76,8 +76,9 @@ def test_a_first_start_gets_no_reply_but_a_restart_does(tmp_path):
 
 def test_a_batch_recap_is_queued_once_after_the_last_end_of_the_batch(tmp_path):
     """Derived from the store when the batch's last end is projected, in that transaction: never before the
-    other runs ended and were projected, never twice (projecting again, or a restart's catch-up)."""
-    store, engine, progress = outbox(tmp_path)
+    other runs ended and were projected, never twice (projecting again, or a restart's catch-up). Each run
+    with its full thread (fleet_progress "threads"): a fleet's runs that never started get no card nor final."""
+    store, engine, progress = outbox(tmp_path, slack='fleet_progress = "threads"')
     projector = progress.projector
     first, second = store.create_runs(["host01", "host02"], requester=REQUESTER, plan=["alpha"])
 
