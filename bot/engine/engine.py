@@ -38,6 +38,7 @@ from bot.engine.events import ProgressEvent, SinkDispatcher
 from bot.engine.outcome import outcome_of
 from bot.engine.schedule import last_closing, when_to_start
 from bot.engine.slots import Slot, SlotPool
+from bot.store import fleet
 from bot.store.store import BatchRequest, DecisionOutcome, HostBusy, NotRetriable, Store, UnknownRecord
 from steps.base import CheckResult, PlannedStep, Step, StepContext, StepFailed
 
@@ -496,8 +497,11 @@ class Engine:
 
     async def _ended(self, done: Run, text: str) -> None:
         """A run reached its end (persisted): checkpoint the trail with it first, so whoever hears of the end
-        (the Slack thread) finds its checkpoint already written, then tell."""
-        checkpoint = await self.checkpoints.checkpoint(f"end of run {done.id}", done.id)
+        (the Slack thread) finds its checkpoint already written, then tell. A run of a fleet whose other runs
+        are still under way is covered by the fleet's last end (and the periodic checkpoints): at Slack's pace
+        of one post a second per channel, one checkpoint post per host would hold up every other message."""
+        fleet_goes_on = await self._db(lambda: fleet.others_active(self.store.conn, done.id))
+        checkpoint = None if fleet_goes_on else await self.checkpoints.checkpoint(f"end of run {done.id}", done.id)
         self._publish("run.finished", done, text, state=done.state.value)
         if checkpoint is not None:
             self._publish(

@@ -11,7 +11,9 @@ import secrets
 import sqlite3
 from collections.abc import Iterable
 
-from bot.core.models import iso, utcnow
+from bot.core.models import ACTIVE_RUN_STATES, iso, utcnow
+
+ACTIVE_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_RUN_STATES)) + ")"
 
 
 def assign(conn: sqlite3.Connection, run_ids: list[str]) -> str | None:
@@ -32,6 +34,16 @@ def runs_of(conn: sqlite3.Connection, fleet_id: str) -> list[str]:
     """The fleet's run ids, in the request's order (its batches, each in its order)."""
     rows = conn.execute("SELECT id FROM runs WHERE fleet_id = ? ORDER BY created_at, rowid", (fleet_id,)).fetchall()
     return [r[0] for r in rows]
+
+
+def others_active(conn: sqlite3.Connection, run_id: str) -> bool:
+    """Another run of ``run_id``'s fleet is still active (scheduled, queued, running, waiting)."""
+    row = conn.execute(
+        f"""SELECT 1 FROM runs other JOIN runs me ON other.fleet_id = me.fleet_id
+            WHERE me.id = ? AND other.id != me.id AND other.state IN {ACTIVE_SQL} LIMIT 1""",
+        (run_id,),
+    ).fetchone()
+    return row is not None
 
 
 def card_known(conn: sqlite3.Connection, fleet_id: str, channel: str) -> bool:

@@ -47,3 +47,19 @@ async def test_start_up_checkpoints_what_the_last_process_left(engine_factory):
     last = checkpoints.stored(again.store.conn)[-1]
     assert last.reason == "at start-up" and last.seq == again.store.audit_events()[-1].seq
     await again.stop()
+
+
+async def test_a_fleet_is_checkpointed_at_its_last_end_not_at_each_host(engine_factory):
+    """At Slack's pace one checkpoint post per host would hold up every other message of the channel: a run
+    of a fleet whose other runs go on gets none; the fleet's last end covers the whole trail."""
+    engine = await engine_factory(Approver())
+    runs = await engine.submit(["host01", "host02", "host03"], REQUESTER)
+    await engine.join()
+    ends = [c for c in checkpoints.stored(engine.store.conn) if c.reason.startswith("end of run")]
+    assert [c.reason for c in ends] == [f"end of run {runs[-1].id}"]
+    assert ends[0].seq == engine.store.audit_events()[-1].seq  # it covers every host's events
+    # a run alone (no fleet) still gets its own at its end
+    [alone] = await engine.submit(["host01"], REQUESTER)
+    await engine.join()
+    assert [c.reason for c in checkpoints.stored(engine.store.conn)][-1] == f"end of run {alone.id}"
+    await engine.stop()
