@@ -60,6 +60,8 @@ FATAL_ERRORS = frozenset(
     }
 )
 
+STOP_RETRY_SECONDS = 0.5  # stop(): how long to wait for the lanes before cancelling them again
+
 
 class OutboxDeliverer:
     def __init__(
@@ -99,8 +101,12 @@ class OutboxDeliverer:
                 self._tasks = [loop.create_task(self._deliver_forever(None), name="slack-outbox")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        # Cancelled again until done: on Python 3.11 asyncio.wait_for can swallow a cancel that arrives as the
+        # event it waits on is set (here: one lane waking the other), and a lane would then run on forever.
+        while pending := [task for task in self._tasks if not task.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=STOP_RETRY_SECONDS)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
@@ -114,7 +120,8 @@ class OutboxDeliverer:
                 entry = await self.store.call(self.outbox.next_pending, kinds)
             if entry is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=5)
+                    async with asyncio.timeout(5):  # unlike wait_for, never swallows a cancel
+                        await self.wake.wait()
                 continue
             lane = EDIT_LANE if edits else entry.channel
             await self._pace(lane, self.edit_interval if edits else self.interval)
