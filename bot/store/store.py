@@ -68,7 +68,8 @@ class NotRetriable(StoreError):
 
     def __init__(self, run: Run, why: str | None = None):
         self.run = run
-        state = f"it is {run.state.label}" + (f" ({run.recovery})" if run.recovery else "")
+        recovery = {"revert": " and being reverted", "reverted": " and was reverted to its snapshot"}
+        state = f"it is {run.state.label}" + recovery.get(run.recovery or "", "")
         super().__init__(f"run {run.id} cannot be retried: {why or state}")
 
 
