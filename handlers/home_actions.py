@@ -35,21 +35,31 @@ def register(app: AsyncApp, deps: SlackContext) -> None:
         if deps.home is not None:
             await deps.home.tell(user, text)
 
+    async def clicked_host(
+        body: dict[str, Any], action: dict[str, Any], context: AsyncBoltContext
+    ) -> tuple[str, str] | None:
+        """Who clicked which configured host's button; None, the clicker told why, for a refused origin or
+        a value that is not a configured host (a forged button)."""
+        user, host = clicker(body), host_of(deps, action)
+        if user is None:
+            return None
+        if refusal := context.get("refusal"):
+            await tell(user, f"Not started: {refusal}.")
+            return None
+        if host is None:
+            await tell(user, f"Not started: `{escape(action.get('value'))}` is not a configured host.")
+            return None
+        return user, host
+
     @app.action(CHECK)
     async def home_check(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], context: AsyncBoltContext
     ) -> None:
         async with deps.handling(context) as handled:
             await ack()
-            user, host = clicker(body), host_of(deps, action)
-            if user is None:
+            if (clicked := await clicked_host(body, action, context)) is None:
                 return
-            if refusal := context.get("refusal"):
-                await tell(user, f"Not started: {refusal}.")
-                return
-            if host is None:
-                await tell(user, f"Not started: `{escape(action.get('value'))}` is not a configured host.")
-                return
+            user, host = clicked
             reply = await start_from_text(f"check {host}", user, deps)
             await handled.done()
             await tell(user, reply)
@@ -60,15 +70,9 @@ def register(app: AsyncApp, deps: SlackContext) -> None:
     ) -> None:
         async with deps.handling(context):
             await ack()
-            user, host = clicker(body), host_of(deps, action)
-            if user is None:
+            if (clicked := await clicked_host(body, action, context)) is None:
                 return
-            if refusal := context.get("refusal"):
-                await tell(user, f"Not started: {refusal}.")
-                return
-            if host is None:
-                await tell(user, f"Not started: `{escape(action.get('value'))}` is not a configured host.")
-                return
+            user, host = clicked
             # The trigger_id is good for 3 s: only the policy (group members are cached) and the store are asked
             # before the modal opens. The submission asks the policy again, and admission, before it starts.
             verdict = await deps.policy.may_request(user, [host])

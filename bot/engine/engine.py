@@ -126,8 +126,7 @@ class Engine:
         seconds = min((moment - self.clock()).total_seconds(), self.schedule_poll_seconds)
         wakeup = self._wakeup(run_id)
         wakeup.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), timeout=max(seconds, 0.0))
+        await _woken(wakeup, max(seconds, 0.0))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -794,11 +793,17 @@ class Engine:
             f"({opening}), unless an approver allows a reboot outside the window",
             step.id,
         )
+        self.announce_request(
+            run, step.id, gate, approval, f"{gate.name} approval needed: window {window} closed at {closed_text}"
+        )
+
+    def announce_request(self, run: Run, step_id: str, gate: Gate, approval: Approval, text: str) -> None:
+        """Tell the front ends an open request (``approval.requested``): what it shows, its digest, its deadline."""
         self._publish(
             "approval.requested",
             run,
-            f"{gate.name} approval needed: window {window} closed at {closed_text}",
-            step.id,
+            text,
+            step_id,
             approval_id=approval.id,
             gate=gate.name,
             request_kind=gate.kind.value,
@@ -853,19 +858,8 @@ class Engine:
             )
         decided_now = False
         if latest.state is ApprovalState.open:
-            self._publish(
-                "approval.requested",
-                run,
-                f"{gate.name} {kind} needed: {reason}",
-                step.id,
-                approval_id=latest.id,
-                gate=gate.name,
-                request_kind=kind,
-                evidence=latest.evidence,
-                digest=latest.digest,
-                expires_at=latest.expires_at.isoformat(),
-            )
-            latest = await self._await_decision(run, step, latest.id)
+            self.announce_request(run, step.id, gate, latest, f"{gate.name} {kind} needed: {reason}")
+            latest = await self.await_decision(run, step.id, latest.id)
             decided_now = True
         if latest.state is ApprovalState.granted:
             await self._db(self.store.set_run_state, run.id, RunState.running)
@@ -878,21 +872,23 @@ class Engine:
         await self._stop_if_cancelled(run, step.id)
         raise RunStopped  # cancelled by a finished run elsewhere
 
-    async def _await_decision(self, run: Run, step: Step, approval_id: str) -> Approval:
+    async def await_decision(self, run: Run, step_id: str, approval_id: str, *, cancellable: bool = True) -> Approval:
+        """Wait until the request is decided or expires (bounded by its deadline). ``cancellable``: a cancel of
+        the run stops the wait (a revert, which cannot be cancelled, waits on)."""
         wakeup = self._wakeup(run.id)
         while True:
             wakeup.clear()
             approval = await self._db(self.store.get_approval, approval_id)
             if approval.state is not ApprovalState.open:
                 return approval
-            await self._stop_if_cancelled(run, step.id)
+            if cancellable:
+                await self._stop_if_cancelled(run, step_id)
             remaining = (approval.expires_at - utcnow()).total_seconds()
             if remaining <= 0:
                 if await self._db(self.store.expire_approval, approval_id):
-                    self._publish("approval.decided", run, f"{approval.gate} approval expired", step.id)
+                    self._publish("approval.decided", run, f"{approval.gate} approval expired", step_id)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), timeout=min(remaining, self.approval_poll_seconds))
+            await _woken(wakeup, min(remaining, self.approval_poll_seconds))
 
     # -- people ----------------------------------------------------------------------------------
 
@@ -1096,6 +1092,14 @@ def retry_refusal(run: Run) -> str | None:
 
 # Runs that have not started: cancelled at once, and abandoned with the rest of their batch.
 _NOT_STARTED = frozenset({RunState.queued, RunState.scheduled})
+
+
+async def _woken(event: asyncio.Event, seconds: float) -> None:
+    """Wait for ``event`` at most ``seconds``. asyncio.timeout, not wait_for: on Python 3.11 wait_for can
+    swallow a cancel that arrives as the event is set, and the task would not stop."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 def as_mention(user: str) -> str:

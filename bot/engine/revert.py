@@ -23,7 +23,6 @@ already recorded since the last ``revert.requested``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.core.errors import ExternalSystemError
 from bot.core.gates import REVERT, REVERT_BY_HAND, Gate, change_digest
-from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord, utcnow
+from bot.core.models import Approval, ApprovalState, Run, RunState, StepRecord
 from bot.engine import recovery
 from steps.base import StepContext
 
@@ -250,40 +249,13 @@ async def _ask(
             change=change,
         )
     if latest.state is ApprovalState.open:
-        engine._publish(
-            "approval.requested",
-            run,
-            f"{gate.name} {gate.kind.value} needed: {reason}",
-            REVERT_STEP,
-            approval_id=latest.id,
-            gate=gate.name,
-            request_kind=gate.kind.value,
-            evidence=latest.evidence,
-            digest=latest.digest,
-            expires_at=latest.expires_at.isoformat(),
-        )
+        engine.announce_request(run, REVERT_STEP, gate, latest, f"{gate.name} {gate.kind.value} needed: {reason}")
         async with slot.released():  # nobody's host waits on a person's decision
-            latest = await _decision(engine, run, latest.id)
+            # a revert cannot be cancelled (Engine.cancel refuses): an approver denies its request instead
+            latest = await engine.await_decision(run, REVERT_STEP, latest.id, cancellable=False)
     if latest.state is ApprovalState.granted:
         await engine._db(store.set_run_state, run.id, RunState.running)
     return latest
-
-
-async def _decision(engine: Engine, run: Run, approval_id: str) -> Approval:
-    """Wait for the request to be decided or to expire (bounded by its deadline)."""
-    wakeup = engine._wakeup(run.id)
-    while True:
-        wakeup.clear()
-        approval = await engine._db(engine.store.get_approval, approval_id)
-        if approval.state is not ApprovalState.open:
-            return approval
-        remaining = (approval.expires_at - utcnow()).total_seconds()
-        if remaining <= 0:
-            if await engine._db(engine.store.expire_approval, approval_id):
-                engine._publish("approval.decided", run, f"{approval.gate} approval expired", REVERT_STEP)
-            continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), timeout=min(remaining, engine.approval_poll_seconds))
 
 
 async def _host_back(engine: Engine, run: Run, records: list[StepRecord]) -> dict[str, Any]:
