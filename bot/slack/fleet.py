@@ -14,9 +14,9 @@ from typing import Any
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, MarkdownTextObject, SectionBlock
 
 from bot.core.models import AuditEvent, Run, RunState, StepRecord, StepState
-from bot.engine.recap import RecapLine, recap_text
+from bot.engine.recap import RecapLine
 from bot.slack.escape import escape
-from bot.slack.messages import RUN_MARKS, SECTION_LIMIT, context, message, section
+from bot.slack.messages import RUN_MARKS, SECTION_LIMIT, batch_recap, message
 
 Row = tuple[str, dict[str, Any] | None, str | None]  # kind, payload, approval id (as bot.slack.projector)
 ENDS = frozenset({"run.succeeded", "run.failed", "run.cancelled", "run.denied"})
@@ -103,14 +103,4 @@ def fleet_card(
 
 def fleet_recap(key: str, lines: list[RecapLine]) -> dict[str, Any]:
     """The end of a fleet of several batches, once per channel: every host's ok / changed / skipped / failed."""
-    done = sum(line.state is RunState.succeeded for line in lines)
-    mark = "✅" if done == len(lines) else "❌"
-    head = f"{mark} *Fleet of {len(lines)} hosts ended*: {done} of {len(lines)} succeeded"
-    states = ", ".join(f"{escape(line.host)} {line.state.label}" for line in lines)
-    return message(
-        f"Fleet recap: {states}",
-        [
-            section(f"{head}\n```{escape(recap_text(lines))}```"),
-            context(f"Fleet `{escape(key)}`"),
-        ],
-    )
+    return batch_recap(key, lines, kind="Fleet")

@@ -348,16 +348,16 @@ def checkpoint(cp: Checkpoint) -> dict[str, Any]:
     return {"text": f"{summary}\n`{line}`", "blocks": [section(summary).to_dict(), context(f"`{line}`").to_dict()]}
 
 
-def batch_recap(batch_id: str, lines: list[RecapLine]) -> dict[str, Any]:
-    """The end of a batch, once, at the top of the channel: per host ok / changed / skipped / failed and
-    the run, like Ansible's PLAY RECAP."""
+def batch_recap(batch_id: str, lines: list[RecapLine], kind: str = "Batch") -> dict[str, Any]:
+    """The end of a batch (or, ``kind="Fleet"``, of a fleet of several batches, once per channel), at the top of
+    the channel: per host ok / changed / skipped / failed and the run, like Ansible's PLAY RECAP."""
     done = sum(line.state is RunState.succeeded for line in lines)
     mark = "✅" if done == len(lines) else "❌"
-    head = f"{mark} *Batch of {len(lines)} hosts ended*: {done} of {len(lines)} succeeded"
+    head = f"{mark} *{kind} of {len(lines)} hosts ended*: {done} of {len(lines)} succeeded"
     states = ", ".join(f"{escape(line.host)} {line.state.label}" for line in lines)
     return message(
-        f"Batch recap: {states}",
-        [section(f"{head}\n```{escape(recap_text(lines))}```"), context(f"Batch `{escape(batch_id)}`")],
+        f"{kind} recap: {states}",
+        [section(f"{head}\n```{escape(recap_text(lines))}```"), context(f"{kind} `{escape(batch_id)}`")],
     )
 
 
